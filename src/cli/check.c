@@ -1,0 +1,166 @@
+/*
+ * sbx check: what this host supports, what sbx falls back to, and a real
+ * trial sandbox. Exits 1 when sandboxes cannot be made safely.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "cli/cli.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/internal.h"
+#include "sandbox/sandbox.h"
+#include "base/banned.h"
+
+static int problems;
+
+static void line(const char *what, bool ok, const char *detail,
+		 bool essential)
+{
+	printf("%-22s %-4s %s\n", what, ok ? "yes" : "no", detail);
+	if (!ok && essential)
+		problems++;
+}
+
+/* Tries to unshare the given namespaces in a throwaway child. */
+static bool can_unshare(int flags)
+{
+	int st;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return false;
+	if (pid == 0)
+		_exit(unshare(flags) == 0 ? 0 : 1);
+	if (waitpid(pid, &st, 0) < 0)
+		return false;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static bool has_pidfd(void)
+{
+	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static bool has_openat2(void)
+{
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+			       .resolve = RESOLVE_BENEATH};
+	int fd = (int)syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof(how));
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static bool has_seccomp(void)
+{
+	return prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 &&
+	       access("/proc/sys/kernel/seccomp/actions_avail", R_OK) == 0;
+}
+
+static bool has_overlayfs(void)
+{
+	char buf[4096];
+
+	return read_file("/proc/filesystems", buf, sizeof(buf)) > 0 &&
+	       strstr(buf, "\toverlay\n");
+}
+
+int cmd_check(int argc, char **argv)
+{
+	char err[256], desc[1024];
+	struct sandbox_spec spec;
+	struct sandbox_result res;
+	static char *const trial[] = {"/bin/true", NULL};
+	bool userns, ok;
+	uint64_t t0;
+
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		puts("usage: sbx check\n\nPrints what this host supports and "
+		     "runs a trial sandbox; exits 1 when\nsandboxes cannot "
+		     "be made safely.");
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "sbx check: unexpected argument '%s'\n",
+			argv[1]);
+		return EXIT_USAGE;
+	}
+	line("root", geteuid() == 0, "sbx needs root to create sandboxes",
+	     true);
+	userns = can_unshare(CLONE_NEWUSER);
+	line("user namespaces", userns,
+	     userns ? "sandbox root maps to an unprivileged host uid"
+		    : "fallback: init runs as host root, the command as an "
+		      "unprivileged host uid",
+	     false);
+	ok = can_unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+			 CLONE_NEWIPC | CLONE_NEWUTS);
+	line("pid/mount/net/ipc/uts", ok, "namespaces", true);
+	ok = can_unshare(CLONE_NEWCGROUP);
+	line("cgroup namespace", ok, "", true);
+	line("seccomp", has_seccomp(), "syscall filter (libseccomp)", true);
+	line("pidfd", has_pidfd(), "event-driven supervision", true);
+	line("openat2", has_openat2(),
+	     "RESOLVE_BENEATH for file access inside sandboxes", false);
+	line("overlayfs", has_overlayfs(), "image directories", false);
+	fflush(stdout);
+
+	if (sandbox_host_init(err, sizeof(err))) {
+		printf("%-22s %-4s %s\n", "sandbox host", "no", err);
+		return 1;
+	}
+	cgroup_host_describe(&sandbox_host.cg, desc, sizeof(desc));
+	fputs(desc, stdout);
+	if (!sandbox_host.cg.has_memory || !sandbox_host.cg.has_pids) {
+		printf("%-22s %-4s %s\n", "cgroup limits", "no",
+		       "memory and process limits cannot be enforced");
+		problems++;
+	}
+	if (sandbox_host.cg.has_memory && !sandbox_host.cg.has_swap_limit)
+		printf("%-22s %-4s %s\n", "swap limit", "no",
+		       "fallback: swappiness 0 in each sandbox's cgroup");
+
+	sandbox_spec_init(&spec);
+	sandbox_spec_set_argv(&spec, trial);
+	t0 = now_ns();
+	sandbox_run(&spec, NULL, NULL, &res);
+	if (res.status == SANDBOX_OK) {
+		snprintf(desc, sizeof(desc), "ran /bin/true in %.1f ms",
+			 (double)(now_ns() - t0) / 1e6);
+		line("trial sandbox", true, desc, true);
+	} else {
+		snprintf(desc, sizeof(desc), "%s%s%s",
+			 sandbox_status_name(res.status),
+			 res.error[0] ? ": " : "", res.error);
+		line("trial sandbox", false, desc, true);
+	}
+	sandbox_result_release(&res);
+	sandbox_spec_release(&spec);
+	sandbox_host_release();
+	if (problems) {
+		printf("\nsandboxes cannot be made safely on this host "
+		       "(%d problem%s above)\n",
+		       problems, problems == 1 ? "" : "s");
+		return 1;
+	}
+	printf("\nsandboxes can be made safely on this host\n");
+	return 0;
+}

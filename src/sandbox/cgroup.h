@@ -1,0 +1,104 @@
+/*
+ * Control groups for sandboxes, v2 (unified) and v1 (one hierarchy per
+ * controller). The host side creates one cgroup per sandbox under sbx's own
+ * cgroup, sets memory (with swap capped), pids and CPU accounting, attaches
+ * the sandbox's init, reads usage afterwards and removes the group.
+ *
+ * Everything takes paths from a struct cgroup_host so tests can point it at
+ * a fake tree of plain files.
+ */
+#ifndef SBX_CGROUP_H
+#define SBX_CGROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CGROUP_PATH_MAX 512
+
+enum cgroup_version { CGROUP_NONE = 0, CGROUP_V1 = 1, CGROUP_V2 = 2 };
+
+/* What the host offers, found once at start-up. Every path is the
+ * directory under which sbx creates its groups ("<mount><own cgroup>/sbx"),
+ * empty when that controller is unavailable. */
+struct cgroup_host {
+	enum cgroup_version version;
+	char v2_dir[CGROUP_PATH_MAX];
+	char v1_memory[CGROUP_PATH_MAX];
+	char v1_pids[CGROUP_PATH_MAX];
+	char v1_cpuacct[CGROUP_PATH_MAX];
+	bool has_memory, has_pids, has_cpu;
+	bool has_swap_limit; /* memory.swap.max or memory.memsw.* exists */
+};
+
+/* Finds the cgroup setup. mountinfo and self_cgroup are the paths of
+ * /proc/self/mountinfo and /proc/self/cgroup (tests pass fakes). When
+ * override_dir is non-NULL it is used as the v2 directory (or, for v1, as
+ * the directory that holds one subdirectory per controller) instead of the
+ * one derived from sbx's own cgroup. Creates the "sbx" parent directories
+ * and, on v2, enables +memory +pids +cpu in subtree_control where it can.
+ * Returns 0 (version may be CGROUP_NONE when nothing is usable) or -errno
+ * with a message in err. */
+int cgroup_host_detect(struct cgroup_host *host, const char *mountinfo,
+		       const char *self_cgroup, const char *override_dir,
+		       char *err, size_t errlen);
+
+/* Writes a human-readable summary of what was found, one "key: value" line
+ * each, into buf (for `sbx check`). */
+void cgroup_host_describe(const struct cgroup_host *host, char *buf,
+			  size_t len);
+
+/* One sandbox's group. Caller-owned; paths empty when unused. */
+struct cgroup {
+	enum cgroup_version version;
+	char v2[CGROUP_PATH_MAX];
+	char memory[CGROUP_PATH_MAX];
+	char pids[CGROUP_PATH_MAX];
+	char cpuacct[CGROUP_PATH_MAX];
+};
+
+struct cgroup_limits {
+	uint64_t memory_bytes; /* 0: no limit */
+	uint64_t pids;	       /* 0: no limit */
+};
+
+/* Creates the group "name" under every available controller and applies
+ * the limits: v2 memory.max, memory.swap.max=0, pids.max; v1
+ * memory.limit_in_bytes, memory.memsw.limit_in_bytes (same value) when it
+ * exists or else memory.swappiness=0, pids.max. Returns 0 or -errno with a
+ * message ("cannot create cgroup '<path>'") in err; on failure nothing is
+ * left behind. */
+int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
+		  const char *name, const struct cgroup_limits *lim, char *err,
+		  size_t errlen);
+
+/* Moves pid into the group (cgroup.procs in every hierarchy). Returns 0 or
+ * -errno. */
+int cgroup_attach(const struct cgroup *cg, pid_t pid);
+
+struct cgroup_stats {
+	uint64_t cpu_ns;     /* v2 cpu.stat usage_usec*1000, v1 cpuacct.usage */
+	uint64_t peak_bytes; /* v2 memory.peak, v1 memory.max_usage_in_bytes */
+	uint64_t oom_kills;  /* v2 memory.events oom_kill, v1 memory.oom_control
+				oom_kill */
+	bool has_cpu, has_peak, has_oom;
+};
+
+/* Reads usage. Fields whose file is missing are left 0 with has_* false.
+ * Returns 0 or -errno when nothing could be read. */
+int cgroup_read_stats(const struct cgroup *cg, struct cgroup_stats *st);
+/* Reads only the CPU usage (the periodic CPU-limit check). */
+int cgroup_cpu_ns(const struct cgroup *cg, uint64_t *ns);
+
+/* Kills whatever is left in the group (v2 cgroup.kill, else SIGKILL to each
+ * pid in cgroup.procs), then removes the directories, retrying briefly while
+ * they are busy. Returns 0 or -errno of the first directory it could not
+ * remove. Safe on a zeroed or already destroyed struct. */
+int cgroup_destroy(struct cgroup *cg);
+
+/* Removes groups left under the host's sbx directories by a previous run
+ * of the server (killing their processes). Returns how many were removed. */
+int cgroup_sweep(const struct cgroup_host *host);
+
+#endif

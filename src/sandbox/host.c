@@ -1,0 +1,80 @@
+/*
+ * Host-wide set-up, once per process: sbx's own executable for re-exec,
+ * whether user namespaces can be used, the uid range sandboxes map onto,
+ * and the cgroup hierarchy.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "sandbox/internal.h"
+#include "base/banned.h"
+
+#define DEFAULT_UID_BASE 100000u
+
+static bool userns_available(void)
+{
+	char buf[32];
+	uint64_t v;
+
+	if (read_file("/proc/sys/user/max_user_namespaces", buf, sizeof(buf)) <
+	    0)
+		return false;
+	buf[strcspn(buf, "\n")] = '\0';
+	return parse_u64(buf, &v) == 0 && v > 0;
+}
+
+int sandbox_host_init(char *err, size_t errlen)
+{
+	const char *env;
+	uint64_t v;
+	int r;
+
+	if (sandbox_host.ready)
+		return 0;
+	if (geteuid() != 0) {
+		snprintf(err, errlen,
+			 "sbx must run as root: it maps sandbox users onto "
+			 "host uids and creates cgroups");
+		return -EPERM;
+	}
+	sandbox_host.exe_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	if (sandbox_host.exe_fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot open '/proc/self/exe': %s",
+			 strerror(-r));
+		return r;
+	}
+	sandbox_host.uid_base = DEFAULT_UID_BASE;
+	env = getenv("SBX_UID_BASE");
+	if (env && *env) {
+		if (parse_u64(env, &v) || v == 0 || v > 0xfff00000u) {
+			snprintf(err, errlen, "bad SBX_UID_BASE '%s'", env);
+			fd_close(&sandbox_host.exe_fd);
+			return -EINVAL;
+		}
+		sandbox_host.uid_base = (uint32_t)v;
+	}
+	env = getenv("SBX_NO_USERNS");
+	sandbox_host.userns = userns_available() && !(env && *env == '1');
+	r = cgroup_host_detect(&sandbox_host.cg, "/proc/self/mountinfo",
+			       "/proc/self/cgroup", getenv("SBX_CGROUP_DIR"),
+			       err, errlen);
+	if (r) {
+		fd_close(&sandbox_host.exe_fd);
+		return r;
+	}
+	sandbox_host.ready = true;
+	return 0;
+}
+
+void sandbox_host_release(void)
+{
+	fd_close(&sandbox_host.exe_fd);
+	sandbox_host.ready = false;
+}

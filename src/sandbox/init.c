@@ -1,0 +1,329 @@
+/*
+ * sbx init: PID 1 of every sandbox.
+ *
+ * The host side re-executes sbx itself as the first process of the new
+ * namespaces, so all the setup below runs in a fresh single-threaded
+ * process. Init reads its spec, builds the view (uts, net, mounts), places
+ * the files, forks the command as the unprivileged sandbox user under the
+ * seccomp filter, reaps every process until the command ends, reads back
+ * the requested files and reports. When init exits the kernel kills
+ * whatever is left in the pid namespace, so nothing outlives the command.
+ *
+ * Failures are sent to the host as {stage text, errno} on the status fd.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "sandbox/internal.h"
+#include "base/banned.h"
+
+extern char **environ;
+
+static void send_msg(const struct init_msg *m, const void *p1,
+		     const void *p2)
+{
+	if (write_full(INIT_FD_STATUS, m, sizeof(*m)) < 0)
+		return;
+	if (m->len1 && write_full(INIT_FD_STATUS, p1, m->len1) < 0)
+		return;
+	if (m->len2)
+		write_full(INIT_FD_STATUS, p2, (size_t)m->len2);
+}
+
+static void __attribute__((noreturn)) fail(int err, const char *what)
+{
+	struct init_msg m = {.kind = INIT_MSG_ERROR, .err = err};
+
+	m.len1 = (uint32_t)strlen(what);
+	send_msg(&m, what, NULL);
+	_exit(127);
+}
+
+static char *read_spec(size_t *len)
+{
+	struct stat st;
+	char *data;
+	ssize_t n;
+
+	if (fstat(INIT_FD_SPEC, &st) < 0)
+		fail(errno, "cannot read the sandbox spec");
+	data = xmalloc((size_t)st.st_size + 1);
+	n = read_full(INIT_FD_SPEC, data, (size_t)st.st_size);
+	if (n != st.st_size)
+		fail(n < 0 ? (int)-n : EIO, "cannot read the sandbox spec");
+	close(INIT_FD_SPEC);
+	*len = (size_t)n;
+	return data;
+}
+
+/* The environment every command starts with; spec->env is added on top
+ * and wins. */
+static char **build_env(char **extra)
+{
+	static const char *const base[] = {
+		"PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:"
+		"/sbin",
+		"HOME=" SANDBOX_HOME_DIR,
+		"USER=sandbox",
+		"LOGNAME=sandbox",
+		"SHELL=/bin/bash",
+		"LANG=C.UTF-8",
+		"TMPDIR=/tmp",
+		"TERM=dumb",
+		"PYTHONDONTWRITEBYTECODE=1",
+		"PYTHONUNBUFFERED=1",
+	};
+	size_t nbase = ARRAY_SIZE(base), nextra = 0, n = 0, i, j;
+	char **env;
+
+	while (extra && extra[nextra])
+		nextra++;
+	env = xcalloc(nbase + nextra + 1, sizeof(*env));
+	for (i = 0; i < nbase; i++) {
+		size_t key = strcspn(base[i], "=") + 1;
+		bool overridden = false;
+
+		for (j = 0; j < nextra; j++)
+			if (!strncmp(extra[j], base[i], key))
+				overridden = true;
+		if (!overridden)
+			env[n++] = (char *)base[i];
+	}
+	for (j = 0; j < nextra; j++)
+		env[n++] = extra[j];
+	env[n] = NULL;
+	return env;
+}
+
+/* Resolves a path given by the client against the work dir. */
+static void full_path(char *out, size_t n, const char *path)
+{
+	if (path[0] == '/')
+		snprintf(out, n, "%s", path);
+	else
+		snprintf(out, n, SANDBOX_WORK_DIR "/%s", path);
+}
+
+/* Creates the parents of path as the sandbox user. */
+static int make_parents(const char *path)
+{
+	char tmp[PATH_MAX];
+	char *p;
+
+	if (!str_copy(tmp, sizeof(tmp), path))
+		return -ENAMETOOLONG;
+	for (p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return 0;
+}
+
+/* Files are written and read with the sandbox user's filesystem identity,
+ * so init never touches anything the command itself could not. */
+static void as_sandbox_user(uid_t uid, gid_t gid, bool on)
+{
+	setfsgid(on ? gid : 0);
+	setfsuid(on ? uid : 0);
+}
+
+static void place_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX], what[PATH_MAX + 32];
+	size_t i;
+
+	as_sandbox_user(uid, gid, true);
+	for (i = 0; i < spec->nfiles; i++) {
+		const struct sandbox_file *f = &spec->files[i];
+		int fd, r;
+
+		full_path(path, sizeof(path), f->path);
+		r = make_parents(path);
+		fd = r ? -1
+		       : open(path,
+			      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+				      O_NOFOLLOW,
+			      f->executable ? 0755 : 0644);
+		if (fd < 0 && !r)
+			r = -errno;
+		if (!r)
+			r = write_full(fd, f->data, f->len);
+		fd_close(&fd);
+		if (r) {
+			snprintf(what, sizeof(what), "cannot write '%s'", path);
+			fail(-r, what);
+		}
+	}
+	as_sandbox_user(uid, gid, false);
+}
+
+static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
+{
+	char path[PATH_MAX];
+	size_t i;
+
+	as_sandbox_user(uid, gid, true);
+	for (i = 0; i < spec->nfetch; i++) {
+		struct init_msg m = {.kind = INIT_MSG_MISSING};
+		const char *name = spec->fetch[i];
+		char *data = NULL;
+		struct stat st;
+		int fd;
+
+		full_path(path, sizeof(path), name);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (uint64_t)st.st_size <= spec->limits.disk_bytes) {
+			data = xmalloc((size_t)st.st_size + 1);
+			ssize_t n = read_full(fd, data, (size_t)st.st_size);
+
+			if (n >= 0) {
+				m.kind = INIT_MSG_FETCH;
+				m.len2 = (uint64_t)n;
+			}
+		}
+		fd_close(&fd);
+		m.len1 = (uint32_t)strlen(name);
+		send_msg(&m, name, data);
+		free(data);
+	}
+	as_sandbox_user(uid, gid, false);
+}
+
+static void __attribute__((noreturn))
+run_command(const struct sandbox_spec *spec, void *filter, uid_t uid,
+	    gid_t gid)
+{
+	struct child_err ce = {{0}};
+	sigset_t all;
+	int sig, r;
+	char msg[PATH_MAX + 64];
+	const char *cwd = spec->cwd ? spec->cwd : SANDBOX_WORK_DIR;
+
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	/* Writing past RLIMIT_FSIZE gives EFBIG instead of a kill. */
+	signal(SIGXFSZ, SIG_IGN);
+	setsid();
+	/* Init is shielded from the OOM killer; the command must not be. */
+	write_file("/proc/self/oom_score_adj", "0");
+	r = rlimit_setup_child(&spec->limits, &ce);
+	if (!r)
+		r = userns_drop_child(uid, gid, &ce);
+	if (!r && chdir(cwd) < 0) {
+		r = -errno;
+		snprintf(ce.what, sizeof(ce.what),
+			 "cannot enter working directory '%s'", cwd);
+	}
+	if (!r) {
+		r = seccomp_filter_load(filter);
+		if (r)
+			str_copy(ce.what, sizeof(ce.what),
+				 "cannot load the seccomp filter");
+	}
+	if (r)
+		fail(-r, ce.what);
+	environ = build_env(spec->env);
+	execvp(spec->argv[0], spec->argv);
+	r = errno;
+	snprintf(msg, sizeof(msg), "sbx: cannot execute '%s': %s\n",
+		 spec->argv[0], strerror(r));
+	write_full(STDERR_FILENO, msg, strlen(msg));
+	_exit(r == ENOENT ? 127 : 126);
+}
+
+void sandbox_init_main(void)
+{
+	struct sandbox_spec spec;
+	struct child_err ce = {{0}};
+	struct init_msg m = {.kind = INIT_MSG_EXIT};
+	struct rusage ru;
+	void *filter;
+	size_t len;
+	char *data;
+	struct init_mode mode;
+	uid_t uid;
+	gid_t gid;
+	pid_t child;
+	int r, status = 0;
+
+	close(INIT_FD_EXE);
+	fcntl(INIT_FD_STATUS, F_SETFD, FD_CLOEXEC);
+	prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);
+	signal(SIGPIPE, SIG_IGN);
+	data = read_spec(&len);
+	if (wire_decode_spec(data, len, &spec, &mode) < 0)
+		fail(EINVAL, "cannot decode the sandbox spec");
+	free(data);
+	uid = SANDBOX_UID + (mode.userns ? 0 : mode.uid_base);
+	gid = SANDBOX_GID + (mode.userns ? 0 : mode.uid_base);
+
+	/* The host attached us to the sandbox's cgroup before we started:
+	 * a new cgroup namespace makes that group our "/". */
+	if (unshare(CLONE_NEWCGROUP) < 0)
+		fail(errno, "cannot create the cgroup namespace");
+	if (sethostname("sandbox", 7) < 0)
+		fail(errno, "cannot set the hostname");
+	r = net_setup_child(&ce);
+	if (!r)
+		r = mnt_setup_child(&spec, uid, gid, &ce);
+	if (r)
+		fail(-r, ce.what);
+	place_files(&spec, uid, gid);
+	filter = seccomp_filter_new(&ce);
+	if (!filter)
+		fail(errno, ce.what);
+
+	child = fork();
+	if (child < 0)
+		fail(errno, "cannot fork the command");
+	if (child == 0)
+		run_command(&spec, filter, uid, gid);
+	close(STDIN_FILENO);
+	close(STDOUT_FILENO);
+	close(STDERR_FILENO);
+
+	/* Reap everything; orphans are re-parented to us. */
+	for (;;) {
+		int st;
+		pid_t p = waitpid(-1, &st, 0);
+
+		if (p < 0 && errno == EINTR)
+			continue;
+		if (p < 0)
+			break;
+		if (p == child) {
+			status = st;
+			break;
+		}
+	}
+	getrusage(RUSAGE_CHILDREN, &ru);
+	fetch_files(&spec, uid, gid);
+	m.value = status;
+	m.cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
+		   (uint64_t)ru.ru_utime.tv_usec +
+		   (uint64_t)ru.ru_stime.tv_sec * 1000000 +
+		   (uint64_t)ru.ru_stime.tv_usec;
+	m.maxrss = (uint64_t)ru.ru_maxrss * 1024;
+	send_msg(&m, NULL, NULL);
+	_exit(0);
+}

@@ -1,0 +1,97 @@
+/*
+ * What the sandbox files share and nobody else sees: the host state, the
+ * wire format between the host side and init, and each layer's child-side
+ * step.
+ */
+#ifndef SBX_SANDBOX_INTERNAL_H
+#define SBX_SANDBOX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <sys/wait.h>
+
+#include "base/buf.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* Host-wide state, filled by sandbox_host_init(). */
+struct sandbox_host {
+	bool ready;
+	int exe_fd;	   /* sbx itself, O_PATH, for execveat as init */
+	bool userns;	   /* user namespaces usable */
+	uint32_t uid_base; /* host uid of the sandbox's root */
+	struct cgroup_host cg;
+};
+extern struct sandbox_host sandbox_host;
+
+/* File descriptors init finds when it starts. */
+enum {
+	INIT_FD_STATUS = 3, /* write end: messages to the host */
+	INIT_FD_SPEC = 4,   /* memfd with the encoded spec */
+	INIT_FD_EXE = 5,    /* sbx itself (closed by init) */
+	INIT_FD_COUNT = 6,
+};
+
+/* Messages from init to the host, on INIT_FD_STATUS. A fixed header,
+ * then len1 + len2 bytes of payload. */
+enum init_msg_kind {
+	INIT_MSG_ERROR = 1, /* a setup stage failed: payload is the text */
+	INIT_MSG_EXIT = 2,  /* the command ended: value is its wait status */
+	INIT_MSG_FETCH = 3, /* a fetched file: payload is path then data */
+	INIT_MSG_MISSING = 4, /* a fetch path that was absent: payload path */
+};
+
+struct init_msg {
+	uint32_t kind;
+	int32_t err;	/* errno for INIT_MSG_ERROR */
+	int32_t value;	/* wait status for INIT_MSG_EXIT */
+	uint32_t len1;	/* first payload part */
+	uint64_t len2;	/* second payload part */
+	uint64_t cpu_us;  /* INIT_MSG_EXIT: children's CPU time */
+	uint64_t maxrss;  /* INIT_MSG_EXIT: children's peak RSS in bytes */
+};
+
+/* How init runs: in a user namespace (the sandbox user is SANDBOX_UID
+ * inside) or, without one, as host root dropping to uid_base+SANDBOX_UID. */
+struct init_mode {
+	bool userns;
+	uint32_t uid_base;
+};
+
+/* Encodes what init needs from spec into out. */
+void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
+		      const struct init_mode *mode);
+/* Decodes a spec; the result owns copies of everything. Returns 0 or
+ * -EINVAL for malformed input. */
+int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
+		     struct init_mode *mode);
+
+/* Child-side steps, run by init in order (see init.c). Each returns 0 or
+ * -errno and, on failure, names what failed in what (a path or a step). */
+struct child_err {
+	char what[200];
+};
+int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
+		    struct child_err *ce);
+int net_setup_child(struct child_err *ce);
+int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce);
+/* Builds the seccomp filter; returns an opaque filter or NULL with errno
+ * set. seccomp_filter_load() returns 0 or -errno. */
+void *seccomp_filter_new(struct child_err *ce);
+int seccomp_filter_load(void *filter);
+void seccomp_filter_free(void *filter);
+
+/* Host-side userns step: writes the uid and gid maps of pid. */
+int userns_write_maps(pid_t pid, uint32_t base, char *err, size_t errlen);
+/* Child side: drops supplementary groups and becomes the unprivileged
+ * sandbox user with no capabilities. */
+int userns_drop_child(uid_t uid, gid_t gid, struct child_err *ce);
+
+#endif

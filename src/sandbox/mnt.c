@@ -1,0 +1,556 @@
+/*
+ * The filesystem view. Built by init inside its own mount namespace:
+ *
+ *   1. a scaffold tmpfs is pivoted to "/", the host's root moves to
+ *      /oldroot, so every host path stays reachable as /oldroot/<path>;
+ *   2. /newroot is a small tmpfs that becomes the sandbox's "/": read-only
+ *      binds of the host's runtime dirs and a short list of /etc entries,
+ *      generated passwd/group/hosts, a minimal /dev, a fresh /proc with its
+ *      dangerous corners read-only or masked, and one size-limited scratch
+ *      tmpfs shared by /tmp, /work, $HOME and /dev/shm;
+ *   3. a second pivot makes /newroot the root and detaches the host's tree.
+ *
+ * Every mount is nosuid; everything but the device nodes is nodev.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <linux/mount.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "sandbox/internal.h"
+#include "base/banned.h"
+
+#define OLD "/oldroot"
+#define NEW "/newroot"
+#define SCRATCH "/scratch"
+
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+struct mnt_attr {
+	uint64_t attr_set;
+	uint64_t attr_clr;
+	uint64_t propagation;
+	uint64_t userns_fd;
+};
+
+/* Host directories shown read-only at the same place, when they exist. */
+static const char *const runtime_dirs[] = {
+	"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+};
+
+/* /etc entries shown read-only (fnmatch patterns). Nothing that holds
+ * secrets: no shadow, no ssh, no package-manager credentials. */
+static const char *const etc_entries[] = {
+	"alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+	"localtime", "timezone", "ssl", "ca-certificates",
+	"ca-certificates.conf", "mime.types", "protocols", "services",
+	"gai.conf", "host.conf", "os-release", "debian_version",
+	"bash.bashrc", "profile", "inputrc", "java-*", "python3*", "perl",
+	"fonts", "magic", "magic.mime", "xdg", "mailcap", "environment",
+	"ssl",
+};
+
+static const char *const dev_nodes[] = {
+	"null", "zero", "full", "random", "urandom", "tty",
+};
+
+/* /proc entries that become read-only, and ones hidden under /dev/null. */
+static const char *const proc_ro[] = {
+	"sys", "sysrq-trigger", "irq", "bus", "fs",
+};
+static const char *const proc_masked[] = {
+	"kcore", "keys", "timer_list", "sched_debug", "kallsyms",
+};
+
+/* A path as the sandbox will see it. */
+static const char *shown(const char *path)
+{
+	if (str_starts_with(path, NEW))
+		path += strlen(NEW);
+	else if (str_starts_with(path, OLD))
+		path += strlen(OLD);
+	return *path ? path : "/";
+}
+
+static int __attribute__((format(printf, 3, 4)))
+fail(struct child_err *ce, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ce->what, sizeof(ce->what), fmt, ap);
+	va_end(ap);
+	return -err;
+}
+
+static int set_attr(const char *path, uint64_t set, bool recursive)
+{
+	struct mnt_attr attr = {.attr_set = set};
+
+	if (syscall(SYS_mount_setattr, AT_FDCWD, path,
+		    recursive ? AT_RECURSIVE : 0, &attr, sizeof(attr)) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return -errno;
+	/* Kernels before 5.12: remount the top mount only. */
+	if (mount(NULL, path, NULL,
+		  MS_REMOUNT | MS_BIND |
+			  ((set & MOUNT_ATTR_RDONLY) ? MS_RDONLY : 0) |
+			  ((set & MOUNT_ATTR_NOSUID) ? MS_NOSUID : 0) |
+			  ((set & MOUNT_ATTR_NODEV) ? MS_NODEV : 0) |
+			  ((set & MOUNT_ATTR_NOEXEC) ? MS_NOEXEC : 0),
+		  NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Binds src over dst (which must exist) with the given attributes. */
+static int bind(const char *src, const char *dst, uint64_t attrs,
+		struct child_err *ce)
+{
+	int r;
+
+	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return fail(ce, errno, "cannot mount '%s'", shown(dst));
+	r = set_attr(dst, attrs, true);
+	if (r)
+		return fail(ce, -r, "cannot make '%s' read-only", shown(dst));
+	return 0;
+}
+
+/* Creates dir and its parents (mode 0755). */
+static int mkdir_p(const char *dir)
+{
+	char tmp[PATH_MAX];
+	char *p;
+
+	if (!str_copy(tmp, sizeof(tmp), dir))
+		return -ENAMETOOLONG;
+	for (p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Creates an empty file or directory at dst to mount src over. */
+static int make_mount_point(const char *src, const char *dst)
+{
+	struct stat st;
+	char parent[PATH_MAX];
+	char *slash;
+	int fd;
+
+	if (stat(src, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return mkdir_p(dst);
+	if (!str_copy(parent, sizeof(parent), dst))
+		return -ENAMETOOLONG;
+	slash = strrchr(parent, '/');
+	if (slash && slash != parent) {
+		int r;
+
+		*slash = '\0';
+		r = mkdir_p(parent);
+		if (r)
+			return r;
+	}
+	fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return errno == EEXIST ? 0 : -errno;
+	fd_close(&fd);
+	return 0;
+}
+
+static int write_new_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, text, strlen(text));
+	fd_close(&fd);
+	return r;
+}
+
+static int scaffold(struct child_err *ce)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return fail(ce, errno, "cannot make '%s' private", "/");
+	if (mount("sbx", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+		  "mode=0755,size=64k,nr_inodes=64") < 0)
+		return fail(ce, errno, "cannot mount the scaffold on '%s'", "/tmp");
+	if (mkdir("/tmp/oldroot", 0755) < 0 || mkdir("/tmp/newroot", 0755) < 0 ||
+	    mkdir("/tmp/scratch", 0755) < 0)
+		return fail(ce, errno, "cannot create '%s'", "/tmp/oldroot");
+	if (syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot") < 0)
+		return fail(ce, errno, "cannot pivot to '%s'", "/tmp");
+	if (chdir("/") < 0)
+		return fail(ce, errno, "cannot enter '%s'", "/");
+	if (mount("sbx", NEW, "tmpfs", MS_NOSUID | MS_NODEV,
+		  "mode=0755,size=1m,nr_inodes=4096") < 0)
+		return fail(ce, errno, "cannot mount the root tmpfs on '%s'", "/");
+	return 0;
+}
+
+static int runtime_binds(struct child_err *ce)
+{
+	char src[PATH_MAX], dst[PATH_MAX], link[PATH_MAX];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(runtime_dirs); i++) {
+		struct stat st;
+		ssize_t n;
+		int r;
+
+		snprintf(src, sizeof(src), OLD "%s", runtime_dirs[i]);
+		snprintf(dst, sizeof(dst), NEW "%s", runtime_dirs[i]);
+		if (lstat(src, &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode)) {
+			/* Merged /usr: /bin -> usr/bin stays a link. */
+			n = readlink(src, link, sizeof(link) - 1);
+			if (n < 0)
+				return fail(ce, errno, "cannot read '%s'", shown(src));
+			link[n] = '\0';
+			if (symlink(link, dst) < 0)
+				return fail(ce, errno, "cannot create '%s'", shown(dst));
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode))
+			continue;
+		r = mkdir_p(dst);
+		if (r)
+			return fail(ce, -r, "cannot create '%s'", shown(dst));
+		r = bind(src, dst,
+			 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+				 MOUNT_ATTR_NODEV,
+			 ce);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static bool etc_wanted(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(etc_entries); i++)
+		if (fnmatch(etc_entries[i], name, 0) == 0)
+			return true;
+	return false;
+}
+
+static int etc_setup(struct child_err *ce)
+{
+	static const char passwd[] =
+		"root:x:0:0:root:/root:/bin/sh\n"
+		"sandbox:x:1000:1000:sandbox:" SANDBOX_HOME_DIR ":/bin/bash\n"
+		"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+	static const char group[] = "root:x:0:\nsandbox:x:1000:\n"
+				    "nogroup:x:65534:\n";
+	static const char hosts[] = "127.0.0.1\tlocalhost sandbox\n"
+				    "::1\tlocalhost ip6-localhost\n";
+	static const char nsswitch[] = "passwd: files\ngroup: files\n"
+				       "shadow: files\nhosts: files dns\n";
+	static const struct {
+		const char *name, *text;
+	} generated[] = {
+		{"passwd", passwd},	   {"group", group},
+		{"hosts", hosts},	   {"hostname", "sandbox\n"},
+		{"nsswitch.conf", nsswitch},
+	};
+	char src[PATH_MAX], dst[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	size_t i;
+	int r = 0;
+
+	if (mkdir(NEW "/etc", 0755) < 0)
+		return fail(ce, errno, "cannot create '%s'", "/etc");
+	for (i = 0; i < ARRAY_SIZE(generated); i++) {
+		snprintf(dst, sizeof(dst), NEW "/etc/%s", generated[i].name);
+		r = write_new_file(dst, generated[i].text);
+		if (r)
+			return fail(ce, -r, "cannot write '%s'", shown(dst));
+	}
+	d = opendir(OLD "/etc");
+	if (!d)
+		return 0; /* a host without /etc: nothing to show */
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (de->d_name[0] == '.' || !etc_wanted(de->d_name))
+			continue;
+		snprintf(src, sizeof(src), OLD "/etc/%s", de->d_name);
+		snprintf(dst, sizeof(dst), NEW "/etc/%s", de->d_name);
+		if (lstat(src, &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode)) {
+			char link[PATH_MAX];
+			ssize_t n = readlink(src, link, sizeof(link) - 1);
+
+			if (n < 0)
+				continue;
+			link[n] = '\0';
+			if (symlink(link, dst) < 0 && errno != EEXIST) {
+				r = fail(ce, errno, "cannot create '%s'", shown(dst));
+				break;
+			}
+			continue;
+		}
+		if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+			continue;
+		r = make_mount_point(src, dst);
+		if (r) {
+			r = fail(ce, -r, "cannot create '%s'", shown(dst));
+			break;
+		}
+		r = bind(src, dst,
+			 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+				 MOUNT_ATTR_NODEV,
+			 ce);
+		if (r)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+/* One tmpfs, size-limited, behind /tmp, the work dir, $HOME and /dev/shm,
+ * so together they can never hold more than disk_bytes. */
+static int scratch_setup(const struct sandbox_limits *lim, uid_t uid,
+			 gid_t gid, struct child_err *ce)
+{
+	static const struct {
+		const char *dir, *target;
+		mode_t mode;
+		bool owned;
+	} parts[] = {
+		{SCRATCH "/tmp", NEW "/tmp", 01777, false},
+		{SCRATCH "/work", NEW SANDBOX_WORK_DIR, 0755, true},
+		{SCRATCH "/home", NEW SANDBOX_HOME_DIR, 0755, true},
+		{SCRATCH "/shm", NEW "/dev/shm", 01777, false},
+	};
+	char opts[128];
+	size_t i;
+	int r;
+
+	snprintf(opts, sizeof(opts), "mode=0755,size=%llu,nr_inodes=%llu",
+		 (unsigned long long)lim->disk_bytes,
+		 (unsigned long long)(lim->disk_bytes / 4096 + 1024));
+	if (mount("sbx", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+		return fail(ce, errno, "cannot mount the scratch tmpfs on '%s'", "/tmp");
+	for (i = 0; i < ARRAY_SIZE(parts); i++) {
+		if (mkdir(parts[i].dir, 0755) < 0 ||
+		    chmod(parts[i].dir, parts[i].mode) < 0)
+			return fail(ce, errno, "cannot create '%s'", shown(parts[i].target));
+		if (parts[i].owned && chown(parts[i].dir, uid, gid) < 0)
+			return fail(ce, errno, "cannot chown '%s'", shown(parts[i].target));
+		r = mkdir_p(parts[i].target);
+		if (r)
+			return fail(ce, -r, "cannot create '%s'", shown(parts[i].target));
+		r = bind(parts[i].dir, parts[i].target,
+			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ce);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int dev_setup(struct child_err *ce)
+{
+	static const struct {
+		const char *name, *target;
+	} links[] = {
+		{"fd", "/proc/self/fd"},	 {"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
+		{"ptmx", "pts/ptmx"},	 {"core", "/proc/kcore"},
+	};
+	char src[PATH_MAX], dst[PATH_MAX];
+	size_t i;
+	int r;
+
+	if (mkdir(NEW "/dev", 0755) < 0)
+		return fail(ce, errno, "cannot create '%s'", "/dev");
+	if (mount("sbx", NEW "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC,
+		  "mode=0755,size=64k,nr_inodes=64") < 0)
+		return fail(ce, errno, "cannot mount '%s'", "/dev");
+	for (i = 0; i < ARRAY_SIZE(dev_nodes); i++) {
+		int fd;
+
+		snprintf(src, sizeof(src), OLD "/dev/%s", dev_nodes[i]);
+		snprintf(dst, sizeof(dst), NEW "/dev/%s", dev_nodes[i]);
+		if (access(src, F_OK) < 0)
+			continue;
+		fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+		if (fd < 0)
+			return fail(ce, errno, "cannot create '%s'", shown(dst));
+		fd_close(&fd);
+		r = bind(src, dst, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, ce);
+		if (r)
+			return r;
+	}
+	for (i = 0; i < ARRAY_SIZE(links); i++) {
+		if (!strcmp(links[i].name, "core"))
+			continue; /* never expose kcore */
+		snprintf(dst, sizeof(dst), NEW "/dev/%s", links[i].name);
+		if (symlink(links[i].target, dst) < 0)
+			return fail(ce, errno, "cannot create '%s'", shown(dst));
+	}
+	if (mkdir(NEW "/dev/pts", 0755) < 0 || mkdir(NEW "/dev/shm", 0755) < 0)
+		return fail(ce, errno, "cannot create '%s'", "/dev/pts");
+	if (mount("devpts", NEW "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+		  "newinstance,ptmxmode=0666,mode=0620") < 0)
+		return fail(ce, errno, "cannot mount '%s'", "/dev/pts");
+	return 0;
+}
+
+static int proc_setup(struct child_err *ce)
+{
+	char path[PATH_MAX];
+	size_t i;
+	int r;
+
+	if (mkdir(NEW "/proc", 0555) < 0)
+		return fail(ce, errno, "cannot create '%s'", "/proc");
+	if (mount("proc", NEW "/proc", "proc",
+		  MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return fail(ce, errno, "cannot mount '%s'", "/proc");
+	for (i = 0; i < ARRAY_SIZE(proc_ro); i++) {
+		snprintf(path, sizeof(path), NEW "/proc/%s", proc_ro[i]);
+		if (access(path, F_OK) < 0)
+			continue;
+		r = bind(path, path,
+			 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+				 MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+			 ce);
+		if (r)
+			return r;
+	}
+	for (i = 0; i < ARRAY_SIZE(proc_masked); i++) {
+		snprintf(path, sizeof(path), NEW "/proc/%s", proc_masked[i]);
+		if (access(path, F_OK) < 0)
+			continue;
+		if (mount(NEW "/dev/null", path, NULL, MS_BIND, NULL) < 0)
+			return fail(ce, errno, "cannot mask '%s'", shown(path));
+	}
+	return 0;
+}
+
+static bool path_is_clean(const char *p)
+{
+	if (p[0] != '/')
+		return false;
+	for (; *p; p++)
+		if (p[0] == '/' && p[1] == '.' && p[2] == '.' &&
+		    (p[3] == '/' || p[3] == '\0'))
+			return false;
+	return true;
+}
+
+static int user_binds(const struct sandbox_spec *spec, struct child_err *ce)
+{
+	char src[PATH_MAX], dst[PATH_MAX];
+	size_t i;
+	int r;
+
+	for (i = 0; i < spec->nbinds; i++) {
+		const struct sandbox_bind *b = &spec->binds[i];
+
+		if (!path_is_clean(b->src) || !path_is_clean(b->dst))
+			return fail(ce, EINVAL, "bad bind path '%s'", shown(b->dst));
+		if ((size_t)snprintf(src, sizeof(src), OLD "%s", b->src) >=
+			    sizeof(src) ||
+		    (size_t)snprintf(dst, sizeof(dst), NEW "%s", b->dst) >=
+			    sizeof(dst))
+			return fail(ce, ENAMETOOLONG, "cannot mount '%s'", shown(b->dst));
+		r = make_mount_point(src, dst);
+		if (r)
+			return fail(ce, -r, "cannot create mount point '%s'", shown(dst));
+		r = bind(src, dst,
+			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+				 (b->writable ? 0 : MOUNT_ATTR_RDONLY),
+			 ce);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static int enter_newroot(struct child_err *ce)
+{
+	int r;
+
+	if (chdir(NEW) < 0)
+		return fail(ce, errno, "cannot enter '%s'", "/");
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return fail(ce, errno, "cannot pivot to '%s'", "/");
+	/* The scaffold (with the host's tree under it) is stacked on "/":
+	 * detaching it leaves the sandbox with no path to the host. */
+	if (umount2(".", MNT_DETACH) < 0)
+		return fail(ce, errno, "cannot detach '%s'", "the host root");
+	if (chdir("/") < 0)
+		return fail(ce, errno, "cannot enter '%s'", "/");
+	r = set_attr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+				  MOUNT_ATTR_NODEV,
+		     false);
+	if (!r)
+		r = set_attr("/dev",
+			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+				     MOUNT_ATTR_NOEXEC,
+			     false);
+	if (r)
+		return fail(ce, -r, "cannot make '%s' read-only", "/");
+	return 0;
+}
+
+int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
+		    struct child_err *ce)
+{
+	int r;
+
+	r = scaffold(ce);
+	if (!r)
+		r = runtime_binds(ce);
+	if (!r)
+		r = etc_setup(ce);
+	if (!r)
+		r = dev_setup(ce);
+	if (!r)
+		r = scratch_setup(&spec->limits, uid, gid, ce);
+	if (!r)
+		r = proc_setup(ce);
+	if (!r)
+		r = user_binds(spec, ce);
+	if (!r)
+		r = enter_newroot(ce);
+	return r;
+}

@@ -1,0 +1,168 @@
+/*
+ * The isolation primitive: a spec in, a result out.
+ *
+ * A sandbox is a fresh set of namespaces (user, pid, mount, net, ipc, uts,
+ * cgroup) whose PID 1 is sbx's own init. The init builds the filesystem view,
+ * then forks the command as an unprivileged user with no capabilities,
+ * no_new_privs and a seccomp filter. The host side supervises it without
+ * threads: every sandbox is a handful of fds watched by a struct loop.
+ *
+ * Nothing in here knows about HTTP.
+ */
+#ifndef SBX_SANDBOX_H
+#define SBX_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct loop;
+
+/* The result vocabulary, shared by every API. */
+enum sandbox_status {
+	SANDBOX_OK,
+	SANDBOX_NONZERO_EXIT,
+	SANDBOX_SIGNALED,
+	SANDBOX_TIME_LIMIT,
+	SANDBOX_MEMORY_LIMIT,
+	SANDBOX_OUTPUT_LIMIT,
+	SANDBOX_ERROR,
+};
+
+/* Returns the status word ("ok", "time_limit", ...); static storage. */
+const char *sandbox_status_name(enum sandbox_status status);
+
+struct sandbox_limits {
+	uint64_t wall_ms;      /* whole sandbox, 0: none */
+	uint64_t cpu_ms;       /* CPU time of every process, 0: none */
+	uint64_t memory_bytes; /* cgroup memory, swap may not extend it */
+	uint64_t pids;	       /* processes and threads */
+	uint64_t fsize_bytes;  /* largest file a process may write */
+	uint64_t nofile;       /* open files per process */
+	uint64_t output_bytes; /* per stream; past it the sandbox is killed */
+	uint64_t disk_bytes;   /* /tmp, the work dir, $HOME and /dev/shm */
+};
+
+struct sandbox_bind {
+	char *src; /* host path */
+	char *dst; /* absolute path inside the sandbox */
+	bool writable;
+};
+
+/* A file placed in the work dir before the command starts. */
+struct sandbox_file {
+	char *path; /* relative to the work dir, or absolute */
+	char *data;
+	size_t len;
+	bool executable;
+};
+
+struct sandbox_spec {
+	char **argv;		   /* NULL-terminated, argv[0] looked up in PATH */
+	char **env;		   /* NAME=VALUE, NULL-terminated, added on top */
+	char *cwd;		   /* default: the work dir */
+	struct sandbox_bind *binds;
+	size_t nbinds;
+	struct sandbox_file *files;
+	size_t nfiles;
+	char **fetch;		   /* paths read back after the run */
+	size_t nfetch;
+	struct sandbox_limits limits;
+	int stdin_fd;		   /* borrowed; -1: /dev/null */
+	char *stdin_data;	   /* used when stdin_fd is -1 and this is set */
+	size_t stdin_len;
+};
+
+/* A file read back from the sandbox after the run (spec->fetch). */
+struct sandbox_fetched {
+	char *path; /* as requested */
+	char *data;
+	size_t len;
+};
+
+struct sandbox_result {
+	enum sandbox_status status;
+	int exit_code; /* -1 when killed by a signal */
+	int signal;    /* 0 unless killed by a signal */
+	uint64_t wall_ms;
+	uint64_t cpu_ms;
+	uint64_t peak_memory_bytes;
+	bool oom_killed;
+	bool output_truncated;
+	char error[256]; /* set for SANDBOX_ERROR: which stage failed and why */
+	struct sandbox_fetched *fetched;
+	size_t nfetched;
+};
+
+/* The defaults every API starts from. */
+#define SANDBOX_DEFAULT_WALL_MS 10000ull
+#define SANDBOX_DEFAULT_MEMORY (512ull << 20)
+#define SANDBOX_DEFAULT_PIDS 128ull
+#define SANDBOX_DEFAULT_FSIZE (64ull << 20)
+#define SANDBOX_DEFAULT_NOFILE 256ull
+#define SANDBOX_DEFAULT_OUTPUT (16ull << 20)
+#define SANDBOX_DEFAULT_DISK (256ull << 20)
+
+/* Where things are inside every sandbox. */
+#define SANDBOX_WORK_DIR "/work"
+#define SANDBOX_HOME_DIR "/home/sandbox"
+#define SANDBOX_UID 1000
+#define SANDBOX_GID 1000
+
+/* Fills a caller-owned spec with the defaults and no command. */
+void sandbox_spec_init(struct sandbox_spec *spec);
+/* Frees everything the spec owns (argv, env, binds, files, stdin_data). */
+void sandbox_spec_release(struct sandbox_spec *spec);
+/* Appenders; they copy their arguments. */
+void sandbox_spec_add_env(struct sandbox_spec *spec, const char *name_value);
+void sandbox_spec_add_bind(struct sandbox_spec *spec, const char *src,
+			   const char *dst, bool writable);
+void sandbox_spec_add_file(struct sandbox_spec *spec, const char *path,
+			   const void *data, size_t len, bool executable);
+void sandbox_spec_add_fetch(struct sandbox_spec *spec, const char *path);
+void sandbox_spec_set_argv(struct sandbox_spec *spec, char *const *argv);
+
+void sandbox_result_init(struct sandbox_result *res);
+/* Frees the fetched files. */
+void sandbox_result_release(struct sandbox_result *res);
+
+/* Host-wide setup: finds the cgroup hierarchy, opens sbx's own executable
+ * for re-exec as init. Call once from main() before any sandbox. Returns 0
+ * or -errno with a message in err. */
+int sandbox_host_init(char *err, size_t errlen);
+void sandbox_host_release(void);
+
+/* What the supervisor reports back. Both callbacks run on the loop's
+ * thread. output() gets stdout (stream 1) and stderr (stream 2) bytes as
+ * they arrive, at most limits.output_bytes per stream. done() is called
+ * exactly once; the sandbox is freed right after it returns. */
+struct sandbox_ops {
+	void (*output)(void *ctx, int stream, const char *data, size_t len);
+	void (*done)(void *ctx, const struct sandbox_result *res);
+};
+
+struct sandbox;
+
+/* Starts a sandbox supervised by loop. The spec is copied as needed and may
+ * be released when this returns. On failure before anything ran, returns
+ * NULL and writes why into err; done() is then never called. */
+struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec,
+			      const struct sandbox_ops *ops, void *ctx,
+			      char *err, size_t errlen);
+/* Kills everything in the sandbox; done() follows with the status given
+ * (SANDBOX_ERROR with reason, or a limit). Safe to call more than once. */
+void sandbox_kill(struct sandbox *sb, enum sandbox_status status,
+		  const char *reason);
+
+/* Runs one sandbox to completion on a private loop. output may be NULL. The
+ * result is always filled (SANDBOX_ERROR when it could not start). */
+void sandbox_run(const struct sandbox_spec *spec,
+		 void (*output)(void *ctx, int stream, const char *data,
+				size_t len),
+		 void *ctx, struct sandbox_result *res);
+
+/* The entry point of the re-executed binary inside the sandbox (PID 1).
+ * Never returns. */
+void sandbox_init_main(void) __attribute__((noreturn));
+
+#endif

@@ -1,0 +1,257 @@
+/*
+ * Creating a sandbox, host side.
+ *
+ * The calling process may have many threads, so between clone3() and
+ * execve() the child does only async-signal-safe work: wait for the go
+ * byte, take its identity in the new user namespace (raw syscalls, since
+ * glibc's set*id would try to sync threads that do not exist here), arrange
+ * its fds and re-execute sbx as init. Everything else (mounts, seccomp,
+ * dropping privileges) happens in init, a fresh single-threaded process.
+ *
+ * The parent, between clone and the go byte: writes the uid/gid maps,
+ * attaches the child to its cgroup and shields it from the OOM killer.
+ * Any failure of the child before init runs comes back on the status pipe.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "sandbox/internal.h"
+#include "sandbox/spawn.h"
+#include "base/banned.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+
+struct sandbox_host sandbox_host = {.exe_fd = -1};
+
+struct child_args {
+	int sync_fd;
+	int fds[INIT_FD_COUNT]; /* what becomes 0..5 in init */
+	bool userns;
+};
+
+static void __attribute__((noreturn)) child_fail(int err, const char *what)
+{
+	struct init_msg m = {.kind = INIT_MSG_ERROR, .err = err};
+
+	m.len1 = (uint32_t)strlen(what);
+	if (write(INIT_FD_STATUS, &m, sizeof(m)) == (ssize_t)sizeof(m) &&
+	    write(INIT_FD_STATUS, what, m.len1) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+/* Runs in the child right after clone3: async-signal-safe calls only. */
+static void __attribute__((noreturn)) child_main(const struct child_args *a)
+{
+	static char *const argv[] = {"sbx-init", "__sandbox_init", NULL};
+	static char *const envp[] = {NULL};
+	int high[INIT_FD_COUNT];
+	char go;
+	int i;
+
+	/* Lift the fds out of the way before placing them at 0..5. */
+	for (i = 0; i < INIT_FD_COUNT; i++) {
+		high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, 64);
+		if (high[i] < 0)
+			_exit(127);
+	}
+	if (read(a->sync_fd, &go, 1) != 1)
+		_exit(127); /* the parent gave up */
+	for (i = 0; i < INIT_FD_COUNT; i++)
+		if (dup3(high[i], i, i == INIT_FD_EXE ? O_CLOEXEC : 0) < 0)
+			_exit(127);
+	syscall(SYS_close_range, INIT_FD_COUNT, ~0u, 0);
+	if (a->userns) {
+		if (syscall(SYS_setgroups, 0, NULL) < 0)
+			child_fail(errno, "cannot drop groups");
+		if (syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+		    syscall(SYS_setresuid, 0, 0, 0) < 0)
+			child_fail(errno, "cannot become root in the user "
+					  "namespace");
+	}
+	/* Set after the identity change, which would clear it. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		child_fail(errno, "cannot set the parent-death signal");
+	syscall(SYS_execveat, INIT_FD_EXE, "", argv, envp, AT_EMPTY_PATH);
+	child_fail(errno, "cannot execute sbx as the sandbox init");
+}
+
+static int memfd_with(const char *name, const void *data, size_t len)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, data, len);
+	if (!r && lseek(fd, 0, SEEK_SET) < 0)
+		r = -errno;
+	if (r) {
+		fd_close(&fd);
+		return r;
+	}
+	return fd;
+}
+
+/* stdin for the command: the caller's fd, a read-only view of a memfd
+ * holding stdin_data (no pipe, so no writer to block or race), or
+ * /dev/null. */
+static int open_stdin(const struct sandbox_spec *spec)
+{
+	char path[64];
+	int mfd, fd;
+
+	if (spec->stdin_fd >= 0) {
+		fd = fcntl(spec->stdin_fd, F_DUPFD_CLOEXEC, 0);
+		return fd < 0 ? -errno : fd;
+	}
+	if (!spec->stdin_data) {
+		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	mfd = memfd_with("sbx-stdin", spec->stdin_data, spec->stdin_len);
+	if (mfd < 0)
+		return mfd;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = fd < 0 ? -errno : fd;
+	fd_close(&mfd);
+	return fd;
+}
+
+static long do_clone(const struct child_args *args, int *pidfd)
+{
+	struct clone_args ca;
+	uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+			 CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+	long pid;
+
+	if (args->userns)
+		flags |= CLONE_NEWUSER;
+	memset(&ca, 0, sizeof(ca));
+	ca.flags = flags;
+	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
+	ca.exit_signal = SIGCHLD;
+	pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid == 0)
+		child_main(args);
+	return pid < 0 ? -errno : pid;
+}
+
+static void child_fds_close(struct child_args *a)
+{
+	int i;
+
+	for (i = 0; i < INIT_FD_COUNT; i++)
+		if (i != INIT_FD_EXE)
+			fd_close(&a->fds[i]);
+}
+
+int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
+		  struct spawn_result *out, char *err, size_t errlen)
+{
+	struct init_mode mode = {.userns = sandbox_host.userns,
+				 .uid_base = sandbox_host.uid_base};
+	struct child_args args = {.sync_fd = -1, .userns = mode.userns};
+	int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+	int status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
+	int pidfd = -1, r, i;
+	char path[64];
+	struct buf enc;
+	long pid = -1;
+
+	for (i = 0; i < INIT_FD_COUNT; i++)
+		args.fds[i] = -1;
+	buf_init(&enc);
+	wire_encode_spec(&enc, spec, &mode);
+	r = memfd_with("sbx-spec", enc.data, enc.len);
+	buf_release(&enc);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot write the sandbox spec: %s",
+			 strerror(-r));
+		goto out;
+	}
+	args.fds[INIT_FD_SPEC] = r;
+	r = open_stdin(spec);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot open stdin: %s", strerror(-r));
+		goto out;
+	}
+	args.fds[0] = r;
+	if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0 ||
+	    pipe2(status_pipe, O_CLOEXEC) < 0 ||
+	    pipe2(sync_pipe, O_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot create pipes: %s", strerror(-r));
+		goto out;
+	}
+	args.fds[1] = out_pipe[1];
+	args.fds[2] = err_pipe[1];
+	args.fds[INIT_FD_STATUS] = status_pipe[1];
+	args.fds[INIT_FD_EXE] = sandbox_host.exe_fd;
+	args.sync_fd = sync_pipe[0];
+
+	pid = do_clone(&args, &pidfd);
+	if (pid < 0) {
+		r = (int)pid;
+		snprintf(err, errlen, "cannot create namespaces: %s",
+			 strerror(-r));
+		goto out;
+	}
+	fd_close(&sync_pipe[0]);
+	if (mode.userns) {
+		r = userns_write_maps((pid_t)pid, mode.uid_base, err, errlen);
+		if (r)
+			goto out_kill;
+	}
+	if (cg) {
+		r = cgroup_attach(cg, (pid_t)pid);
+		if (r) {
+			snprintf(err, errlen, "cannot attach to cgroup: %s",
+				 strerror(-r));
+			goto out_kill;
+		}
+	}
+	snprintf(path, sizeof(path), "/proc/%ld/oom_score_adj", pid);
+	write_file(path, "-1000");
+	if (write(sync_pipe[1], "g", 1) != 1) {
+		r = -errno;
+		snprintf(err, errlen, "cannot start the sandbox: %s",
+			 strerror(-r));
+		goto out_kill;
+	}
+	out->pid = (pid_t)pid;
+	out->pidfd = pidfd;
+	out->stdout_fd = out_pipe[0];
+	out->stderr_fd = err_pipe[0];
+	out->status_fd = status_pipe[0];
+	out_pipe[0] = err_pipe[0] = status_pipe[0] = -1;
+	pidfd = -1;
+	r = 0;
+	goto out;
+out_kill:
+	syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+	syscall(SYS_waitid, P_PIDFD, pidfd, NULL, WEXITED, NULL);
+out:
+	child_fds_close(&args);
+	fd_close(&out_pipe[0]);
+	fd_close(&err_pipe[0]);
+	fd_close(&status_pipe[0]);
+	fd_close(&sync_pipe[0]);
+	fd_close(&sync_pipe[1]);
+	fd_close(&pidfd);
+	return r;
+}

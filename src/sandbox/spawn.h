@@ -1,0 +1,29 @@
+/*
+ * The host-side step that creates a sandbox's namespaces and starts its
+ * init. Used by supervise.c; separate so the privileged core of sbx fits
+ * on a few screens.
+ */
+#ifndef SBX_SPAWN_H
+#define SBX_SPAWN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+
+struct spawn_result {
+	pid_t pid;
+	int pidfd;
+	int stdout_fd; /* read ends, CLOEXEC, owned by the caller */
+	int stderr_fd;
+	int status_fd;
+};
+
+/* Clones the sandbox, attaches it to cg (may be NULL) and lets it run.
+ * Returns 0 and fills out, or -errno with the reason in err; nothing is
+ * left running on failure. */
+int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
+		  struct spawn_result *out, char *err, size_t errlen);
+
+#endif
