@@ -133,7 +133,8 @@ static int opt_bind(struct sandbox_spec *spec, const char *arg, bool writable)
 	return r;
 }
 
-static void pass_output(void *ctx, int stream, const char *data, size_t len)
+static void pass_output(void *ctx, size_t step, int stream, const char *data,
+			size_t len)
 {
 	/* A closed stdout must not stop the sandbox's supervision. */
 	if (write_full(stream, data, len) < 0) {

@@ -24,6 +24,8 @@ json_t *result_to_json(const struct sandbox_result *res)
 	json_object_set_new(o, "oom_killed", json_boolean(res->oom_killed));
 	json_object_set_new(o, "output_truncated",
 			    json_boolean(res->output_truncated));
+	json_object_set_new(o, "pids_limit_hit",
+			    json_boolean(res->pids_limit_hit));
 	if (res->status == SANDBOX_ERROR)
 		json_object_set_new(o, "error", json_string(res->error));
 	return o;

@@ -82,6 +82,7 @@ struct cgroup_stats {
 	uint64_t peak_bytes; /* v2 memory.peak, v1 memory.max_usage_in_bytes */
 	uint64_t oom_kills;  /* v2 memory.events oom_kill, v1 memory.oom_control
 				oom_kill */
+	uint64_t pids_max_events; /* pids.events "max": forks refused */
 	bool has_cpu, has_peak, has_oom;
 };
 

@@ -21,7 +21,10 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/prctl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -207,11 +210,13 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 	as_sandbox_user(uid, gid, false);
 }
 
+/* The forked side of a step: becomes the sandbox user and executes. */
 static void __attribute__((noreturn))
-run_command(const struct sandbox_spec *spec, void *filter, uid_t uid,
-	    gid_t gid)
+exec_step(const struct sandbox_spec *spec, const struct sandbox_step *step,
+	  void *filter, uid_t uid, gid_t gid)
 {
 	struct child_err ce = {{0}};
+	struct sandbox_limits lim = spec->limits;
 	sigset_t all;
 	int sig, r;
 	char msg[PATH_MAX + 64];
@@ -226,7 +231,8 @@ run_command(const struct sandbox_spec *spec, void *filter, uid_t uid,
 	setsid();
 	/* Init is shielded from the OOM killer; the command must not be. */
 	write_file("/proc/self/oom_score_adj", "0");
-	r = rlimit_setup_child(&spec->limits, &ce);
+	lim.cpu_ms = step->cpu_ms;
+	r = rlimit_setup_child(&lim, &ce);
 	if (!r)
 		r = userns_drop_child(uid, gid, &ce);
 	if (!r && chdir(cwd) < 0) {
@@ -243,31 +249,208 @@ run_command(const struct sandbox_spec *spec, void *filter, uid_t uid,
 	if (r)
 		fail(-r, ce.what);
 	environ = build_env(spec->env);
-	execvp(spec->argv[0], spec->argv);
+	execvp(step->argv[0], step->argv);
 	r = errno;
 	snprintf(msg, sizeof(msg), "sbx: cannot execute '%s': %s\n",
-		 spec->argv[0], strerror(r));
+		 step->argv[0], strerror(r));
 	write_full(STDERR_FILENO, msg, strlen(msg));
 	_exit(r == ENOENT ? 127 : 126);
+}
+
+/* stdin for a step: its own bytes in a read-only memfd view, the host's
+ * stdin for the first step, or nothing. */
+static int step_stdin(const struct sandbox_step *step, size_t idx)
+{
+	char path[64];
+	int mfd, fd;
+
+	if (!step->stdin_data) {
+		if (idx == 0)
+			return fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0);
+		return open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	mfd = memfd_create("stdin", MFD_CLOEXEC);
+	if (mfd < 0)
+		return -1;
+	if (write_full(mfd, step->stdin_data, step->stdin_len) < 0) {
+		fd_close(&mfd);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd_close(&mfd);
+	return fd;
+}
+
+struct step_run {
+	size_t idx;
+	pid_t pid;
+	int out[3]; /* read ends of stdout (1) and stderr (2) */
+	uint64_t sent[3];
+	uint64_t cap;
+	int stop;
+	int status;
+	bool reaped;
+};
+
+/* Kills every process in the sandbox but init, and reaps them. */
+static void kill_all_but_init(void)
+{
+	kill(-1, SIGKILL);
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;
+}
+
+static void relay(struct step_run *sr, int stream)
+{
+	char chunk[65536];
+	ssize_t n = read(sr->out[stream], chunk, sizeof(chunk));
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		fd_close(&sr->out[stream]);
+		return;
+	}
+	if (sr->sent[stream] + (uint64_t)n > sr->cap) {
+		n = (ssize_t)(sr->cap - sr->sent[stream]);
+		if (sr->stop == INIT_STOP_NONE)
+			sr->stop = INIT_STOP_OUTPUT;
+		kill(-1, SIGKILL);
+		fd_close(&sr->out[stream]);
+	}
+	if (n > 0) {
+		struct init_msg m = {.kind = INIT_MSG_OUTPUT,
+				     .step = (uint32_t)sr->idx,
+				     .value = stream,
+				     .len2 = (uint64_t)n};
+
+		send_msg(&m, NULL, chunk);
+		sr->sent[stream] += (uint64_t)n;
+	}
+}
+
+static void reap(struct step_run *sr)
+{
+	int st;
+	pid_t p;
+
+	while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+		if (p == sr->pid) {
+			sr->status = st;
+			sr->reaped = true;
+		}
+}
+
+/* Runs one step to its end and reports it. Returns true when it ended
+ * ok (exit 0). */
+static bool run_step(const struct sandbox_spec *spec, size_t idx,
+		     void *filter, uid_t uid, gid_t gid, int sigfd)
+{
+	const struct sandbox_step *step = &spec->steps[idx];
+	struct step_run sr = {.idx = idx, .out = {-1, -1, -1}};
+	struct init_msg m = {.kind = INIT_MSG_STEP_END, .step = (uint32_t)idx};
+	struct rusage before, after;
+	int pout[2], perr[2], in;
+	uint64_t t0 = now_ns(), deadline;
+
+	sr.cap = spec->limits.output_bytes ? spec->limits.output_bytes
+					   : UINT64_MAX;
+	deadline = step->wall_ms ? t0 + step->wall_ms * 1000000ull : 0;
+	getrusage(RUSAGE_CHILDREN, &before);
+	in = step_stdin(step, idx);
+	if (in < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
+		fail(errno, "cannot set up the step's stdio");
+	sr.pid = fork();
+	if (sr.pid < 0)
+		fail(errno, "cannot fork the command");
+	if (sr.pid == 0) {
+		if (dup2(in, STDIN_FILENO) < 0 ||
+		    dup2(pout[1], STDOUT_FILENO) < 0 ||
+		    dup2(perr[1], STDERR_FILENO) < 0)
+			_exit(127);
+		exec_step(spec, step, filter, uid, gid);
+	}
+	close(in);
+	close(pout[1]);
+	close(perr[1]);
+	sr.out[1] = pout[0];
+	sr.out[2] = perr[0];
+
+	/* Relay output until the command has ended and both pipes are at
+	 * EOF (the step's other processes are killed when it ends). */
+	while (sr.out[1] >= 0 || sr.out[2] >= 0 || !sr.reaped) {
+		struct pollfd pfd[3] = {
+			{.fd = sr.out[1], .events = POLLIN},
+			{.fd = sr.out[2], .events = POLLIN},
+			{.fd = sigfd, .events = POLLIN},
+		};
+		int timeout = -1;
+
+		if (deadline) {
+			uint64_t now = now_ns();
+
+			timeout = now >= deadline
+					  ? 0
+					  : (int)((deadline - now) / 1000000 + 1);
+		}
+		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
+			fail(errno, "cannot poll the step");
+		if (pfd[0].revents)
+			relay(&sr, 1);
+		if (pfd[1].revents)
+			relay(&sr, 2);
+		if (pfd[2].revents) {
+			struct signalfd_siginfo si;
+
+			while (read(sigfd, &si, sizeof(si)) > 0)
+				;
+			reap(&sr);
+			if (sr.reaped)
+				kill_all_but_init();
+		}
+		if (deadline && now_ns() >= deadline && !sr.reaped) {
+			if (sr.stop == INIT_STOP_NONE)
+				sr.stop = INIT_STOP_TIME;
+			kill(-1, SIGKILL);
+			deadline = 0;
+		}
+	}
+	kill_all_but_init();
+	getrusage(RUSAGE_CHILDREN, &after);
+	m.value = sr.status;
+	m.stop = (uint32_t)sr.stop;
+	m.wall_us = (now_ns() - t0) / 1000;
+	m.cpu_us = (uint64_t)(after.ru_utime.tv_sec - before.ru_utime.tv_sec) *
+			   1000000 +
+		   (uint64_t)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) +
+		   (uint64_t)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) *
+			   1000000 +
+		   (uint64_t)(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
+	send_msg(&m, NULL, NULL);
+	return sr.stop == INIT_STOP_NONE && WIFEXITED(sr.status) &&
+	       WEXITSTATUS(sr.status) == 0;
 }
 
 void sandbox_init_main(void)
 {
 	struct sandbox_spec spec;
 	struct child_err ce = {{0}};
-	struct init_msg m = {.kind = INIT_MSG_EXIT};
-	struct rusage ru;
-	void *filter;
-	size_t len;
-	char *data;
+	struct init_msg m = {.kind = INIT_MSG_DONE};
 	struct init_mode mode;
+	sigset_t chld;
+	void *filter;
+	size_t len, i;
+	char *data;
 	uid_t uid;
 	gid_t gid;
-	pid_t child;
-	int r, status = 0;
+	int r, sigfd;
 
 	close(INIT_FD_EXE);
 	fcntl(INIT_FD_STATUS, F_SETFD, FD_CLOEXEC);
+	fcntl(STDIN_FILENO, F_SETFD, FD_CLOEXEC);
+	close(STDOUT_FILENO);
+	close(STDERR_FILENO);
 	prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
 	data = read_spec(&len);
@@ -292,38 +475,18 @@ void sandbox_init_main(void)
 	filter = seccomp_filter_new(&ce);
 	if (!filter)
 		fail(errno, ce.what);
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sigfd < 0)
+		fail(errno, "cannot watch for children");
 
-	child = fork();
-	if (child < 0)
-		fail(errno, "cannot fork the command");
-	if (child == 0)
-		run_command(&spec, filter, uid, gid);
-	close(STDIN_FILENO);
-	close(STDOUT_FILENO);
-	close(STDERR_FILENO);
-
-	/* Reap everything; orphans are re-parented to us. */
-	for (;;) {
-		int st;
-		pid_t p = waitpid(-1, &st, 0);
-
-		if (p < 0 && errno == EINTR)
-			continue;
-		if (p < 0)
+	for (i = 0; i < spec.nsteps; i++)
+		if (!run_step(&spec, i, filter, uid, gid, sigfd) &&
+		    spec.steps[i].stop_unless_ok)
 			break;
-		if (p == child) {
-			status = st;
-			break;
-		}
-	}
-	getrusage(RUSAGE_CHILDREN, &ru);
 	fetch_files(&spec, uid, gid);
-	m.value = status;
-	m.cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
-		   (uint64_t)ru.ru_utime.tv_usec +
-		   (uint64_t)ru.ru_stime.tv_sec * 1000000 +
-		   (uint64_t)ru.ru_stime.tv_usec;
-	m.maxrss = (uint64_t)ru.ru_maxrss * 1024;
 	send_msg(&m, NULL, NULL);
 	_exit(0);
 }

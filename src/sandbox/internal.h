@@ -39,23 +39,35 @@ enum {
 	INIT_FD_COUNT = 6,
 };
 
-/* Messages from init to the host, on INIT_FD_STATUS. A fixed header,
- * then len1 + len2 bytes of payload. */
+/* Messages from init to the host, on INIT_FD_STATUS: a fixed header, then
+ * len1 + len2 bytes of payload. Output of every step is relayed this way,
+ * so it arrives in order with the step boundaries. */
 enum init_msg_kind {
-	INIT_MSG_ERROR = 1, /* a setup stage failed: payload is the text */
-	INIT_MSG_EXIT = 2,  /* the command ended: value is its wait status */
-	INIT_MSG_FETCH = 3, /* a fetched file: payload is path then data */
-	INIT_MSG_MISSING = 4, /* a fetch path that was absent: payload path */
+	INIT_MSG_ERROR = 1,    /* a setup stage failed: payload is the text */
+	INIT_MSG_OUTPUT = 2,   /* step's stream (value) bytes: payload */
+	INIT_MSG_STEP_END = 3, /* step ended: value is its wait status */
+	INIT_MSG_FETCH = 4,    /* a fetched file: payload is path then data */
+	INIT_MSG_MISSING = 5,  /* a fetch path that was absent: payload path */
+	INIT_MSG_DONE = 6,     /* every step ran; init exits next */
+};
+
+/* Why init ended a step early. */
+enum init_stop {
+	INIT_STOP_NONE = 0,
+	INIT_STOP_TIME = 1,
+	INIT_STOP_OUTPUT = 2,
 };
 
 struct init_msg {
 	uint32_t kind;
 	int32_t err;	/* errno for INIT_MSG_ERROR */
-	int32_t value;	/* wait status for INIT_MSG_EXIT */
+	int32_t value;	/* wait status or stream */
+	uint32_t step;	/* step index */
+	uint32_t stop;	/* enum init_stop for INIT_MSG_STEP_END */
 	uint32_t len1;	/* first payload part */
 	uint64_t len2;	/* second payload part */
-	uint64_t cpu_us;  /* INIT_MSG_EXIT: children's CPU time */
-	uint64_t maxrss;  /* INIT_MSG_EXIT: children's peak RSS in bytes */
+	uint64_t cpu_us;  /* INIT_MSG_STEP_END: the step's CPU time */
+	uint64_t wall_us; /* INIT_MSG_STEP_END: the step's wall time */
 };
 
 /* How init runs: in a user namespace (the sandbox user is SANDBOX_UID

@@ -57,8 +57,23 @@ struct sandbox_file {
 	bool executable;
 };
 
+/* One command of a sandbox. Steps run one after another in the same
+ * sandbox (so a compile step's output is there for the run steps); each has
+ * its own stdin, limits and result. When a step ends, whatever it left
+ * running is killed before the next starts. */
+struct sandbox_step {
+	char **argv;	  /* NULL-terminated, argv[0] looked up in PATH */
+	char *stdin_data; /* NULL: spec->stdin_fd for step 0, else empty */
+	size_t stdin_len;
+	uint64_t wall_ms;     /* 0: only the sandbox's own limit */
+	uint64_t cpu_ms;      /* 0: none */
+	bool stop_unless_ok;  /* skip later steps unless this one is ok */
+};
+
 struct sandbox_spec {
-	char **argv;		   /* NULL-terminated, argv[0] looked up in PATH */
+	char **argv;		   /* a single step (when steps is empty) */
+	struct sandbox_step *steps;
+	size_t nsteps;
 	char **env;		   /* NAME=VALUE, NULL-terminated, added on top */
 	char *cwd;		   /* default: the work dir */
 	struct sandbox_bind *binds;
@@ -68,9 +83,7 @@ struct sandbox_spec {
 	char **fetch;		   /* paths read back after the run */
 	size_t nfetch;
 	struct sandbox_limits limits;
-	int stdin_fd;		   /* borrowed; -1: /dev/null */
-	char *stdin_data;	   /* used when stdin_fd is -1 and this is set */
-	size_t stdin_len;
+	int stdin_fd;		   /* borrowed; step 0's stdin; -1: empty */
 };
 
 /* A file read back from the sandbox after the run (spec->fetch). */
@@ -80,7 +93,24 @@ struct sandbox_fetched {
 	size_t len;
 };
 
+struct sandbox_step_result {
+	bool ran;
+	enum sandbox_status status;
+	int exit_code; /* -1 when killed by a signal */
+	int signal;
+	uint64_t wall_ms;
+	uint64_t cpu_ms;
+	bool oom_killed;
+	bool output_truncated;
+};
+
+/* The overall fields describe the sandbox as a whole; with several steps
+ * they repeat the last step that ran, except that a sandbox-wide failure
+ * (setup, wall limit) overrides. */
 struct sandbox_result {
+	struct sandbox_step_result *steps;
+	size_t nsteps;
+	bool pids_limit_hit; /* a fork failed because of the process limit */
 	enum sandbox_status status;
 	int exit_code; /* -1 when killed by a signal */
 	int signal;    /* 0 unless killed by a signal */
@@ -111,7 +141,7 @@ struct sandbox_result {
 
 /* Fills a caller-owned spec with the defaults and no command. */
 void sandbox_spec_init(struct sandbox_spec *spec);
-/* Frees everything the spec owns (argv, env, binds, files, stdin_data). */
+/* Frees everything the spec owns (argv, steps, env, binds, files). */
 void sandbox_spec_release(struct sandbox_spec *spec);
 /* Appenders; they copy their arguments. */
 void sandbox_spec_add_env(struct sandbox_spec *spec, const char *name_value);
@@ -121,6 +151,11 @@ void sandbox_spec_add_file(struct sandbox_spec *spec, const char *path,
 			   const void *data, size_t len, bool executable);
 void sandbox_spec_add_fetch(struct sandbox_spec *spec, const char *path);
 void sandbox_spec_set_argv(struct sandbox_spec *spec, char *const *argv);
+/* Appends a step; argv and stdin are copied (stdin may be NULL). */
+struct sandbox_step *sandbox_spec_add_step(struct sandbox_spec *spec,
+					   char *const *argv,
+					   const char *stdin_data,
+					   size_t stdin_len);
 
 void sandbox_result_init(struct sandbox_result *res);
 /* Frees the fetched files. */
@@ -133,12 +168,15 @@ int sandbox_host_init(char *err, size_t errlen);
 void sandbox_host_release(void);
 
 /* What the supervisor reports back. Both callbacks run on the loop's
- * thread. output() gets stdout (stream 1) and stderr (stream 2) bytes as
- * they arrive, at most limits.output_bytes per stream. done() is called
- * exactly once; the sandbox is freed right after it returns. */
+ * thread. output() gets a step's stdout (stream 1) and stderr (stream 2)
+ * bytes as they arrive, at most limits.output_bytes per stream and step.
+ * done() is called exactly once; the sandbox is freed right after it
+ * returns, and res with it (done() may steal res->fetched). */
+typedef void (*sandbox_output_fn)(void *ctx, size_t step, int stream,
+				  const char *data, size_t len);
 struct sandbox_ops {
-	void (*output)(void *ctx, int stream, const char *data, size_t len);
-	void (*done)(void *ctx, const struct sandbox_result *res);
+	sandbox_output_fn output;
+	void (*done)(void *ctx, struct sandbox_result *res);
 };
 
 struct sandbox;
@@ -156,9 +194,7 @@ void sandbox_kill(struct sandbox *sb, enum sandbox_status status,
 
 /* Runs one sandbox to completion on a private loop. output may be NULL. The
  * result is always filled (SANDBOX_ERROR when it could not start). */
-void sandbox_run(const struct sandbox_spec *spec,
-		 void (*output)(void *ctx, int stream, const char *data,
-				size_t len),
+void sandbox_run(const struct sandbox_spec *spec, sandbox_output_fn output,
 		 void *ctx, struct sandbox_result *res);
 
 /* The entry point of the re-executed binary inside the sandbox (PID 1).

@@ -106,30 +106,17 @@ static int memfd_with(const char *name, const void *data, size_t len)
 	return fd;
 }
 
-/* stdin for the command: the caller's fd, a read-only view of a memfd
- * holding stdin_data (no pipe, so no writer to block or race), or
- * /dev/null. */
+/* stdin for step 0: the caller's fd or /dev/null. Later steps get theirs
+ * from init. */
 static int open_stdin(const struct sandbox_spec *spec)
 {
-	char path[64];
-	int mfd, fd;
+	int fd;
 
-	if (spec->stdin_fd >= 0) {
+	if (spec->stdin_fd >= 0)
 		fd = fcntl(spec->stdin_fd, F_DUPFD_CLOEXEC, 0);
-		return fd < 0 ? -errno : fd;
-	}
-	if (!spec->stdin_data) {
+	else
 		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		return fd < 0 ? -errno : fd;
-	}
-	mfd = memfd_with("sbx-stdin", spec->stdin_data, spec->stdin_len);
-	if (mfd < 0)
-		return mfd;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	fd = fd < 0 ? -errno : fd;
-	fd_close(&mfd);
-	return fd;
+	return fd < 0 ? -errno : fd;
 }
 
 static long do_clone(const struct child_args *args, int *pidfd)
@@ -166,7 +153,6 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	struct init_mode mode = {.userns = sandbox_host.userns,
 				 .uid_base = sandbox_host.uid_base};
 	struct child_args args = {.sync_fd = -1, .userns = mode.userns};
-	int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
 	int status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
 	int pidfd = -1, r, i;
 	char path[64];
@@ -191,15 +177,16 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		goto out;
 	}
 	args.fds[0] = r;
-	if (pipe2(out_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0 ||
-	    pipe2(status_pipe, O_CLOEXEC) < 0 ||
+	if (pipe2(status_pipe, O_CLOEXEC) < 0 ||
 	    pipe2(sync_pipe, O_CLOEXEC) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot create pipes: %s", strerror(-r));
 		goto out;
 	}
-	args.fds[1] = out_pipe[1];
-	args.fds[2] = err_pipe[1];
+	/* Init relays each step's output on the status pipe; its own
+	 * stdout and stderr lead nowhere. */
+	args.fds[1] = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	args.fds[2] = fcntl(args.fds[1], F_DUPFD_CLOEXEC, 0);
 	args.fds[INIT_FD_STATUS] = status_pipe[1];
 	args.fds[INIT_FD_EXE] = sandbox_host.exe_fd;
 	args.sync_fd = sync_pipe[0];
@@ -235,10 +222,8 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	}
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
-	out->stdout_fd = out_pipe[0];
-	out->stderr_fd = err_pipe[0];
 	out->status_fd = status_pipe[0];
-	out_pipe[0] = err_pipe[0] = status_pipe[0] = -1;
+	status_pipe[0] = -1;
 	pidfd = -1;
 	r = 0;
 	goto out;
@@ -247,8 +232,6 @@ out_kill:
 	syscall(SYS_waitid, P_PIDFD, pidfd, NULL, WEXITED, NULL);
 out:
 	child_fds_close(&args);
-	fd_close(&out_pipe[0]);
-	fd_close(&err_pipe[0]);
 	fd_close(&status_pipe[0]);
 	fd_close(&sync_pipe[0]);
 	fd_close(&sync_pipe[1]);

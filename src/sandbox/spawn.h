@@ -15,9 +15,7 @@
 struct spawn_result {
 	pid_t pid;
 	int pidfd;
-	int stdout_fd; /* read ends, CLOEXEC, owned by the caller */
-	int stderr_fd;
-	int status_fd;
+	int status_fd; /* read end, CLOEXEC, owned by the caller */
 };
 
 /* Clones the sandbox, attaches it to cg (may be NULL) and lets it run.

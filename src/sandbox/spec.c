@@ -77,6 +77,11 @@ void sandbox_spec_release(struct sandbox_spec *spec)
 	size_t i;
 
 	free_strv(spec->argv);
+	for (i = 0; i < spec->nsteps; i++) {
+		free_strv(spec->steps[i].argv);
+		free(spec->steps[i].stdin_data);
+	}
+	free(spec->steps);
 	free_strv(spec->env);
 	free(spec->cwd);
 	for (i = 0; i < spec->nbinds; i++) {
@@ -92,7 +97,6 @@ void sandbox_spec_release(struct sandbox_spec *spec)
 	for (i = 0; i < spec->nfetch; i++)
 		free(spec->fetch[i]);
 	free(spec->fetch);
-	free(spec->stdin_data);
 	sandbox_spec_init(spec);
 }
 
@@ -104,6 +108,29 @@ void sandbox_spec_set_argv(struct sandbox_spec *spec, char *const *argv)
 	spec->argv = NULL;
 	for (i = 0; argv[i]; i++)
 		spec->argv = strv_push(spec->argv, argv[i]);
+}
+
+struct sandbox_step *sandbox_spec_add_step(struct sandbox_spec *spec,
+					   char *const *argv,
+					   const char *stdin_data,
+					   size_t stdin_len)
+{
+	struct sandbox_step *st;
+	size_t i;
+
+	spec->steps = xrealloc(spec->steps,
+			       (spec->nsteps + 1) * sizeof(*spec->steps));
+	st = &spec->steps[spec->nsteps++];
+	memset(st, 0, sizeof(*st));
+	for (i = 0; argv[i]; i++)
+		st->argv = strv_push(st->argv, argv[i]);
+	if (stdin_data) {
+		st->stdin_data = xmalloc(stdin_len + 1);
+		memcpy(st->stdin_data, stdin_data, stdin_len);
+		st->stdin_data[stdin_len] = '\0';
+		st->stdin_len = stdin_len;
+	}
+	return st;
 }
 
 void sandbox_spec_add_env(struct sandbox_spec *spec, const char *name_value)
@@ -164,4 +191,7 @@ void sandbox_result_release(struct sandbox_result *res)
 	free(res->fetched);
 	res->fetched = NULL;
 	res->nfetched = 0;
+	free(res->steps);
+	res->steps = NULL;
+	res->nsteps = 0;
 }

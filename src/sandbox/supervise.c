@@ -41,16 +41,15 @@ struct sandbox {
 	uint64_t start_ns;
 	struct sandbox_limits limits;
 
-	uint64_t out_bytes[3];
-	bool truncated;
+	size_t nsteps;
+	uint64_t oom_seen; /* oom kills counted at the last step end */
 	bool exited;   /* init reaped */
 	bool finished; /* done() called */
 	int kill_status; /* -1 or the enum sandbox_status that killed it */
 	char kill_reason[128];
 
 	struct buf status_buf; /* unparsed bytes from init */
-	bool got_exit;
-	struct init_msg exit_msg;
+	bool got_done;
 	bool got_error;
 	char error[200];
 	int error_errno;
@@ -87,48 +86,6 @@ static void unwatch(struct sandbox *sb, int *fd)
 	fd_close(fd);
 }
 
-/* Reads what is available on an output pipe; returns false at EOF. */
-static bool pump_output(struct sandbox *sb, int stream, int fd)
-{
-	char chunk[READ_CHUNK];
-
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof(chunk));
-		uint64_t room;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return errno == EAGAIN;
-		if (n == 0)
-			return false;
-		room = sb->limits.output_bytes - sb->out_bytes[stream];
-		if ((uint64_t)n > room) {
-			if (room && sb->ops.output)
-				sb->ops.output(sb->ctx, stream, chunk,
-					       (size_t)room);
-			sb->out_bytes[stream] += room;
-			sb->truncated = true;
-			sandbox_kill(sb, SANDBOX_OUTPUT_LIMIT,
-				     "output limit reached");
-			return false;
-		}
-		if (sb->ops.output)
-			sb->ops.output(sb->ctx, stream, chunk, (size_t)n);
-		sb->out_bytes[stream] += (uint64_t)n;
-	}
-}
-
-static void on_output(struct loop *loop, int fd, uint32_t events, void *arg)
-{
-	struct sandbox *sb = arg;
-	int stream = fd == sb->proc.stdout_fd ? 1 : 2;
-
-	if (!pump_output(sb, stream, fd))
-		unwatch(sb, stream == 1 ? &sb->proc.stdout_fd
-					: &sb->proc.stderr_fd);
-}
-
 static void add_fetched(struct sandbox *sb, const char *p, size_t plen,
 			const char *data, size_t dlen)
 {
@@ -143,6 +100,53 @@ static void add_fetched(struct sandbox *sb, const char *p, size_t plen,
 	memcpy(f->data, data, dlen);
 	f->data[dlen] = '\0';
 	f->len = dlen;
+}
+
+static uint64_t oom_kills(struct sandbox *sb)
+{
+	struct cgroup_stats st;
+
+	memset(&st, 0, sizeof(st));
+	if (sb->have_cg)
+		cgroup_read_stats(&sb->cg, &st);
+	return st.oom_kills;
+}
+
+static void step_ended(struct sandbox *sb, const struct init_msg *m)
+{
+	struct sandbox_step_result *r;
+	uint64_t ooms;
+	int ws = m->value;
+
+	if (m->step >= sb->nsteps)
+		return;
+	r = &sb->res.steps[m->step];
+	r->ran = true;
+	r->wall_ms = m->wall_us / 1000;
+	r->cpu_ms = m->cpu_us / 1000;
+	r->exit_code = -1;
+	if (WIFEXITED(ws)) {
+		r->exit_code = WEXITSTATUS(ws);
+		r->status = r->exit_code ? SANDBOX_NONZERO_EXIT : SANDBOX_OK;
+	} else {
+		r->signal = WTERMSIG(ws);
+		r->status = r->signal == SIGXCPU ? SANDBOX_TIME_LIMIT
+						 : SANDBOX_SIGNALED;
+	}
+	/* The kernel counted any OOM kill before init saw the step end. */
+	ooms = oom_kills(sb);
+	if (ooms > sb->oom_seen) {
+		r->oom_killed = true;
+		if (r->status != SANDBOX_OK)
+			r->status = SANDBOX_MEMORY_LIMIT;
+	}
+	sb->oom_seen = ooms;
+	if (m->stop == INIT_STOP_TIME)
+		r->status = SANDBOX_TIME_LIMIT;
+	if (m->stop == INIT_STOP_OUTPUT) {
+		r->status = SANDBOX_OUTPUT_LIMIT;
+		r->output_truncated = true;
+	}
 }
 
 /* Parses every complete message in status_buf. */
@@ -174,13 +178,22 @@ static void parse_status(struct sandbox *sb)
 				sb->got_error = true;
 			}
 			break;
-		case INIT_MSG_EXIT:
-			sb->exit_msg = m;
-			sb->got_exit = true;
+		case INIT_MSG_OUTPUT:
+			if (sb->ops.output && m.step < sb->nsteps &&
+			    (m.value == 1 || m.value == 2))
+				sb->ops.output(sb->ctx, m.step, m.value,
+					       payload + m.len1,
+					       (size_t)m.len2);
+			break;
+		case INIT_MSG_STEP_END:
+			step_ended(sb, &m);
 			break;
 		case INIT_MSG_FETCH:
 			add_fetched(sb, payload, m.len1, payload + m.len1,
 				    (size_t)m.len2);
+			break;
+		case INIT_MSG_DONE:
+			sb->got_done = true;
 			break;
 		default:
 			break; /* INIT_MSG_MISSING: omitted from the result */
@@ -206,7 +219,8 @@ static bool pump_status(struct sandbox *sb)
 			parse_status(sb);
 			return n < 0 && errno == EAGAIN;
 		}
-		/* Fetched files are bounded by the sandbox's disk. */
+		/* One message at a time is buffered: a fetched file
+		 * (bounded by the disk) or an output chunk. */
 		if (sb->status_buf.len + (size_t)n >
 		    sb->limits.disk_bytes + (1u << 20)) {
 			sandbox_kill(sb, SANDBOX_ERROR,
@@ -268,49 +282,39 @@ static void on_exit_event(struct loop *loop, int fd, uint32_t events,
 		pump_status(sb);
 		unwatch(sb, &sb->proc.status_fd);
 	}
-	if (sb->proc.stdout_fd >= 0) {
-		pump_output(sb, 1, sb->proc.stdout_fd);
-		unwatch(sb, &sb->proc.stdout_fd);
-	}
-	if (sb->proc.stderr_fd >= 0) {
-		pump_output(sb, 2, sb->proc.stderr_fd);
-		unwatch(sb, &sb->proc.stderr_fd);
-	}
 	finish(sb);
 }
 
 static void decide(struct sandbox *sb)
 {
 	struct sandbox_result *res = &sb->res;
+	struct sandbox_step_result *last = NULL;
 	struct cgroup_stats st;
-	int ws = sb->exit_msg.value;
+	uint64_t cpu_us = 0;
+	size_t i;
 
 	memset(&st, 0, sizeof(st));
 	if (sb->have_cg)
 		cgroup_read_stats(&sb->cg, &st);
-	res->cpu_ms = st.has_cpu ? st.cpu_ns / 1000000
-				 : sb->exit_msg.cpu_us / 1000;
-	res->peak_memory_bytes = st.has_peak ? st.peak_bytes
-					     : sb->exit_msg.maxrss;
+	for (i = 0; i < sb->nsteps; i++) {
+		if (!res->steps[i].ran)
+			continue;
+		last = &res->steps[i];
+		cpu_us += last->cpu_ms * 1000;
+		res->output_truncated |= last->output_truncated;
+	}
+	res->cpu_ms = st.has_cpu ? st.cpu_ns / 1000000 : cpu_us / 1000;
+	res->peak_memory_bytes = st.peak_bytes;
 	res->oom_killed = st.oom_kills > 0;
-	res->output_truncated = sb->truncated;
-
-	if (sb->got_exit) {
-		if (WIFEXITED(ws)) {
-			res->exit_code = WEXITSTATUS(ws);
-			res->status = res->exit_code ? SANDBOX_NONZERO_EXIT
-						     : SANDBOX_OK;
-		} else if (WIFSIGNALED(ws)) {
-			res->signal = WTERMSIG(ws);
-			res->status = SANDBOX_SIGNALED;
-			if (res->signal == SIGXCPU)
-				res->status = SANDBOX_TIME_LIMIT;
-		}
-		if (res->oom_killed && res->status != SANDBOX_OK)
-			res->status = SANDBOX_MEMORY_LIMIT;
+	res->pids_limit_hit = st.pids_max_events > 0;
+	if (last && sb->got_done) {
+		res->status = last->status;
+		res->exit_code = last->exit_code;
+		res->signal = last->signal;
 	} else {
-		/* Killed before the command ended (by us or the kernel). */
+		/* The sandbox ended before its steps did. */
 		res->signal = SIGKILL;
+		res->exit_code = -1;
 		res->status = res->oom_killed ? SANDBOX_MEMORY_LIMIT
 					      : SANDBOX_ERROR;
 		if (!res->oom_killed && !sb->got_error && sb->kill_status < 0)
@@ -322,10 +326,17 @@ static void decide(struct sandbox *sb)
 		if (res->status == SANDBOX_ERROR)
 			str_copy(res->error, sizeof(res->error),
 				 sb->kill_reason);
-		if (!sb->got_exit || res->signal) {
-			res->signal = SIGKILL;
-			res->exit_code = -1;
-		}
+		/* The step running when the sandbox was killed shares its
+		 * fate. */
+		for (i = 0; i < sb->nsteps; i++)
+			if (!res->steps[i].ran) {
+				res->steps[i].ran = true;
+				res->steps[i].status = res->status;
+				res->steps[i].signal = SIGKILL;
+				res->steps[i].exit_code = -1;
+				res->steps[i].wall_ms = res->wall_ms;
+				break;
+			}
 	}
 	if (sb->got_error) {
 		res->status = SANDBOX_ERROR;
@@ -353,8 +364,6 @@ static void finish(struct sandbox *sb)
 	}
 	if (sb->ops.done)
 		sb->ops.done(sb->ctx, &sb->res);
-	/* done() took what it wanted; the fetched files are ours to free
-	 * unless it cleared them. */
 	sandbox_result_release(&sb->res);
 	buf_release(&sb->status_buf);
 	free(sb);
@@ -377,22 +386,22 @@ struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec
 		snprintf(err, errlen, "sandbox host not initialised");
 		return NULL;
 	}
-	if (!spec->argv || !spec->argv[0]) {
+	if ((!spec->argv || !spec->argv[0]) && !spec->nsteps) {
 		snprintf(err, errlen, "no command given");
 		return NULL;
 	}
 	sb = xcalloc(1, sizeof(*sb));
+	sandbox_result_init(&sb->res);
 	sb->loop = loop;
 	sb->ops = *ops;
 	sb->ctx = ctx;
 	sb->limits = spec->limits;
-	if (!sb->limits.output_bytes)
-		sb->limits.output_bytes = UINT64_MAX / 2;
+	sb->nsteps = spec->nsteps ? spec->nsteps : 1;
+	sb->res.steps = xcalloc(sb->nsteps, sizeof(*sb->res.steps));
+	sb->res.nsteps = sb->nsteps;
 	sb->kill_status = -1;
 	sb->wall_fd = sb->cpu_fd = -1;
-	sb->proc.pidfd = sb->proc.stdout_fd = sb->proc.stderr_fd = -1;
-	sb->proc.status_fd = -1;
-	sandbox_result_init(&sb->res);
+	sb->proc.pidfd = sb->proc.status_fd = -1;
 	buf_init(&sb->status_buf);
 	sb->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 
@@ -415,14 +424,8 @@ struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec
 			  errlen);
 	if (r)
 		goto fail;
-	fd_set_nonblock(sb->proc.stdout_fd);
-	fd_set_nonblock(sb->proc.stderr_fd);
 	fd_set_nonblock(sb->proc.status_fd);
-	r = watch(sb, sb->proc.stdout_fd, on_output);
-	if (!r)
-		r = watch(sb, sb->proc.stderr_fd, on_output);
-	if (!r)
-		r = watch(sb, sb->proc.status_fd, on_status);
+	r = watch(sb, sb->proc.status_fd, on_status);
 	if (!r && spec->limits.wall_ms) {
 		sb->wall_fd = timer_fd_new(spec->limits.wall_ms, false);
 		r = sb->wall_fd < 0 ? sb->wall_fd : watch(sb, sb->wall_fd,
@@ -444,8 +447,6 @@ struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec
 			0);
 		syscall(SYS_waitid, P_PIDFD, sb->proc.pidfd, NULL, WEXITED,
 			NULL);
-		unwatch(sb, &sb->proc.stdout_fd);
-		unwatch(sb, &sb->proc.stderr_fd);
 		unwatch(sb, &sb->proc.status_fd);
 		unwatch(sb, &sb->proc.pidfd);
 		unwatch(sb, &sb->wall_fd);
@@ -457,40 +458,38 @@ fail:
 	if (sb->have_cg)
 		cgroup_destroy(&sb->cg);
 	buf_release(&sb->status_buf);
+	sandbox_result_release(&sb->res);
 	free(sb);
 	return NULL;
 }
 
 struct run_state {
-	void (*output)(void *ctx, int stream, const char *data, size_t len);
+	sandbox_output_fn output;
 	void *ctx;
 	struct sandbox_result *res;
 	bool done;
 };
 
-static void run_output(void *ctx, int stream, const char *data, size_t len)
+static void run_output(void *ctx, size_t step, int stream, const char *data,
+		       size_t len)
 {
 	struct run_state *st = ctx;
 
 	if (st->output)
-		st->output(st->ctx, stream, data, len);
+		st->output(st->ctx, step, stream, data, len);
 }
 
-static void run_done(void *ctx, const struct sandbox_result *res)
+static void run_done(void *ctx, struct sandbox_result *res)
 {
 	struct run_state *st = ctx;
-	struct sandbox_result *out = st->res;
 
-	*out = *res;
-	/* Take the fetched files: the supervisor frees what is left. */
-	((struct sandbox_result *)res)->fetched = NULL;
-	((struct sandbox_result *)res)->nfetched = 0;
+	/* Take everything: leave the supervisor an empty result. */
+	*st->res = *res;
+	sandbox_result_init(res);
 	st->done = true;
 }
 
-void sandbox_run(const struct sandbox_spec *spec,
-		 void (*output)(void *ctx, int stream, const char *data,
-				size_t len),
+void sandbox_run(const struct sandbox_spec *spec, sandbox_output_fn output,
 		 void *ctx, struct sandbox_result *res)
 {
 	static const struct sandbox_ops ops = {.output = run_output,

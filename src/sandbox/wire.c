@@ -52,7 +52,27 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	put_u64(out, WIRE_MAGIC);
 	put_u64(out, mode->userns);
 	put_u64(out, mode->uid_base);
-	put_strv(out, spec->argv);
+	if (spec->nsteps == 0) {
+		put_u64(out, 1);
+		put_strv(out, spec->argv);
+		put_u64(out, 0);
+		put_u64(out, 0);
+		put_u64(out, l->cpu_ms);
+		put_u64(out, 0);
+	} else {
+		put_u64(out, spec->nsteps);
+		for (i = 0; i < spec->nsteps; i++) {
+			const struct sandbox_step *st = &spec->steps[i];
+
+			put_strv(out, st->argv);
+			put_u64(out, st->stdin_data != NULL);
+			if (st->stdin_data)
+				put_bytes(out, st->stdin_data, st->stdin_len);
+			put_u64(out, st->wall_ms);
+			put_u64(out, st->cpu_ms);
+			put_u64(out, st->stop_unless_ok);
+		}
+	}
 	put_strv(out, spec->env);
 	put_str(out, spec->cwd);
 	put_u64(out, l->wall_ms);
@@ -179,7 +199,23 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 		return -EINVAL;
 	mode->userns = get_u64(&r) != 0;
 	mode->uid_base = (uint32_t)get_u64(&r);
-	spec->argv = get_strv(&r);
+	n = get_count(&r);
+	if (!r.err && n) {
+		spec->steps = xcalloc(n, sizeof(*spec->steps));
+		for (i = 0; i < n && !r.err; i++) {
+			struct sandbox_step *st = &spec->steps[i];
+
+			spec->nsteps++;
+			st->argv = get_strv(&r);
+			if (!r.err && (!st->argv || !st->argv[0]))
+				r.err = -EINVAL;
+			if (get_u64(&r))
+				st->stdin_data = get_bytes(&r, &st->stdin_len);
+			st->wall_ms = get_u64(&r);
+			st->cpu_ms = get_u64(&r);
+			st->stop_unless_ok = get_u64(&r) != 0;
+		}
+	}
 	spec->env = get_strv(&r);
 	spec->cwd = get_str(&r);
 	l->wall_ms = get_u64(&r);
@@ -227,7 +263,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 				r.err = -EINVAL;
 		}
 	}
-	if (!r.err && (!spec->argv || !spec->argv[0] || r.left))
+	if (!r.err && (spec->nsteps == 0 || r.left))
 		r.err = -EINVAL;
 	if (r.err) {
 		sandbox_spec_release(spec);

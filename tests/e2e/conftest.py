@@ -1,0 +1,143 @@
+"""Shared helpers for the sbx end-to-end tests.
+
+Every test drives the real binary (`sbx run`), so the suite needs root and a
+host where sandboxes can be made; when they cannot, the whole suite is
+skipped with the reason `sbx check` gives.
+
+Fixtures:
+  sbx  path of the binary (env SBX, default /work/main/build/sbx)
+  run  run(args, input=None, timeout=60, **kw) -> (CompletedProcess, dict)
+  py   py(code, *argv, opts=(), **kw): run(opts + ['--', 'python3', '-c',
+       code, *argv], **kw)
+"""
+import json
+import os
+import platform
+import subprocess
+import tempfile
+
+import pytest
+
+SBX = os.environ.get("SBX", "/work/main/build/sbx")
+SANDBOX_UID = 1000
+IS_X86_64 = platform.machine() == "x86_64"
+
+
+def run(args, input=None, timeout=60, **kw):
+    """Runs `sbx run --json <tmp> [opts] -- CMD...`.
+
+    args is everything after `--json <tmp>`: options, then '--', then the
+    command; without a '--' the whole list is the command. input, when
+    given (bytes or str), becomes the sandbox's stdin through --stdin (sbx
+    run never reads its own stdin). Other keywords go to subprocess.run;
+    stdout and stderr are captured as bytes unless overridden.
+
+    Returns (completed_process, result) where result is the parsed JSON,
+    or None when sbx wrote none (bad options).
+    """
+    args = [str(a) for a in args]
+    if "--" not in args:
+        args = ["--"] + args
+    fd, json_path = tempfile.mkstemp(prefix="sbx-e2e-", suffix=".json")
+    os.close(fd)
+    os.unlink(json_path)  # sbx creates it; absent means "no JSON written"
+    stdin_path = None
+    opts = ["--json", json_path]
+    if input is not None:
+        fd, stdin_path = tempfile.mkstemp(prefix="sbx-e2e-stdin-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(input.encode() if isinstance(input, str) else input)
+        opts += ["--stdin", stdin_path]
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    try:
+        cp = subprocess.run([SBX, "run"] + opts + args, timeout=timeout,
+                            **kw)
+        result = None
+        if os.path.exists(json_path):
+            with open(json_path) as f:
+                text = f.read()
+            result = json.loads(text) if text.strip() else None
+    finally:
+        for p in (json_path, stdin_path):
+            if p and os.path.exists(p):
+                os.unlink(p)
+    return cp, result
+
+
+def py(code, *argv, opts=(), **kw):
+    """Runs a Python program in a sandbox (see run)."""
+    return run(list(opts) + ["--", "python3", "-c", code] + list(argv),
+               **kw)
+
+
+def out_lines(cp):
+    return cp.stdout.decode(errors="replace").splitlines()
+
+
+def describe(cp, result):
+    """Everything worth seeing when an assertion fails."""
+    return ("exit %s\nresult %s\nstdout %r\nstderr %r" %
+            (cp.returncode, result, cp.stdout[-2000:], cp.stderr[-2000:]))
+
+
+def host_cmdline_pids(marker):
+    """Host pids whose command line contains marker (bytes or str)."""
+    if isinstance(marker, str):
+        marker = marker.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        if marker in cmdline:
+            found.append(int(name))
+    return found
+
+
+def unique_marker():
+    """A number only this test run uses, for `sleep 1000.<marker>`."""
+    return "%d%06d" % (os.getpid(), int.from_bytes(os.urandom(3), "big"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _host_can_sandbox():
+    if not os.access(SBX, os.X_OK):
+        pytest.exit("no sbx binary at %s (make build, or set SBX)" % SBX,
+                    returncode=1)
+    if os.geteuid() != 0:
+        pytest.skip("sbx run needs root; the tests run as uid %d"
+                    % os.geteuid())
+    cp = subprocess.run([SBX, "check"], stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, timeout=60)
+    if cp.returncode != 0:
+        msg = "this host cannot make sandboxes:\n" + cp.stdout.decode()
+        print(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def sbx():
+    return SBX
+
+
+@pytest.fixture(name="run")
+def run_fixture():
+    return run
+
+
+@pytest.fixture(name="py")
+def py_fixture():
+    return py
+
+
+@pytest.fixture
+def x86_64():
+    if not IS_X86_64:
+        pytest.skip("uses x86_64 syscall numbers; this host is %s"
+                    % platform.machine())

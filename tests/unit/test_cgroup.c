@@ -1,0 +1,976 @@
+/*
+ * Unit tests for src/sandbox/cgroup.c. Most run against fake trees of plain
+ * directories and files under a temporary directory (its name holds spaces
+ * so the mountinfo unescaping is exercised): a fake mountinfo and self
+ * cgroup file, controller lists, and the files the code writes. One test
+ * uses the real host and is skipped, with the reason printed, when it is
+ * not root or has no memory controller.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sandbox/cgroup.h"
+#include "base/util.h"
+#include "base/banned.h"
+
+#define MiB (1024ull * 1024)
+
+struct fx {
+	char root[PATH_MAX];
+	char mountinfo[PATH_MAX];
+	char self[PATH_MAX];
+};
+
+/* Formats a path below the fixture's root. */
+__attribute__((format(printf, 3, 4))) static void
+tpath(const struct fx *fx, char *dst, const char *fmt, ...)
+{
+	char rel[PATH_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0 && (size_t)n < sizeof(rel));
+	n = snprintf(dst, PATH_MAX, "%s/%s", fx->root, rel);
+	assert_true(n >= 0 && n < PATH_MAX);
+}
+
+static void put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		fail_msg("cannot write '%s': %s", path, strerror(errno));
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* Reads a whole small file into buf; the test fails if it is missing. */
+static const char *get(const char *path, char *buf, size_t n)
+{
+	ssize_t r = read_file(path, buf, n);
+
+	if (r < 0)
+		fail_msg("cannot read '%s': %s", path, strerror((int)-r));
+	return buf;
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+
+	return !lstat(path, &st);
+}
+
+static void mkdir_p(const char *path)
+{
+	char tmp[PATH_MAX];
+
+	assert_true(str_copy(tmp, sizeof(tmp), path));
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		assert_true(!mkdir(tmp, 0755) || errno == EEXIST);
+		*p = '/';
+	}
+	assert_true(!mkdir(tmp, 0755) || errno == EEXIST);
+}
+
+/* Writes s as mountinfo escapes it: space, tab, newline and backslash as
+ * three octal digits. */
+static void put_escaped(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\\')
+			fprintf(f, "\\%03o", (unsigned char)*s);
+		else
+			fputc(*s, f);
+	}
+}
+
+/* Appends a mountinfo line for a mount of fstype at root/rel. */
+static void mi_line(const struct fx *fx, FILE *f, const char *mroot,
+		    const char *rel, const char *fstype, const char *super)
+{
+	static int id = 30;
+
+	fprintf(f, "%d 23 0:%d ", id, id);
+	put_escaped(f, mroot);
+	fputc(' ', f);
+	put_escaped(f, fx->root);
+	fprintf(f, "/%s rw,nosuid,nodev,noexec,relatime shared:%d - %s %s %s\n",
+		rel, id, fstype, fstype, super);
+	id++;
+}
+
+static FILE *mi_open(const struct fx *fx)
+{
+	FILE *f = fopen(fx->mountinfo, "w");
+
+	assert_non_null(f);
+	fputs("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+	      "23 22 0:21 / /sys rw,nosuid shared:2 - sysfs sysfs rw\n"
+	      "24 22 0:22 / /proc rw,nosuid shared:3 - proc proc rw\n",
+	      f);
+	return f;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+		    struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fx *fx = xcalloc(1, sizeof(*fx));
+	int n;
+
+	assert_true(str_copy(fx->root, sizeof(fx->root),
+			     "/tmp/sbx cgroup test XXXXXX"));
+	assert_non_null(mkdtemp(fx->root));
+	n = snprintf(fx->mountinfo, sizeof(fx->mountinfo), "%s/mountinfo",
+		     fx->root);
+	assert_true(n > 0 && (size_t)n < sizeof(fx->mountinfo));
+	n = snprintf(fx->self, sizeof(fx->self), "%s/self-cgroup", fx->root);
+	assert_true(n > 0 && (size_t)n < sizeof(fx->self));
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *fx = *state;
+
+	nftw(fx->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(fx);
+	return 0;
+}
+
+/* A v2 host: the unified hierarchy at <root>/v2 lists memory, sbx's own
+ * cgroup is /own and the sbx directory (the override) lists controllers. */
+static void v2_tree(const struct fx *fx, const char *sbx_controllers, bool swap,
+		    char *override)
+{
+	char p[PATH_MAX];
+	FILE *f = mi_open(fx);
+
+	mi_line(fx, f, "/", "v2", "cgroup2", "rw,nsdelegate");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "0::/own\n");
+	tpath(fx, p, "v2/own/sbx");
+	mkdir_p(p);
+	tpath(fx, p, "v2/cgroup.controllers");
+	put(p, "cpuset cpu io memory hugetlb pids rdma misc\n");
+	tpath(fx, p, "v2/own/cgroup.subtree_control");
+	put(p, "");
+	tpath(fx, p, "v2/own/sbx/cgroup.controllers");
+	put(p, sbx_controllers);
+	if (swap) {
+		tpath(fx, p, "v2/own/sbx/memory.swap.max");
+		put(p, "max\n");
+	}
+	tpath(fx, override, "v2/own/sbx");
+}
+
+/* A v1 host with memory, pids and co-mounted cpu,cpuacct; the override
+ * holds one directory per controller. */
+static void v1_tree(const struct fx *fx, bool memsw, char *override)
+{
+	char p[PATH_MAX];
+	FILE *f = mi_open(fx);
+
+	mi_line(fx, f, "/", "memory", "cgroup", "rw,memory");
+	mi_line(fx, f, "/", "pids", "cgroup", "rw,pids");
+	mi_line(fx, f, "/", "cpu,cpuacct", "cgroup", "rw,cpu,cpuacct");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "4:memory:/own\n3:pids:/own\n2:cpu,cpuacct:/own\n"
+		      "1:name=systemd:/own\n0::/own\n");
+	for (int i = 0; i < 3; i++) {
+		static const char *const sub[] = {"memory", "pids", "cpuacct"};
+
+		tpath(fx, p, "v1/%s", sub[i]);
+		mkdir_p(p);
+	}
+	if (memsw) {
+		tpath(fx, p, "v1/memory/memory.memsw.limit_in_bytes");
+		put(p, "9223372036854771712\n");
+	}
+	tpath(fx, override, "v1");
+}
+
+static void detect_ok(const struct fx *fx, struct cgroup_host *host,
+		      const char *override)
+{
+	char err[256] = "unset";
+
+	assert_int_equal(cgroup_host_detect(host, fx->mountinfo, fx->self,
+					    override, err, sizeof(err)),
+			 0);
+	assert_string_equal(err, "");
+}
+
+static void test_detect_none(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char err[256];
+	FILE *f = mi_open(fx);
+
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "0::/\n");
+	memset(&host, 0xff, sizeof(host));
+	assert_int_equal(cgroup_host_detect(&host, fx->mountinfo, fx->self,
+					    NULL, err, sizeof(err)),
+			 0);
+	assert_int_equal(host.version, CGROUP_NONE);
+	assert_string_equal(host.v2_dir, "");
+	assert_string_equal(host.v1_memory, "");
+	assert_false(host.has_memory || host.has_pids || host.has_cpu ||
+		     host.has_swap_limit);
+	assert_string_equal(err, "no cgroup hierarchy with usable controllers");
+}
+
+static void test_detect_missing_mountinfo(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char err[512];
+
+	put(fx->self, "0::/\n");
+	assert_int_equal(cgroup_host_detect(&host, fx->mountinfo, fx->self,
+					    NULL, err, sizeof(err)),
+			 -ENOENT);
+	assert_non_null(strstr(err, "cannot read '"));
+	assert_non_null(strstr(err, "mountinfo': No such file or directory"));
+}
+
+static void test_detect_v2_override(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char sbx[PATH_MAX], p[PATH_MAX], buf[256];
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(host.version, CGROUP_V2);
+	assert_string_equal(host.v2_dir, sbx);
+	assert_string_equal(host.v1_memory, "");
+	assert_string_equal(host.v1_pids, "");
+	assert_string_equal(host.v1_cpuacct, "");
+	assert_true(host.has_memory);
+	assert_true(host.has_pids);
+	assert_true(host.has_cpu);
+	assert_true(host.has_swap_limit);
+	/* Each controller is enabled on its own, in the parent and in sbx. */
+	tpath(fx, p, "v2/own/cgroup.subtree_control");
+	assert_string_equal(get(p, buf, sizeof(buf)), "+memory+pids+cpu");
+	tpath(fx, p, "v2/own/sbx/cgroup.subtree_control");
+	assert_string_equal(get(p, buf, sizeof(buf)), "+memory+pids+cpu");
+}
+
+static void test_detect_v2_partial(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char sbx[PATH_MAX];
+
+	v2_tree(fx, "cpu pids\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(host.version, CGROUP_V2);
+	assert_false(host.has_memory);
+	assert_false(host.has_swap_limit); /* no memory, no swap cap */
+	assert_true(host.has_pids);
+	assert_true(host.has_cpu);
+}
+
+/* Without an override the sbx directory is derived from the mount point,
+ * the mount's root and sbx's own cgroup, and is created. */
+static void test_detect_v2_derived(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char p[PATH_MAX], buf[256];
+	FILE *f = mi_open(fx);
+
+	/* Mounted from inside the hierarchy: root "/user.slice". */
+	mi_line(fx, f, "/user.slice", "unified", "cgroup2", "rw");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "0::/user.slice/app:1.scope\n");
+	tpath(fx, p, "unified/app:1.scope");
+	mkdir_p(p);
+	tpath(fx, p, "unified/cgroup.controllers");
+	put(p, "memory pids\n");
+	detect_ok(fx, &host, NULL);
+	assert_int_equal(host.version, CGROUP_V2);
+	tpath(fx, p, "unified/app:1.scope/sbx");
+	assert_string_equal(host.v2_dir, p);
+	assert_true(exists(p));
+	/* A fresh plain directory lists no controllers. */
+	assert_false(host.has_memory || host.has_pids || host.has_cpu);
+	tpath(fx, p, "unified/app:1.scope/cgroup.subtree_control");
+	assert_string_equal(get(p, buf, sizeof(buf)), "+memory+pids+cpu");
+}
+
+static void test_detect_v1_override(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char v1[PATH_MAX], p[PATH_MAX];
+
+	v1_tree(fx, true, v1);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(host.version, CGROUP_V1);
+	assert_string_equal(host.v2_dir, "");
+	tpath(fx, p, "v1/memory");
+	assert_string_equal(host.v1_memory, p);
+	tpath(fx, p, "v1/pids");
+	assert_string_equal(host.v1_pids, p);
+	tpath(fx, p, "v1/cpuacct");
+	assert_string_equal(host.v1_cpuacct, p);
+	assert_true(host.has_memory);
+	assert_true(host.has_pids);
+	assert_true(host.has_cpu);
+	assert_true(host.has_swap_limit);
+}
+
+/* A hybrid host mounts an empty unified hierarchy next to the v1 ones:
+ * v1 must win. The sbx directories are derived and created per
+ * hierarchy. */
+static void test_detect_hybrid(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char p[PATH_MAX];
+	FILE *f = mi_open(fx);
+
+	mi_line(fx, f, "/", "unified", "cgroup2", "rw,nsdelegate");
+	mi_line(fx, f, "/", "cpu,cpuacct", "cgroup", "rw,cpu,cpuacct");
+	mi_line(fx, f, "/", "memory", "cgroup", "rw,memory");
+	mi_line(fx, f, "/", "freezer", "cgroup", "rw,freezer");
+	mi_line(fx, f, "/ctr", "pids", "cgroup", "rw,pids");
+	mi_line(fx, f, "/", "systemd", "cgroup", "rw,xattr,name=systemd");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "12:pids:/ctr\n"
+		      "7:memory:/svc/a\n"
+		      "5:freezer:/\n"
+		      "3:cpu,cpuacct:/svc/a\n"
+		      "1:name=systemd:/svc/a\n"
+		      "0::/svc/a\n");
+	tpath(fx, p, "unified");
+	mkdir_p(p);
+	tpath(fx, p, "unified/cgroup.controllers");
+	put(p, "");
+	tpath(fx, p, "memory/svc/a");
+	mkdir_p(p);
+	tpath(fx, p, "pids");
+	mkdir_p(p);
+	tpath(fx, p, "cpu,cpuacct/svc/a");
+	mkdir_p(p);
+
+	detect_ok(fx, &host, NULL);
+	assert_int_equal(host.version, CGROUP_V1);
+	assert_string_equal(host.v2_dir, "");
+	tpath(fx, p, "memory/svc/a/sbx");
+	assert_string_equal(host.v1_memory, p);
+	assert_true(exists(p));
+	/* The pids mount's root is our own cgroup: sbx sits at its top. */
+	tpath(fx, p, "pids/sbx");
+	assert_string_equal(host.v1_pids, p);
+	assert_true(exists(p));
+	tpath(fx, p, "cpu,cpuacct/svc/a/sbx");
+	assert_string_equal(host.v1_cpuacct, p);
+	assert_true(exists(p));
+	assert_true(host.has_memory && host.has_pids && host.has_cpu);
+	assert_false(host.has_swap_limit);
+}
+
+static void test_create_v2(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.memory_bytes = 64 * MiB, .pids = 16};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char sbx[PATH_MAX], p[PATH_MAX], buf[256], err[256] = "";
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box1", &lim, err, sizeof(err)), 0);
+	assert_int_equal(cg.version, CGROUP_V2);
+	tpath(fx, p, "v2/own/sbx/box1");
+	assert_string_equal(cg.v2, p);
+	assert_string_equal(cg.memory, "");
+	tpath(fx, p, "v2/own/sbx/box1/memory.max");
+	assert_string_equal(get(p, buf, sizeof(buf)), "67108864");
+	tpath(fx, p, "v2/own/sbx/box1/memory.swap.max");
+	assert_string_equal(get(p, buf, sizeof(buf)), "0");
+	tpath(fx, p, "v2/own/sbx/box1/pids.max");
+	assert_string_equal(get(p, buf, sizeof(buf)), "16");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	tpath(fx, p, "v2/own/sbx/box1");
+	assert_false(exists(p));
+
+	/* No limits: the group exists and nothing is written. */
+	lim = (struct cgroup_limits){0};
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box2", &lim, err, sizeof(err)), 0);
+	tpath(fx, p, "v2/own/sbx/box2");
+	assert_true(exists(p));
+	tpath(fx, p, "v2/own/sbx/box2/memory.max");
+	assert_false(exists(p));
+	tpath(fx, p, "v2/own/sbx/box2/pids.max");
+	assert_false(exists(p));
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+static void test_create_v2_no_swap_file(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.memory_bytes = 3 * MiB};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char sbx[PATH_MAX], p[PATH_MAX], buf[64], err[256] = "";
+
+	v2_tree(fx, "memory pids\n", false, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_false(host.has_swap_limit);
+	assert_int_equal(cgroup_create(&cg, &host, "b", &lim, err, sizeof(err)),
+			 0);
+	tpath(fx, p, "v2/own/sbx/b/memory.max");
+	assert_string_equal(get(p, buf, sizeof(buf)), "3145728");
+	tpath(fx, p, "v2/own/sbx/b/memory.swap.max");
+	assert_false(exists(p));
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+static void test_create_v1_memsw(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.memory_bytes = 64 * MiB, .pids = 16};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], buf[256], err[256] = "";
+
+	v1_tree(fx, true, v1);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
+	assert_int_equal(cg.version, CGROUP_V1);
+	assert_string_equal(cg.v2, "");
+	tpath(fx, p, "v1/memory/box");
+	assert_string_equal(cg.memory, p);
+	tpath(fx, p, "v1/pids/box");
+	assert_string_equal(cg.pids, p);
+	tpath(fx, p, "v1/cpuacct/box");
+	assert_string_equal(cg.cpuacct, p);
+	assert_true(exists(p));
+	tpath(fx, p, "v1/memory/box/memory.limit_in_bytes");
+	assert_string_equal(get(p, buf, sizeof(buf)), "67108864");
+	tpath(fx, p, "v1/memory/box/memory.memsw.limit_in_bytes");
+	assert_string_equal(get(p, buf, sizeof(buf)), "67108864");
+	tpath(fx, p, "v1/memory/box/memory.swappiness");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/pids/box/pids.max");
+	assert_string_equal(get(p, buf, sizeof(buf)), "16");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	tpath(fx, p, "v1/memory/box");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/pids/box");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/cpuacct/box");
+	assert_false(exists(p));
+}
+
+static void test_create_v1_swappiness(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.memory_bytes = 128 * MiB, .pids = 7};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], buf[256], err[256] = "";
+
+	v1_tree(fx, false, v1);
+	detect_ok(fx, &host, v1);
+	assert_false(host.has_swap_limit);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
+	tpath(fx, p, "v1/memory/box/memory.limit_in_bytes");
+	assert_string_equal(get(p, buf, sizeof(buf)), "134217728");
+	tpath(fx, p, "v1/memory/box/memory.memsw.limit_in_bytes");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/memory/box/memory.swappiness");
+	assert_string_equal(get(p, buf, sizeof(buf)), "0");
+	tpath(fx, p, "v1/pids/box/pids.max");
+	assert_string_equal(get(p, buf, sizeof(buf)), "7");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+static void test_create_errors(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.memory_bytes = 64 * MiB, .pids = 16};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], want[PATH_MAX + 64], err[1024];
+
+	v1_tree(fx, true, v1);
+	detect_ok(fx, &host, v1);
+
+	assert_int_equal(
+		cgroup_create(&cg, &host, "../x", &lim, err, sizeof(err)),
+		-EINVAL);
+	assert_string_equal(err, "invalid cgroup name '../x'");
+	assert_int_equal(cgroup_create(&cg, &host, "", &lim, err, sizeof(err)),
+			 -EINVAL);
+
+	/* A group that already exists (here only under pids) is refused and
+	 * left alone; the memory group made before it is removed. */
+	tpath(fx, p, "v1/pids/taken");
+	mkdir_p(p);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "taken", &lim, err, sizeof(err)),
+		-EEXIST);
+	snprintf(want, sizeof(want), "cannot create cgroup '%s': File exists",
+		 p);
+	assert_string_equal(err, want);
+	assert_true(exists(p));
+	tpath(fx, p, "v1/memory/taken");
+	assert_false(exists(p));
+	assert_string_equal(cg.memory, "");
+	assert_string_equal(cg.pids, "");
+
+	/* A write that fails: point the cpuacct hierarchy inside the new
+	 * pids group so that "pids.max" there is a directory. */
+	tpath(fx, host.v1_cpuacct, "v1/pids/pids.max");
+	assert_int_equal(
+		cgroup_create(&cg, &host, "pids.max", &lim, err, sizeof(err)),
+		-EISDIR);
+	tpath(fx, p, "v1/pids/pids.max/pids.max");
+	snprintf(want, sizeof(want), "cannot set '%s': Is a directory", p);
+	assert_string_equal(err, want);
+	tpath(fx, p, "v1/pids/pids.max");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/memory/pids.max");
+	assert_false(exists(p));
+	assert_string_equal(cg.memory, "");
+	assert_string_equal(cg.cpuacct, "");
+}
+
+/* Forks a child that waits to be killed (or dies by itself after 30 s). */
+static pid_t spawn_sleeper(void)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		alarm(30);
+		for (;;)
+			pause();
+	}
+	return pid;
+}
+
+static void assert_killed(pid_t pid)
+{
+	int status;
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGKILL);
+}
+
+/* In a fake tree nothing moves the child, but destroy reads cgroup.procs
+ * and kills what it lists, so the pid written must be our own child. */
+static void test_attach_v2(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup cg;
+	char sbx[PATH_MAX], p[PATH_MAX], buf[64], want[32], err[256] = "";
+	pid_t pid;
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(cgroup_create(&cg, &host, "a", NULL, err, sizeof(err)),
+			 0);
+	pid = spawn_sleeper();
+	assert_int_equal(cgroup_attach(&cg, pid), 0);
+	snprintf(want, sizeof(want), "%d", (int)pid);
+	tpath(fx, p, "v2/own/sbx/a/cgroup.procs");
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+	assert_int_equal(cgroup_attach(&cg, 0), -EINVAL);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_killed(pid);
+	tpath(fx, p, "v2/own/sbx/a");
+	assert_false(exists(p));
+}
+
+static void test_attach_v1(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], buf[64], want[32], err[256] = "";
+	pid_t pid;
+
+	v1_tree(fx, false, v1);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(cgroup_create(&cg, &host, "a", NULL, err, sizeof(err)),
+			 0);
+	pid = spawn_sleeper();
+	assert_int_equal(cgroup_attach(&cg, pid), 0);
+	snprintf(want, sizeof(want), "%d", (int)pid);
+	tpath(fx, p, "v1/memory/a/cgroup.procs");
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+	tpath(fx, p, "v1/pids/a/cgroup.procs");
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+	tpath(fx, p, "v1/cpuacct/a/cgroup.procs");
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_killed(pid);
+}
+
+static void test_stats_v2(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup_stats st;
+	struct cgroup cg;
+	char sbx[PATH_MAX], p[PATH_MAX], err[256] = "";
+	uint64_t ns = 0;
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(cgroup_create(&cg, &host, "s", NULL, err, sizeof(err)),
+			 0);
+
+	/* Nothing to read yet. */
+	assert_int_equal(cgroup_read_stats(&cg, &st), -ENOENT);
+	assert_false(st.has_cpu || st.has_peak || st.has_oom);
+	assert_int_equal(cgroup_cpu_ns(&cg, &ns), -ENOENT);
+
+	tpath(fx, p, "v2/own/sbx/s/cpu.stat");
+	put(p, "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
+	       "nr_periods 0\nnr_throttled 0\nthrottled_usec 0");
+	assert_int_equal(cgroup_read_stats(&cg, &st), 0);
+	assert_true(st.has_cpu);
+	assert_int_equal(st.cpu_ns, 1500000);
+	assert_false(st.has_peak);
+	assert_false(st.has_oom);
+
+	tpath(fx, p, "v2/own/sbx/s/memory.peak");
+	put(p, "123456\n");
+	tpath(fx, p, "v2/own/sbx/s/memory.events");
+	put(p, "low 0\nhigh 0\nmax 9\noom 3\noom_group_kill 7\noom_kill 2\n");
+	assert_int_equal(cgroup_read_stats(&cg, &st), 0);
+	assert_int_equal(st.cpu_ns, 1500000);
+	assert_true(st.has_peak);
+	assert_int_equal(st.peak_bytes, 123456);
+	assert_true(st.has_oom);
+	assert_int_equal(st.oom_kills, 2);
+	assert_int_equal(cgroup_cpu_ns(&cg, &ns), 0);
+	assert_int_equal(ns, 1500000);
+
+	/* A key without its line is missing, not zero. */
+	put(p, "low 0\noom 1\n");
+	assert_int_equal(cgroup_read_stats(&cg, &st), 0);
+	assert_false(st.has_oom);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+static void test_stats_v1(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup_stats st;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], err[256] = "";
+	uint64_t ns = 0;
+
+	v1_tree(fx, true, v1);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(cgroup_create(&cg, &host, "s", NULL, err, sizeof(err)),
+			 0);
+	tpath(fx, p, "v1/cpuacct/s/cpuacct.usage");
+	put(p, "987654321\n");
+	tpath(fx, p, "v1/memory/s/memory.max_usage_in_bytes");
+	put(p, "4096\n");
+	/* "oom_kill_disable" must not be read as "oom_kill". */
+	tpath(fx, p, "v1/memory/s/memory.oom_control");
+	put(p, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
+	assert_int_equal(cgroup_read_stats(&cg, &st), 0);
+	assert_true(st.has_cpu && st.has_peak && st.has_oom);
+	assert_int_equal(st.cpu_ns, 987654321);
+	assert_int_equal(st.peak_bytes, 4096);
+	assert_int_equal(st.oom_kills, 1);
+	assert_int_equal(cgroup_cpu_ns(&cg, &ns), 0);
+	assert_int_equal(ns, 987654321);
+
+	tpath(fx, p, "v1/cpuacct/s/cpuacct.usage");
+	put(p, "garbage\n");
+	assert_int_equal(cgroup_cpu_ns(&cg, &ns), -EINVAL);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+static void test_destroy(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup zero = {0};
+	struct cgroup cg = {.version = CGROUP_V2};
+	char p[PATH_MAX];
+
+	assert_int_equal(cgroup_destroy(&zero), 0);
+
+	/* Files and a child group of the sandbox's own go with the group. */
+	tpath(fx, p, "g/child");
+	mkdir_p(p);
+	tpath(fx, p, "g/child/cgroup.procs");
+	put(p, "");
+	tpath(fx, p, "g/memory.max");
+	put(p, "1");
+	tpath(fx, cg.v2, "g");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	tpath(fx, p, "g");
+	assert_false(exists(p));
+	assert_string_equal(cg.v2, "");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+
+	/* Already gone counts as removed. */
+	tpath(fx, cg.memory, "never-made");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_string_equal(cg.memory, "");
+}
+
+static void test_sweep(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char sbx[PATH_MAX], v1[PATH_MAX], p[PATH_MAX];
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(cgroup_sweep(&host), 0);
+	tpath(fx, p, "v2/own/sbx/old1");
+	mkdir_p(p);
+	tpath(fx, p, "v2/own/sbx/old1/memory.max");
+	put(p, "1024");
+	tpath(fx, p, "v2/own/sbx/old2");
+	mkdir_p(p);
+	assert_int_equal(cgroup_sweep(&host), 2);
+	tpath(fx, p, "v2/own/sbx/old1");
+	assert_false(exists(p));
+	tpath(fx, p, "v2/own/sbx/old2");
+	assert_false(exists(p));
+	/* The sbx directory's own files stay. */
+	tpath(fx, p, "v2/own/sbx/cgroup.controllers");
+	assert_true(exists(p));
+
+	/* v1: one group in three hierarchies counts once. */
+	v1_tree(fx, true, v1);
+	detect_ok(fx, &host, v1);
+	tpath(fx, p, "v1/memory/left");
+	mkdir_p(p);
+	tpath(fx, p, "v1/pids/left");
+	mkdir_p(p);
+	tpath(fx, p, "v1/cpuacct/left");
+	mkdir_p(p);
+	tpath(fx, p, "v1/pids/only-pids");
+	mkdir_p(p);
+	assert_int_equal(cgroup_sweep(&host), 2);
+	tpath(fx, p, "v1/cpuacct/left");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/pids/only-pids");
+	assert_false(exists(p));
+	tpath(fx, p, "v1/memory/memory.memsw.limit_in_bytes");
+	assert_true(exists(p));
+}
+
+static void test_describe(void **state)
+{
+	struct cgroup_host host = {
+		.version = CGROUP_V1,
+		.has_memory = true,
+		.has_swap_limit = true,
+		.has_pids = true,
+		.has_cpu = true,
+	};
+	char buf[256];
+
+	cgroup_host_describe(&host, buf, sizeof(buf));
+	assert_string_equal(buf, "cgroup: v1\n"
+				 "cgroup memory: yes (swap capped: yes)\n"
+				 "cgroup pids: yes\n"
+				 "cgroup cpu accounting: yes\n");
+	host = (struct cgroup_host){.version = CGROUP_V2, .has_memory = true};
+	cgroup_host_describe(&host, buf, sizeof(buf));
+	assert_string_equal(buf, "cgroup: v2\n"
+				 "cgroup memory: yes (swap capped: no)\n"
+				 "cgroup pids: no\n"
+				 "cgroup cpu accounting: no\n");
+	host = (struct cgroup_host){0};
+	cgroup_host_describe(&host, buf, sizeof(buf));
+	assert_string_equal(buf, "cgroup: none\n"
+				 "cgroup memory: no\n"
+				 "cgroup pids: no\n"
+				 "cgroup cpu accounting: no\n");
+	cgroup_host_describe(&host, buf, 8);
+	assert_string_equal(buf, "cgroup:");
+}
+
+/* Reads a real cgroup file and compares it with want plus a newline. */
+static void assert_real_file(const char *dir, const char *name,
+			     const char *want)
+{
+	char path[PATH_MAX], buf[128], line[128];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(line, sizeof(line), "%s\n", want);
+	assert_string_equal(get(path, buf, sizeof(buf)), line);
+}
+
+static bool in_cgroup_of(pid_t pid, const char *name)
+{
+	char path[64], buf[4096], want[128];
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	snprintf(want, sizeof(want), "/sbx/%s\n", name);
+	return read_file(path, buf, sizeof(buf)) > 0 && strstr(buf, want);
+}
+
+static void test_real_host(void **state)
+{
+	struct cgroup_limits lim = {.memory_bytes = 64 * MiB, .pids = 16};
+	struct cgroup_host host;
+	struct cgroup_stats st;
+	struct cgroup cg;
+	char err[512], name[64], dirs[4][CGROUP_PATH_MAX];
+	pid_t pid;
+
+	if (geteuid() != 0) {
+		print_message("skip: real cgroups need root\n");
+		skip();
+	}
+	assert_int_equal(cgroup_host_detect(&host, "/proc/self/mountinfo",
+					    "/proc/self/cgroup", NULL, err,
+					    sizeof(err)),
+			 0);
+	if (host.version == CGROUP_NONE || !host.has_memory) {
+		print_message("skip: no cgroup memory controller here (%s)\n",
+			      err[0] ? err : "memory not delegated");
+		skip();
+	}
+	snprintf(name, sizeof(name), "unit-%d-%llu", (int)getpid(),
+		 (unsigned long long)now_ns());
+	assert_int_equal(
+		cgroup_create(&cg, &host, name, &lim, err, sizeof(err)), 0);
+	if (host.version == CGROUP_V2) {
+		assert_real_file(cg.v2, "memory.max", "67108864");
+		if (host.has_swap_limit)
+			assert_real_file(cg.v2, "memory.swap.max", "0");
+		if (host.has_pids)
+			assert_real_file(cg.v2, "pids.max", "16");
+	} else {
+		assert_real_file(cg.memory, "memory.limit_in_bytes",
+				 "67108864");
+		if (host.has_swap_limit)
+			assert_real_file(cg.memory,
+					 "memory.memsw.limit_in_bytes",
+					 "67108864");
+		else
+			assert_real_file(cg.memory, "memory.swappiness", "0");
+		if (host.has_pids)
+			assert_real_file(cg.pids, "pids.max", "16");
+	}
+	str_copy(dirs[0], CGROUP_PATH_MAX, cg.v2);
+	str_copy(dirs[1], CGROUP_PATH_MAX, cg.memory);
+	str_copy(dirs[2], CGROUP_PATH_MAX, cg.pids);
+	str_copy(dirs[3], CGROUP_PATH_MAX, cg.cpuacct);
+
+	pid = spawn_sleeper();
+	assert_int_equal(cgroup_attach(&cg, pid), 0);
+	assert_true(in_cgroup_of(pid, name));
+	assert_int_equal(cgroup_read_stats(&cg, &st), 0);
+	if (host.has_cpu || host.version == CGROUP_V2)
+		assert_true(st.has_cpu);
+	if (host.version == CGROUP_V1)
+		assert_true(st.has_peak);
+	assert_true(st.has_oom);
+	assert_int_equal(st.oom_kills, 0);
+
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_killed(pid);
+	for (int i = 0; i < 4; i++)
+		if (dirs[i][0])
+			assert_false(exists(dirs[i]));
+	assert_string_equal(cg.v2, "");
+	assert_string_equal(cg.memory, "");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+
+	/* Leave the host as found: the sbx directories go when empty (a
+	 * server's groups in them make rmdir fail, which is fine). */
+	rmdir(host.v2_dir);
+	rmdir(host.v1_memory);
+	rmdir(host.v1_pids);
+	rmdir(host.v1_cpuacct);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_detect_none, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_detect_missing_mountinfo,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_detect_v2_override, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_detect_v2_partial, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_detect_v2_derived, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_detect_v1_override, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_detect_hybrid, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_create_v2, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_create_v2_no_swap_file,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_v1_memsw, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_create_v1_swappiness,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_errors, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_attach_v2, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_attach_v1, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stats_v2, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stats_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+		cmocka_unit_test(test_describe),
+		cmocka_unit_test(test_real_host),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
