@@ -1,13 +1,242 @@
 /*
- * sbx serve: placeholder until the server lands.
+ * sbx serve: flags and environment variables into a server_config. Every
+ * flag has an SBX_* variable; the flag wins.
  */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "base/log.h"
+#include "base/util.h"
 #include "cli/cli.h"
+#include "server/server.h"
 #include "base/banned.h"
+
+static const char usage[] =
+	"usage: sbx serve [options]\n"
+	"\n"
+	"  --listen=HOST:PORT   address (SBX_LISTEN, default 127.0.0.1:8080;\n"
+	"                       port 0 picks a free one)\n"
+	"  --concurrency=N      sandboxes at once (SBX_CONCURRENCY, default: "
+	"cores)\n"
+	"  --queue=N            runs waiting behind them (SBX_QUEUE, default "
+	"2048);\n"
+	"                       past that, 503 with Retry-After\n"
+	"  --token=TOKEN        require 'Authorization: Bearer TOKEN' "
+	"(SBX_TOKEN);\n"
+	"                       mandatory when listening beyond loopback\n"
+	"  --max-body=SIZE      largest request body (SBX_MAX_BODY, default "
+	"32M)\n"
+	"  --memory=SIZE        default memory per run (SBX_MEMORY, default "
+	"512M)\n"
+	"  --max-memory=SIZE    most a client may ask for (SBX_MAX_MEMORY, "
+	"8G)\n"
+	"  --time=DURATION      default wall limit per run (SBX_TIME, 10s)\n"
+	"  --max-time=DURATION  most a client may ask for (SBX_MAX_TIME, 10m)\n"
+	"  --output=SIZE        stdout/stderr cap per run (SBX_OUTPUT, 8M)\n"
+	"  --pids=N             processes per run (SBX_PIDS, default 128)\n"
+	"  --disk=SIZE          writable space per run (SBX_DISK, 256M)\n"
+	"  --client-timeout=S   close idle connections (SBX_CLIENT_TIMEOUT, "
+	"60)\n"
+	"  --port-file=FILE     write the bound port to FILE\n"
+	"  --verbose            log debug lines\n";
+
+enum {
+	OPT_LISTEN = 256,
+	OPT_CONC,
+	OPT_QUEUE,
+	OPT_TOKEN,
+	OPT_MAX_BODY,
+	OPT_MEMORY,
+	OPT_MAX_MEMORY,
+	OPT_TIME,
+	OPT_MAX_TIME,
+	OPT_OUTPUT,
+	OPT_PIDS,
+	OPT_DISK,
+	OPT_CLIENT_TIMEOUT,
+	OPT_PORT_FILE,
+	OPT_VERBOSE,
+};
+
+static const struct option options[] = {
+	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"concurrency", required_argument, NULL, OPT_CONC},
+	{"queue", required_argument, NULL, OPT_QUEUE},
+	{"token", required_argument, NULL, OPT_TOKEN},
+	{"max-body", required_argument, NULL, OPT_MAX_BODY},
+	{"memory", required_argument, NULL, OPT_MEMORY},
+	{"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+	{"time", required_argument, NULL, OPT_TIME},
+	{"max-time", required_argument, NULL, OPT_MAX_TIME},
+	{"output", required_argument, NULL, OPT_OUTPUT},
+	{"pids", required_argument, NULL, OPT_PIDS},
+	{"disk", required_argument, NULL, OPT_DISK},
+	{"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
+	{"port-file", required_argument, NULL, OPT_PORT_FILE},
+	{"verbose", no_argument, NULL, OPT_VERBOSE},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+static const char *const env_names[] = {
+	[OPT_LISTEN - 256] = "SBX_LISTEN",
+	[OPT_CONC - 256] = "SBX_CONCURRENCY",
+	[OPT_QUEUE - 256] = "SBX_QUEUE",
+	[OPT_TOKEN - 256] = "SBX_TOKEN",
+	[OPT_MAX_BODY - 256] = "SBX_MAX_BODY",
+	[OPT_MEMORY - 256] = "SBX_MEMORY",
+	[OPT_MAX_MEMORY - 256] = "SBX_MAX_MEMORY",
+	[OPT_TIME - 256] = "SBX_TIME",
+	[OPT_MAX_TIME - 256] = "SBX_MAX_TIME",
+	[OPT_OUTPUT - 256] = "SBX_OUTPUT",
+	[OPT_PIDS - 256] = "SBX_PIDS",
+	[OPT_DISK - 256] = "SBX_DISK",
+	[OPT_CLIENT_TIMEOUT - 256] = "SBX_CLIENT_TIMEOUT",
+	[OPT_PORT_FILE - 256] = NULL,
+	[OPT_VERBOSE - 256] = NULL,
+};
+
+static int set_count(const char *what, const char *v, uint64_t min,
+		     uint64_t max, unsigned *out)
+{
+	uint64_t n;
+
+	if (parse_u64(v, &n) || n < min || n > max) {
+		fprintf(stderr, "sbx serve: bad %s '%s' (%llu to %llu)\n", what,
+			v, (unsigned long long)min, (unsigned long long)max);
+		return -1;
+	}
+	*out = (unsigned)n;
+	return 0;
+}
+
+static int set_size(const char *what, const char *v, uint64_t min,
+		    uint64_t *out)
+{
+	if (parse_size(v, out) || *out < min) {
+		fprintf(stderr, "sbx serve: bad %s '%s'\n", what, v);
+		return -1;
+	}
+	return 0;
+}
+
+static int set_time(const char *what, const char *v, uint64_t *out)
+{
+	if (parse_duration_ms(v, out) || *out == 0) {
+		fprintf(stderr, "sbx serve: bad %s '%s'\n", what, v);
+		return -1;
+	}
+	return 0;
+}
+
+static int apply(struct server_config *cfg, int opt, const char *v)
+{
+	unsigned n;
+	char *colon;
+
+	switch (opt) {
+	case OPT_LISTEN:
+		colon = strrchr(v, ':');
+		if (!colon || colon == v ||
+		    set_count("port", colon + 1, 0, 65535, &n))
+			return colon ? -1
+				     : (fprintf(stderr,
+						"sbx serve: bad listen address "
+						"'%s' (HOST:PORT)\n",
+						v),
+					-1);
+		free(cfg->host);
+		cfg->host = xstrndup(v, (size_t)(colon - v));
+		cfg->port = (uint16_t)n;
+		return 0;
+	case OPT_CONC:
+		return set_count("concurrency", v, 1, 4096, &cfg->concurrency);
+	case OPT_QUEUE:
+		return set_count("queue size", v, 0, 1 << 20, &cfg->queue);
+	case OPT_TOKEN:
+		free(cfg->token);
+		cfg->token = xstrdup(v);
+		return 0;
+	case OPT_MAX_BODY:
+		return set_size("body size", v, 1024, &cfg->max_body);
+	case OPT_MEMORY:
+		return set_size("memory", v, 4 << 20,
+				&cfg->limits.memory_bytes);
+	case OPT_MAX_MEMORY:
+		return set_size("memory", v, 4 << 20, &cfg->max_memory);
+	case OPT_TIME:
+		return set_time("time", v, &cfg->limits.wall_ms);
+	case OPT_MAX_TIME:
+		return set_time("time", v, &cfg->max_wall_ms);
+	case OPT_OUTPUT:
+		return set_size("output limit", v, 1,
+				&cfg->limits.output_bytes);
+	case OPT_PIDS:
+		if (set_count("process limit", v, 1, 1 << 22, &n))
+			return -1;
+		cfg->limits.pids = n;
+		return 0;
+	case OPT_DISK:
+		return set_size("disk size", v, 1 << 20,
+				&cfg->limits.disk_bytes);
+	case OPT_CLIENT_TIMEOUT:
+		return set_count("client timeout", v, 1, 86400,
+				 &cfg->client_timeout_s);
+	case OPT_PORT_FILE:
+		free(cfg->port_file);
+		cfg->port_file = xstrdup(v);
+		return 0;
+	case OPT_VERBOSE:
+		log_set_level(LOG_DEBUG);
+		return 0;
+	}
+	return -1;
+}
 
 int cmd_serve(int argc, char **argv)
 {
-	fputs("sbx serve: not built yet\n", stderr);
-	return 1;
+	struct server_config cfg;
+	size_t i;
+	int c, rc = EXIT_USAGE;
+
+	server_config_init(&cfg);
+	for (i = 0; i < ARRAY_SIZE(env_names); i++) {
+		const char *v = env_names[i] ? getenv(env_names[i]) : NULL;
+
+		if (v && *v && apply(&cfg, (int)i + 256, v))
+			goto out;
+	}
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(usage, stdout);
+			rc = 0;
+			goto out;
+		}
+		if (c == '?' || c == ':') {
+			fprintf(stderr,
+				"sbx serve: bad option '%s' (see sbx serve "
+				"--help)\n",
+				argv[optind - 1]);
+			goto out;
+		}
+		if (apply(&cfg, c, optarg))
+			goto out;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "sbx serve: unexpected argument '%s'\n",
+			argv[optind]);
+		goto out;
+	}
+	if (cfg.limits.wall_ms > cfg.max_wall_ms)
+		cfg.limits.wall_ms = cfg.max_wall_ms;
+	if (cfg.limits.memory_bytes > cfg.max_memory)
+		cfg.limits.memory_bytes = cfg.max_memory;
+	rc = server_run(&cfg);
+out:
+	server_config_release(&cfg);
+	return rc;
 }

@@ -893,7 +893,8 @@ int cgroup_destroy(struct cgroup *cg)
 	return first;
 }
 
-int cgroup_sweep(const struct cgroup_host *host)
+int cgroup_sweep(const struct cgroup_host *host,
+		 bool (*keep)(const char *name))
 {
 	const char *dirs[] = {host->v2_dir, host->v1_memory, host->v1_pids,
 			      host->v1_cpuacct};
@@ -913,6 +914,8 @@ int cgroup_sweep(const struct cgroup_host *host)
 					  cg.cpuacct};
 			bool ok = true;
 
+			if (keep && keep(*p))
+				continue;
 			for (size_t j = 0; j < ARRAY_SIZE(dirs); j++)
 				if (dirs[j][0] &&
 				    path_fmt(cgdirs[j], "%s/%s", dirs[j], *p))

@@ -98,8 +98,10 @@ int cgroup_cpu_ns(const struct cgroup *cg, uint64_t *ns);
  * remove. Safe on a zeroed or already destroyed struct. */
 int cgroup_destroy(struct cgroup *cg);
 
-/* Removes groups left under the host's sbx directories by a previous run
- * of the server (killing their processes). Returns how many were removed. */
-int cgroup_sweep(const struct cgroup_host *host);
+/* Removes groups left under the host's sbx directories by earlier runs
+ * (killing their processes), except those keep() (may be NULL) wants kept.
+ * Returns how many were removed. */
+int cgroup_sweep(const struct cgroup_host *host,
+		 bool (*keep)(const char *name));
 
 #endif

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,33 @@ int sandbox_host_init(char *err, size_t errlen)
 	}
 	sandbox_host.ready = true;
 	return 0;
+}
+
+/* Groups are named "s<pid>-<n>" after the process that made them: keep
+ * those whose process still lives (another sbx at work). */
+static bool owner_alive(const char *name)
+{
+	char num[16];
+	uint64_t pid;
+	size_t n;
+
+	if (name[0] != 's')
+		return false;
+	n = strcspn(name + 1, "-");
+	if (n == 0 || n >= sizeof(num))
+		return false;
+	memcpy(num, name + 1, n);
+	num[n] = '\0';
+	if (parse_u64(num, &pid) || pid == 0 || pid > INT32_MAX)
+		return false;
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int sandbox_host_sweep(void)
+{
+	if (!sandbox_host.ready || sandbox_host.cg.version == CGROUP_NONE)
+		return 0;
+	return cgroup_sweep(&sandbox_host.cg, owner_alive);
 }
 
 void sandbox_host_release(void)

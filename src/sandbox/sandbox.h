@@ -166,6 +166,9 @@ void sandbox_result_release(struct sandbox_result *res);
  * or -errno with a message in err. */
 int sandbox_host_init(char *err, size_t errlen);
 void sandbox_host_release(void);
+/* Removes cgroups that sandboxes of dead sbx processes left behind (a
+ * crash, a kill -9) and kills what is in them. Returns how many. */
+int sandbox_host_sweep(void);
 
 /* What the supervisor reports back. Both callbacks run on the loop's
  * thread. output() gets a step's stdout (stream 1) and stderr (stream 2)

@@ -82,10 +82,14 @@ def describe(cp, result):
             (cp.returncode, result, cp.stdout[-2000:], cp.stderr[-2000:]))
 
 
-def host_cmdline_pids(marker):
-    """Host pids whose command line contains marker (bytes or str)."""
+def host_cmdline_pids(marker, argv0=None):
+    """Host pids whose command line contains marker (bytes or str) and,
+    with argv0, starts with that program name. (sbx's own argv holds the
+    command and its marker too, and so does its clone child until it
+    re-executes itself as init.)"""
     if isinstance(marker, str):
         marker = marker.encode()
+    start = argv0.encode() + b"\0" if argv0 else b""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -95,7 +99,7 @@ def host_cmdline_pids(marker):
                 cmdline = f.read()
         except OSError:
             continue  # gone meanwhile
-        if marker in cmdline:
+        if marker in cmdline and cmdline.startswith(start):
             found.append(int(name))
     return found
 

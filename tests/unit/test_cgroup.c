@@ -768,14 +768,14 @@ static void test_sweep(void **state)
 
 	v2_tree(fx, "memory pids cpu\n", true, sbx);
 	detect_ok(fx, &host, sbx);
-	assert_int_equal(cgroup_sweep(&host), 0);
+	assert_int_equal(cgroup_sweep(&host, NULL), 0);
 	tpath(fx, p, "v2/own/sbx/old1");
 	mkdir_p(p);
 	tpath(fx, p, "v2/own/sbx/old1/memory.max");
 	put(p, "1024");
 	tpath(fx, p, "v2/own/sbx/old2");
 	mkdir_p(p);
-	assert_int_equal(cgroup_sweep(&host), 2);
+	assert_int_equal(cgroup_sweep(&host, NULL), 2);
 	tpath(fx, p, "v2/own/sbx/old1");
 	assert_false(exists(p));
 	tpath(fx, p, "v2/own/sbx/old2");
@@ -795,7 +795,7 @@ static void test_sweep(void **state)
 	mkdir_p(p);
 	tpath(fx, p, "v1/pids/only-pids");
 	mkdir_p(p);
-	assert_int_equal(cgroup_sweep(&host), 2);
+	assert_int_equal(cgroup_sweep(&host, NULL), 2);
 	tpath(fx, p, "v1/cpuacct/left");
 	assert_false(exists(p));
 	tpath(fx, p, "v1/pids/only-pids");

@@ -1,0 +1,77 @@
+/*
+ * Code runs: recipe to steps, and output collection.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "runtime/coderun.h"
+#include "base/banned.h"
+
+#define SLACK_MS 5000
+
+size_t coderun_build(struct sandbox_spec *spec, const struct lang *lang,
+		     const char *code, size_t code_len, char *const *args,
+		     const struct coderun_input *inputs, size_t ninputs,
+		     uint64_t compile_ms, uint64_t run_ms)
+{
+	struct sandbox_step *st;
+	size_t first_run = 0, i;
+	char **argv;
+	uint64_t total = SLACK_MS;
+
+	sandbox_spec_add_file(spec, lang->source, code, code_len, false);
+	for (i = 0; lang->env[i]; i++)
+		sandbox_spec_add_env(spec, lang->env[i]);
+	if (lang->compile) {
+		argv = lang_argv(lang->compile, NULL);
+		st = sandbox_spec_add_step(spec, argv, NULL, 0);
+		lang_argv_free(argv);
+		st->wall_ms = compile_ms;
+		st->stop_unless_ok = true;
+		total += compile_ms;
+		first_run = 1;
+	}
+	argv = lang_argv(lang->run, args);
+	for (i = 0; i < ninputs; i++) {
+		st = sandbox_spec_add_step(spec, argv, inputs[i].data,
+					   inputs[i].len);
+		/* No stdin means empty, not the server's own stdin. */
+		if (!inputs[i].data)
+			st->stdin_data = xcalloc(1, 1);
+		st->wall_ms = run_ms;
+		total += run_ms;
+	}
+	lang_argv_free(argv);
+	spec->limits.wall_ms = total;
+	return first_run;
+}
+
+void coderun_output_init(struct coderun_output *co, size_t nsteps)
+{
+	size_t i;
+
+	co->nsteps = nsteps;
+	co->out = xcalloc(2 * nsteps + 1, sizeof(*co->out));
+	for (i = 0; i < 2 * nsteps; i++)
+		buf_init(&co->out[i]);
+}
+
+void coderun_output_release(struct coderun_output *co)
+{
+	size_t i;
+
+	for (i = 0; i < 2 * co->nsteps; i++)
+		buf_release(&co->out[i]);
+	free(co->out);
+	co->out = NULL;
+	co->nsteps = 0;
+}
+
+void coderun_output_add(struct coderun_output *co, size_t step, int stream,
+			const char *data, size_t len)
+{
+	if (step >= co->nsteps || (stream != 1 && stream != 2))
+		return;
+	buf_add(&co->out[2 * step + (size_t)(stream - 1)], data, len);
+}

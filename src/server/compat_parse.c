@@ -1,0 +1,235 @@
+/*
+ * /run_code request parsing. Field names, types and defaults follow
+ * SandboxFusion's RunCodeRequest; unknown fields are ignored as its
+ * pydantic model does.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base/text.h"
+#include "base/util.h"
+#include "server/compat.h"
+#include "base/banned.h"
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define MAX_FILES 1024
+
+static int bad(struct compat_error *err, const char *field, const char *msg)
+{
+	str_copy(err->field, sizeof(err->field), field);
+	str_copy(err->message, sizeof(err->message), msg);
+	return -1;
+}
+
+static int get_timeout(json_t *root, const char *key, uint64_t max_ms,
+		       uint64_t *out, struct compat_error *err)
+{
+	json_t *v = json_object_get(root, key);
+	double secs;
+	char msg[128];
+
+	*out = DEFAULT_TIMEOUT_MS;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_number(v))
+		return bad(err, key, "must be a number of seconds");
+	secs = json_number_value(v);
+	if (!(secs > 0) || !isfinite(secs)) {
+		return bad(err, key, "must be greater than 0");
+	}
+	if (secs * 1000 > (double)max_ms) {
+		snprintf(msg, sizeof(msg),
+			 "must be at most %.0f seconds on this server",
+			 (double)max_ms / 1000);
+		return bad(err, key, msg);
+	}
+	*out = (uint64_t)(secs * 1000 + 0.5);
+	if (*out == 0)
+		*out = 1;
+	return 0;
+}
+
+/* Paths stay inside what a sandbox can write: no NUL, no "..". */
+static bool path_ok(const char *p, size_t len)
+{
+	const char *s;
+
+	if (len == 0 || len > 4096 || memchr(p, '\0', len))
+		return false;
+	for (s = p; (s = strstr(s, "..")); s += 2)
+		if ((s == p || s[-1] == '/') && (s[2] == '/' || s[2] == '\0'))
+			return false;
+	return true;
+}
+
+int compat_parse(const char *body, size_t len, uint64_t max_ms,
+		 struct compat_req *req, struct compat_error *err)
+{
+	json_error_t jerr;
+	json_t *root, *v, *val;
+	const char *key;
+	char msg[256];
+	int r = -1;
+
+	memset(req, 0, sizeof(*req));
+	memset(err, 0, sizeof(*err));
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(msg, sizeof(msg), "the body is not valid JSON: %s",
+			 jerr.text);
+		return bad(err, "body", msg);
+	}
+	if (!json_is_object(root)) {
+		bad(err, "body", "must be a JSON object");
+		goto out;
+	}
+	v = json_object_get(root, "code");
+	if (!v) {
+		bad(err, "code", "field required");
+		goto out;
+	}
+	if (!json_is_string(v)) {
+		bad(err, "code", "must be a string");
+		goto out;
+	}
+	req->code_len = json_string_length(v);
+	req->code = xmalloc(req->code_len + 1);
+	memcpy(req->code, json_string_value(v), req->code_len + 1);
+
+	v = json_object_get(root, "language");
+	if (!v) {
+		bad(err, "language", "field required");
+		goto out;
+	}
+	if (!json_is_string(v)) {
+		bad(err, "language", "must be a string");
+		goto out;
+	}
+	req->language = xstrdup(json_string_value(v));
+	req->lang = lang_find(req->language);
+
+	if (get_timeout(root, "compile_timeout", max_ms, &req->compile_ms,
+			err) ||
+	    get_timeout(root, "run_timeout", max_ms, &req->run_ms, err))
+		goto out;
+
+	v = json_object_get(root, "memory_limit_MB");
+	req->memory_mb = -1;
+	if (v && !json_is_null(v)) {
+		if (!json_is_integer(v)) {
+			bad(err, "memory_limit_MB", "must be an integer");
+			goto out;
+		}
+		req->memory_mb = json_integer_value(v);
+	}
+
+	v = json_object_get(root, "stdin");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v)) {
+			bad(err, "stdin", "must be a string or null");
+			goto out;
+		}
+		req->stdin_len = json_string_length(v);
+		req->stdin_data = xmalloc(req->stdin_len + 1);
+		memcpy(req->stdin_data, json_string_value(v),
+		       req->stdin_len + 1);
+	}
+
+	v = json_object_get(root, "files");
+	if (v && !json_is_null(v)) {
+		if (!json_is_object(v)) {
+			bad(err, "files",
+			    "must be an object of path to base64 content");
+			goto out;
+		}
+		if (json_object_size(v) > MAX_FILES) {
+			bad(err, "files", "too many files");
+			goto out;
+		}
+		req->files = xcalloc(json_object_size(v) + 1,
+				     sizeof(*req->files));
+		json_object_foreach(v, key, val)
+		{
+			struct compat_file *f;
+
+			if (json_is_null(val) || strstr(key, "IGNORE_THIS_FILE"))
+				continue;
+			if (!json_is_string(val)) {
+				bad(err, "files",
+				    "values must be base64 strings or null");
+				goto out;
+			}
+			if (!path_ok(key, strlen(key))) {
+				snprintf(msg, sizeof(msg),
+					 "bad file path '%.200s'", key);
+				bad(err, "files", msg);
+				goto out;
+			}
+			f = &req->files[req->nfiles++];
+			f->path = xstrdup(key);
+			buf_init(&f->data);
+			if (base64_decode(&f->data, json_string_value(val),
+					  json_string_length(val)) &&
+			    !req->file_error)
+				req->file_error = xstrdup(key);
+		}
+	}
+
+	v = json_object_get(root, "fetch_files");
+	if (v && !json_is_null(v)) {
+		size_t i;
+
+		if (!json_is_array(v)) {
+			bad(err, "fetch_files", "must be a list of paths");
+			goto out;
+		}
+		if (json_array_size(v) > MAX_FILES) {
+			bad(err, "fetch_files", "too many files");
+			goto out;
+		}
+		req->fetch = xcalloc(json_array_size(v) + 1,
+				     sizeof(*req->fetch));
+		json_array_foreach(v, i, val)
+		{
+			if (!json_is_string(val) ||
+			    !path_ok(json_string_value(val),
+				     json_string_length(val))) {
+				bad(err, "fetch_files",
+				    "entries must be paths without '..'");
+				goto out;
+			}
+			req->fetch[req->nfetch++] =
+				xstrdup(json_string_value(val));
+		}
+	}
+	r = 0;
+out:
+	json_decref(root);
+	if (r)
+		compat_req_release(req);
+	return r;
+}
+
+void compat_req_release(struct compat_req *req)
+{
+	size_t i;
+
+	free(req->code);
+	free(req->language);
+	free(req->stdin_data);
+	for (i = 0; i < req->nfiles; i++) {
+		free(req->files[i].path);
+		buf_release(&req->files[i].data);
+	}
+	free(req->files);
+	for (i = 0; i < req->nfetch; i++)
+		free(req->fetch[i]);
+	free(req->fetch);
+	free(req->file_error);
+	memset(req, 0, sizeof(*req));
+}

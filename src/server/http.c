@@ -1,0 +1,572 @@
+/*
+ * The HTTP layer over libmicrohttpd.
+ *
+ * MHD runs a small thread pool over epoll. A request's body is collected
+ * (up to max_body, else 413), then routed. Quick routes reply at once; a
+ * run suspends the connection, so waiting costs no thread, and hands the
+ * sandbox to the runner. The runner's thread watches the client's socket
+ * while the sandbox runs: a client that hangs up gets its sandbox killed.
+ * When the run ends the reply is stored and the connection resumed.
+ *
+ * A request is shared by MHD's thread and the runner's thread, so it is
+ * reference-counted: one reference for MHD (dropped when MHD is done with
+ * the connection) and one for each pending runner callback.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "base/log.h"
+#include "base/loop.h"
+#include "base/text.h"
+#include "base/util.h"
+#include "server/internal.h"
+#include "base/banned.h"
+
+struct server_state server_state;
+
+struct request {
+	int refs;
+	struct MHD_Connection *conn;
+	const char *method;
+	char *url;
+	const char *route;
+	struct buf body;
+	bool too_large;
+	bool started; /* routed; body complete */
+	uint64_t start_ns;
+
+	pthread_mutex_t lock; /* guards the reply and the flags below */
+	bool replied;
+	bool suspended;
+	unsigned status;
+	const char *content_type;
+	char *reply;
+	size_t reply_len;
+
+	/* runner thread only */
+	struct runner_job *job;
+	int sock;
+	bool watching;
+	bool hung_up;
+	struct run_hooks hooks;
+	void *ctx;
+};
+
+static void request_unref(struct request *req)
+{
+	if (__atomic_sub_fetch(&req->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	buf_release(&req->body);
+	free(req->url);
+	free(req->reply);
+	pthread_mutex_destroy(&req->lock);
+	free(req);
+}
+
+static void store_reply(struct request *req, unsigned status,
+			const char *content_type, char *body, size_t len)
+{
+	bool resume;
+
+	pthread_mutex_lock(&req->lock);
+	if (req->replied) {
+		pthread_mutex_unlock(&req->lock);
+		free(body);
+		return;
+	}
+	req->replied = true;
+	req->status = status;
+	req->content_type = content_type;
+	req->reply = body;
+	req->reply_len = len;
+	resume = req->suspended;
+	req->suspended = false;
+	pthread_mutex_unlock(&req->lock);
+	if (resume)
+		MHD_resume_connection(req->conn);
+}
+
+void request_reply(struct request *req, unsigned status, json_t *body)
+{
+	char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY |
+						 JSON_REAL_PRECISION(12));
+
+	json_decref(body);
+	if (!text) {
+		text = xstrdup("{\"error\":{\"code\":\"internal\",\"message\":"
+			       "\"cannot encode the reply\"}}");
+		status = 500;
+	}
+	store_reply(req, status, "application/json", text, strlen(text));
+}
+
+void request_reply_raw(struct request *req, unsigned status,
+		       const char *content_type, const char *body, size_t len)
+{
+	char *copy = xmalloc(len + 1);
+
+	memcpy(copy, body, len);
+	copy[len] = '\0';
+	store_reply(req, status, content_type, copy, len);
+}
+
+void request_error(struct request *req, unsigned status, const char *code,
+		   const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	json_t *o;
+	struct buf b;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	buf_init(&b);
+	utf8_repair(&b, msg, strlen(msg));
+	o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
+		      b.data);
+	buf_release(&b);
+	request_reply(req, status, o);
+}
+
+const char *request_body(struct request *req, size_t *len)
+{
+	*len = req->body.len;
+	return req->body.data ? req->body.data : "";
+}
+
+json_t *json_text(const char *data, size_t len)
+{
+	struct buf b;
+	json_t *s;
+
+	buf_init(&b);
+	utf8_repair(&b, data ? data : "", data ? len : 0);
+	s = json_stringn(b.data, b.len);
+	buf_release(&b);
+	return s ? s : json_string("");
+}
+
+/* ---- runs ---- */
+
+static void unwatch_sock(struct request *req)
+{
+	if (!req->watching)
+		return;
+	loop_del_fd(runner_loop(server_state.runner), req->sock);
+	req->watching = false;
+}
+
+static void run_output(void *ctx, size_t step, int stream, const char *data,
+		       size_t len)
+{
+	struct request *req = ctx;
+
+	if (req->hooks.output)
+		req->hooks.output(req->ctx, step, stream, data, len);
+}
+
+static void run_done(void *ctx, struct sandbox_result *res)
+{
+	struct request *req = ctx;
+
+	req->job = NULL;
+	unwatch_sock(req);
+	metrics_run(res->status);
+	req->hooks.done(req, res, req->ctx);
+	if (req->hooks.free_ctx)
+		req->hooks.free_ctx(req->ctx);
+	req->ctx = NULL;
+	request_unref(req);
+}
+
+static const struct sandbox_ops run_ops = {.output = run_output,
+					   .done = run_done};
+
+static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct request *req = arg;
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n > 0 && !(events & (EPOLLHUP | EPOLLERR)))
+		return; /* the next pipelined request: not a hang-up */
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
+	    !(events & (EPOLLHUP | EPOLLERR)))
+		return;
+	unwatch_sock(req);
+	if (req->job && !req->hung_up) {
+		req->hung_up = true;
+		metrics_disconnect();
+		log_info("request %s: client disconnected, killing its sandbox",
+			 req->route);
+		runner_cancel(req->job, "client disconnected");
+	}
+}
+
+/* On the runner's thread, after submission: watch the client's socket. */
+static void watch_cb(struct loop *loop, void *arg)
+{
+	struct request *req = arg;
+
+	if (req->job && req->sock >= 0 &&
+	    loop_add_fd(loop, req->sock, EPOLLRDHUP, on_sock, req) == 0)
+		req->watching = true;
+	request_unref(req);
+}
+
+void request_run(struct request *req, struct sandbox_spec *spec,
+		 const struct run_hooks *hooks, void *ctx)
+{
+	const union MHD_ConnectionInfo *ci;
+	int err;
+
+	req->hooks = *hooks;
+	req->ctx = ctx;
+	ci = MHD_get_connection_info(req->conn,
+				     MHD_CONNECTION_INFO_CONNECTION_FD);
+	req->sock = ci ? ci->connect_fd : -1;
+	/* The runner may finish before we get to suspend: take the refs and
+	 * mark the request suspended first (the reply path checks it). */
+	__atomic_add_fetch(&req->refs, 2, __ATOMIC_ACQ_REL);
+	pthread_mutex_lock(&req->lock);
+	req->suspended = true;
+	MHD_suspend_connection(req->conn);
+	pthread_mutex_unlock(&req->lock);
+	req->job = runner_submit(server_state.runner, spec, &run_ops, req,
+				 &err);
+	if (!req->job) {
+		unsigned running, queued, maxr, maxq;
+
+		__atomic_sub_fetch(&req->refs, 2, __ATOMIC_ACQ_REL);
+		if (hooks->free_ctx)
+			hooks->free_ctx(ctx);
+		runner_counts(server_state.runner, &running, &queued, &maxr,
+			      &maxq);
+		request_error(req, 503, "busy",
+			      "all %u sandboxes are busy and %u runs are "
+			      "waiting; retry later",
+			      maxr, maxq);
+		return;
+	}
+	loop_post(runner_loop(server_state.runner), watch_cb, req);
+}
+
+/* ---- routing ---- */
+
+struct route {
+	const char *method;
+	const char *path;
+	void (*fn)(struct request *req);
+};
+
+static const struct route routes[] = {
+	{"POST", "/run_code", compat_run_code},
+	{"GET", "/v1/ping", compat_ping},
+	{"POST", "/v1/run", native_run},
+	{"GET", "/v1/health", stats_health},
+	{"GET", "/metrics", stats_metrics},
+};
+
+static bool token_ok(struct MHD_Connection *conn)
+{
+	const char *want = server_state.cfg->token;
+	const char *got;
+	size_t i, n, m;
+	unsigned char diff = 0;
+
+	if (!want || !*want)
+		return true;
+	got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+					  MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!got || strncmp(got, "Bearer ", 7))
+		return false;
+	got += 7;
+	n = strlen(want);
+	m = strlen(got);
+	/* Constant time in the token's length. */
+	for (i = 0; i < n; i++)
+		diff |= (unsigned char)want[i] ^
+			(unsigned char)(i < m ? got[i] : 0);
+	return diff == 0 && m == n;
+}
+
+static void dispatch(struct request *req)
+{
+	const char *path = req->url;
+	bool known = false;
+	size_t i;
+	char allow[64] = "";
+
+	if (!token_ok(req->conn)) {
+		req->route = "unauthorized";
+		request_error(req, 401, "unauthorized",
+			      "a valid 'Authorization: Bearer <token>' header "
+			      "is required");
+		return;
+	}
+	for (i = 0; i < ARRAY_SIZE(routes); i++) {
+		if (strcmp(routes[i].path, path))
+			continue;
+		known = true;
+		snprintf(allow, sizeof(allow), "%s", routes[i].method);
+		if (strcmp(routes[i].method, req->method))
+			continue;
+		req->route = routes[i].path;
+		if (req->too_large) {
+			request_error(req, 413, "payload_too_large",
+				      "the request body is larger than %llu "
+				      "bytes",
+				      (unsigned long long)
+					      server_state.cfg->max_body);
+			return;
+		}
+		routes[i].fn(req);
+		return;
+	}
+	req->route = known ? "method_not_allowed" : "not_found";
+	if (known)
+		request_error(req, 405, "method_not_allowed",
+			      "'%s' is not allowed on '%s' (allowed: %s)",
+			      req->method, path, allow);
+	else
+		request_error(req, 404, "not_found", "no route '%s'", path);
+}
+
+static enum MHD_Result send_reply(struct request *req)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result r;
+
+	resp = MHD_create_response_from_buffer(req->reply_len, req->reply,
+					       MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				req->content_type);
+	if (req->status == 503)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
+					"1");
+	if (req->status == 405) {
+		for (size_t i = 0; i < ARRAY_SIZE(routes); i++)
+			if (!strcmp(routes[i].path, req->url))
+				MHD_add_response_header(
+					resp, MHD_HTTP_HEADER_ALLOW,
+					routes[i].method);
+	}
+	r = MHD_queue_response(req->conn, req->status, resp);
+	MHD_destroy_response(resp);
+	metrics_request(req->route ? req->route : "other", req->status,
+			now_ns() - req->start_ns);
+	return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+				  const char *url, const char *method,
+				  const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
+{
+	struct request *req = *con_cls;
+	bool ready;
+
+	if (!req) {
+		const char *cl;
+		uint64_t len;
+
+		req = xcalloc(1, sizeof(*req));
+		req->refs = 1;
+		req->conn = conn;
+		req->method = method;
+		req->url = xstrdup(url);
+		req->sock = -1;
+		req->start_ns = now_ns();
+		buf_init(&req->body);
+		pthread_mutex_init(&req->lock, NULL);
+		*con_cls = req;
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && parse_u64(cl, &len) == 0 &&
+		    len > server_state.cfg->max_body)
+			req->too_large = true;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		if (req->body.len + *upload_data_size >
+		    server_state.cfg->max_body) {
+			req->too_large = true;
+			buf_release(&req->body);
+		}
+		if (!req->too_large)
+			buf_add(&req->body, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (!req->started) {
+		req->started = true;
+		dispatch(req);
+	}
+	pthread_mutex_lock(&req->lock);
+	ready = req->replied && !req->suspended;
+	pthread_mutex_unlock(&req->lock);
+	if (!ready)
+		return MHD_YES; /* suspended: resumed when the run ends */
+	return send_reply(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn,
+			 void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct request *req = *con_cls;
+
+	if (!req)
+		return;
+	*con_cls = NULL;
+	request_unref(req);
+}
+
+static void log_mhd(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_debug("http: %s", line);
+}
+
+void server_config_init(struct server_config *cfg)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->host = xstrdup("127.0.0.1");
+	cfg->port = 8080;
+	cfg->concurrency = cores > 0 ? (unsigned)cores : 1;
+	cfg->queue = 2048;
+	cfg->max_body = 32ull << 20;
+	cfg->http_threads = 4;
+	cfg->client_timeout_s = 60;
+	cfg->limits.wall_ms = SANDBOX_DEFAULT_WALL_MS;
+	cfg->limits.memory_bytes = SANDBOX_DEFAULT_MEMORY;
+	cfg->limits.pids = SANDBOX_DEFAULT_PIDS;
+	cfg->limits.fsize_bytes = SANDBOX_DEFAULT_FSIZE;
+	cfg->limits.nofile = SANDBOX_DEFAULT_NOFILE;
+	cfg->limits.output_bytes = 8ull << 20;
+	cfg->limits.disk_bytes = SANDBOX_DEFAULT_DISK;
+	cfg->max_wall_ms = 600000;
+	cfg->max_memory = 8ull << 30;
+}
+
+void server_config_release(struct server_config *cfg)
+{
+	free(cfg->host);
+	free(cfg->token);
+	free(cfg->port_file);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+static bool is_loopback(const struct in_addr *a)
+{
+	return (ntohl(a->s_addr) >> 24) == 127;
+}
+
+int server_run(const struct server_config *cfg)
+{
+	struct sockaddr_in addr;
+	struct MHD_Daemon *d;
+	const union MHD_DaemonInfo *di;
+	struct rlimit rl;
+	sigset_t sigs;
+	char err[256];
+	int sig;
+	unsigned flags;
+
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons(cfg->port);
+	if (inet_pton(AF_INET, cfg->host, &addr.sin_addr) != 1) {
+		fprintf(stderr, "sbx serve: bad listen address '%s'\n",
+			cfg->host);
+		return 1;
+	}
+	if (!is_loopback(&addr.sin_addr) && (!cfg->token || !*cfg->token)) {
+		fprintf(stderr,
+			"sbx serve: listening on '%s' (beyond loopback) needs "
+			"a token: set --token or SBX_TOKEN\n",
+			cfg->host);
+		return 1;
+	}
+	if (sandbox_host_init(err, sizeof(err))) {
+		fprintf(stderr, "sbx serve: %s\n", err);
+		return 1;
+	}
+	/* Every queued connection is an fd. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	sandbox_host_sweep();
+	server_state.cfg = cfg;
+	server_state.started_ns = now_ns();
+	server_state.runner =
+		runner_new(cfg->concurrency, cfg->queue, err, sizeof(err));
+	if (!server_state.runner) {
+		fprintf(stderr, "sbx serve: %s\n", err);
+		return 1;
+	}
+	/* Signals are taken synchronously below; every thread inherits the
+	 * mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+		MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	d = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+		(struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+		(unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)cfg->client_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)(cfg->queue + cfg->concurrency + 256),
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+		MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
+	if (!d) {
+		fprintf(stderr, "sbx serve: cannot listen on %s:%u: %s\n",
+			cfg->host, cfg->port, strerror(errno));
+		runner_free(server_state.runner);
+		return 1;
+	}
+	di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	log_info("listening on http://%s:%u (%u sandboxes at once, %u "
+		 "queued)",
+		 cfg->host, di ? di->port : cfg->port, cfg->concurrency,
+		 cfg->queue);
+	if (cfg->port_file && di) {
+		FILE *f = fopen(cfg->port_file, "we");
+
+		if (f) {
+			fprintf(f, "%u\n", di->port);
+			fclose(f);
+		}
+	}
+	sigwait(&sigs, &sig);
+	log_info("stopping (signal %d)", sig);
+	MHD_quiesce_daemon(d);
+	runner_free(server_state.runner);
+	MHD_stop_daemon(d);
+	sandbox_host_release();
+	return 0;
+}

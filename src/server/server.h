@@ -1,0 +1,37 @@
+/*
+ * sbx serve: the HTTP server. Routes, authentication, body limits, JSON
+ * errors, suspension of requests while their sandbox runs, and the metrics
+ * they feed. Knows nothing of namespaces: runs go through the runner.
+ */
+#ifndef SBX_SERVER_H
+#define SBX_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sandbox/sandbox.h"
+
+struct server_config {
+	char *host;	      /* listen address, default 127.0.0.1 */
+	uint16_t port;	      /* default 8080; 0 picks a free port */
+	unsigned concurrency; /* sandboxes at once, default: cores */
+	unsigned queue;	      /* runs waiting behind them */
+	char *token;	      /* bearer token, NULL: none */
+	uint64_t max_body;    /* bytes */
+	unsigned http_threads;
+	unsigned client_timeout_s; /* idle connections are closed */
+	struct sandbox_limits limits; /* defaults for every run */
+	uint64_t max_wall_ms;	      /* caps on what clients may ask */
+	uint64_t max_memory;
+	char *port_file; /* write the bound port here once listening */
+};
+
+/* Fills the defaults (env vars are the CLI's business). */
+void server_config_init(struct server_config *cfg);
+void server_config_release(struct server_config *cfg);
+
+/* Serves until SIGINT or SIGTERM. Returns 0, or 1 with a message printed
+ * when the server could not start. */
+int server_run(const struct server_config *cfg);
+
+#endif
