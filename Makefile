@@ -132,9 +132,11 @@ run: deps
 	@$(MAKE) --no-print-directory build
 	$(BUILD)/sbx serve
 
+# The baselines the benchmark runs beside sbx.
+DEBS_BENCH := bubblewrap firejail runsc
 bench: deps
-	@$(MAKE) --no-print-directory build
-	python3 bench/run_code.py --sbx $(BUILD)/sbx
+	@$(MAKE) --no-print-directory DEBS="$(DEBS_BENCH)" deps build
+	python3 bench/run_code.py --sbx $(BUILD)/sbx $(BENCH_ARGS)
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '*.[ch]')
 format:

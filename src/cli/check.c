@@ -24,8 +24,7 @@
 
 static int problems;
 
-static void line(const char *what, bool ok, const char *detail,
-		 bool essential)
+static void line(const char *what, bool ok, const char *detail, bool essential)
 {
 	printf("%-22s %-4s %s\n", what, ok ? "yes" : "no", detail);
 	if (!ok && essential)
@@ -92,7 +91,8 @@ int cmd_check(int argc, char **argv)
 	bool userns, ok;
 	uint64_t t0;
 
-	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+	if (argc > 1 &&
+	    (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		puts("usage: sbx check\n\nPrints what this host supports and "
 		     "runs a trial sandbox; exits 1 when\nsandboxes cannot "
 		     "be made safely.");

@@ -15,7 +15,8 @@
 static const char usage[] =
 	"usage: sbx <command> [options]\n"
 	"\n"
-	"  run [options] -- CMD [ARGS...]   run one command in a fresh sandbox\n"
+	"  run [options] -- CMD [ARGS...]   run one command in a fresh "
+	"sandbox\n"
 	"  check                            what this host supports\n"
 	"  serve [options]                  the HTTP server\n"
 	"  version                          print the version\n"

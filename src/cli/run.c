@@ -26,20 +26,24 @@ static const char usage[] =
 	"usage: sbx run [options] -- CMD [ARGS...]\n"
 	"\n"
 	"  -t, --time=DURATION   wall-clock limit (default 10s; 0: none)\n"
-	"      --cpu=DURATION    CPU time limit of all processes (default none)\n"
+	"      --cpu=DURATION    CPU time limit of all processes (default "
+	"none)\n"
 	"  -m, --memory=SIZE     memory limit, swap included (default 512M)\n"
 	"      --pids=N          processes and threads (default 128)\n"
-	"      --fsize=SIZE      largest file a process may write (default 64M)\n"
+	"      --fsize=SIZE      largest file a process may write (default "
+	"64M)\n"
 	"      --nofile=N        open files per process (default 256)\n"
 	"      --output=SIZE     stdout and stderr cap, each (default 16M)\n"
-	"      --disk=SIZE       size of /tmp, /work, $HOME, /dev/shm together\n"
+	"      --disk=SIZE       size of /tmp, /work, $HOME, /dev/shm "
+	"together\n"
 	"                        (default 256M)\n"
 	"  -i, --stdin=FILE      read stdin from FILE (default: empty)\n"
 	"  -e, --env=NAME=VALUE  set an environment variable (repeatable)\n"
 	"      --bind=SRC[:DST]  bind a host directory read-write\n"
 	"      --ro-bind=SRC[:DST]  bind a host directory read-only\n"
 	"  -C, --cwd=DIR         working directory inside (default /work)\n"
-	"      --json=FILE       write the result as JSON to FILE ('-': stderr)\n"
+	"      --json=FILE       write the result as JSON to FILE ('-': "
+	"stderr)\n"
 	"\n"
 	"DURATION: 10, 2.5s, 500ms, 1m. SIZE: 4096, 64K, 512M, 2G.\n";
 
@@ -119,8 +123,8 @@ static int opt_bind(struct sandbox_spec *spec, const char *arg, bool writable)
 		fprintf(stderr, "sbx run: cannot bind '%s': %s\n", src,
 			strerror(errno));
 		r = -1;
-	} else if (dst && (dst[0] != '/' || strstr(dst, "/..") ||
-			   !strcmp(dst, "/"))) {
+	} else if (dst &&
+		   (dst[0] != '/' || strstr(dst, "/..") || !strcmp(dst, "/"))) {
 		fprintf(stderr,
 			"sbx run: bad bind target '%s' (an absolute path, "
 			"not '/', without '..')\n",

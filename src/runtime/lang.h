@@ -9,12 +9,12 @@
 #include <stdbool.h>
 
 struct lang {
-	const char *name;     /* as clients spell it: "python", "cpp" */
-	const char *source;   /* the file the code goes into, in the work dir */
-	const char *compile;  /* space-separated argv, or NULL */
-	const char *run;      /* space-separated argv; user args are appended */
-	const char *runtime;  /* the program that must exist for it to work */
-	const char *env[4];   /* extra NAME=VALUE entries, NULL-terminated */
+	const char *name;    /* as clients spell it: "python", "cpp" */
+	const char *source;  /* the file the code goes into, in the work dir */
+	const char *compile; /* space-separated argv, or NULL */
+	const char *run;     /* space-separated argv; user args are appended */
+	const char *runtime; /* the program that must exist for it to work */
+	const char *env[4];  /* extra NAME=VALUE entries, NULL-terminated */
 };
 
 /* Returns the language called name or NULL when sbx does not know it. */

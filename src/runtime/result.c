@@ -17,7 +17,8 @@ json_t *result_to_json(const struct sandbox_result *res)
 	json_object_set_new(o, "signal",
 			    res->signal ? json_integer(res->signal)
 					: json_null());
-	json_object_set_new(o, "wall_ms", json_integer((json_int_t)res->wall_ms));
+	json_object_set_new(o, "wall_ms",
+			    json_integer((json_int_t)res->wall_ms));
 	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)res->cpu_ms));
 	json_object_set_new(o, "peak_memory_bytes",
 			    json_integer((json_int_t)res->peak_memory_bytes));

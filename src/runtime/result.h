@@ -11,7 +11,8 @@
 
 /* Returns a new object: status, exit_code (null when signaled), signal
  * (null when none), wall_ms, cpu_ms, peak_memory_bytes, oom_killed,
- * output_truncated, pids_limit_hit and, for sandbox_error, error. Caller decrefs. */
+ * output_truncated, pids_limit_hit and, for sandbox_error, error. Caller
+ * decrefs. */
 json_t *result_to_json(const struct sandbox_result *res);
 
 #endif

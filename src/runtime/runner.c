@@ -47,8 +47,8 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-struct runner *runner_new(unsigned max_running, unsigned max_queued,
-			  char *err, size_t errlen)
+struct runner *runner_new(unsigned max_running, unsigned max_queued, char *err,
+			  size_t errlen)
 {
 	struct runner *r = xcalloc(1, sizeof(*r));
 	int e;

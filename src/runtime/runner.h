@@ -16,8 +16,8 @@ struct runner;
 struct runner_job;
 
 /* Starts the runner's thread. Returns NULL with a message in err. */
-struct runner *runner_new(unsigned max_running, unsigned max_queued,
-			  char *err, size_t errlen);
+struct runner *runner_new(unsigned max_running, unsigned max_queued, char *err,
+			  size_t errlen);
 /* Kills what runs, fails what waits (done() is called for each), stops
  * the thread and frees the runner. */
 void runner_free(struct runner *r);

@@ -893,8 +893,7 @@ int cgroup_destroy(struct cgroup *cg)
 	return first;
 }
 
-int cgroup_sweep(const struct cgroup_host *host,
-		 bool (*keep)(const char *name))
+int cgroup_sweep(const struct cgroup_host *host, bool (*keep)(const char *name))
 {
 	const char *dirs[] = {host->v2_dir, host->v1_memory, host->v1_pids,
 			      host->v1_cpuacct};

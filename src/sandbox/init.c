@@ -35,8 +35,7 @@
 
 extern char **environ;
 
-static void send_msg(const struct init_msg *m, const void *p1,
-		     const void *p2)
+static void send_msg(const struct init_msg *m, const void *p1, const void *p2)
 {
 	if (write_full(INIT_FD_STATUS, m, sizeof(*m)) < 0)
 		return;
@@ -344,8 +343,8 @@ static void reap(struct step_run *sr)
 
 /* Runs one step to its end and reports it. Returns true when it ended
  * ok (exit 0). */
-static bool run_step(const struct sandbox_spec *spec, size_t idx,
-		     void *filter, uid_t uid, gid_t gid, int sigfd)
+static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
+		     uid_t uid, gid_t gid, int sigfd)
 {
 	const struct sandbox_step *step = &spec->steps[idx];
 	struct step_run sr = {.idx = idx, .out = {-1, -1, -1}};
@@ -390,9 +389,10 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 		if (deadline) {
 			uint64_t now = now_ns();
 
-			timeout = now >= deadline
-					  ? 0
-					  : (int)((deadline - now) / 1000000 + 1);
+			timeout =
+				now >= deadline
+					? 0
+					: (int)((deadline - now) / 1000000 + 1);
 		}
 		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
 			fail(errno, "cannot poll the step");
@@ -421,12 +421,13 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 	m.value = sr.status;
 	m.stop = (uint32_t)sr.stop;
 	m.wall_us = (now_ns() - t0) / 1000;
-	m.cpu_us = (uint64_t)(after.ru_utime.tv_sec - before.ru_utime.tv_sec) *
-			   1000000 +
-		   (uint64_t)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) +
-		   (uint64_t)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) *
-			   1000000 +
-		   (uint64_t)(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
+	m.cpu_us =
+		(uint64_t)(after.ru_utime.tv_sec - before.ru_utime.tv_sec) *
+			1000000 +
+		(uint64_t)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) +
+		(uint64_t)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) *
+			1000000 +
+		(uint64_t)(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
 	send_msg(&m, NULL, NULL);
 	return sr.stop == INIT_STOP_NONE && WIFEXITED(sr.status) &&
 	       WEXITSTATUS(sr.status) == 0;

@@ -60,12 +60,12 @@ enum init_stop {
 
 struct init_msg {
 	uint32_t kind;
-	int32_t err;	/* errno for INIT_MSG_ERROR */
-	int32_t value;	/* wait status or stream */
-	uint32_t step;	/* step index */
-	uint32_t stop;	/* enum init_stop for INIT_MSG_STEP_END */
-	uint32_t len1;	/* first payload part */
-	uint64_t len2;	/* second payload part */
+	int32_t err;	  /* errno for INIT_MSG_ERROR */
+	int32_t value;	  /* wait status or stream */
+	uint32_t step;	  /* step index */
+	uint32_t stop;	  /* enum init_stop for INIT_MSG_STEP_END */
+	uint32_t len1;	  /* first payload part */
+	uint64_t len2;	  /* second payload part */
 	uint64_t cpu_us;  /* INIT_MSG_STEP_END: the step's CPU time */
 	uint64_t wall_us; /* INIT_MSG_STEP_END: the step's wall time */
 };

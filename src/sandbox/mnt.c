@@ -7,7 +7,7 @@
  *      binds of the host's runtime dirs and a short list of /etc entries,
  *      generated passwd/group/hosts, a minimal /dev, a fresh /proc with its
  *      dangerous corners read-only or masked, and one size-limited scratch
- *      tmpfs shared by /tmp, /work, $HOME and /dev/shm;
+ *      tmpfs shared by /tmp, /work, $HOME, /dev/shm and /mnt;
  *   3. a second pivot makes /newroot the root and detaches the host's tree.
  *
  * Every mount is nosuid; everything but the device nodes is nodev.
@@ -59,12 +59,34 @@ static const char *const runtime_dirs[] = {
 /* /etc entries shown read-only (fnmatch patterns). Nothing that holds
  * secrets: no shadow, no ssh, no package-manager credentials. */
 static const char *const etc_entries[] = {
-	"alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
-	"localtime", "timezone", "ssl", "ca-certificates",
-	"ca-certificates.conf", "mime.types", "protocols", "services",
-	"gai.conf", "host.conf", "os-release", "debian_version",
-	"bash.bashrc", "profile", "inputrc", "java-*", "python3*", "perl",
-	"fonts", "magic", "magic.mime", "xdg", "mailcap", "environment",
+	"alternatives",
+	"ld.so.cache",
+	"ld.so.conf",
+	"ld.so.conf.d",
+	"localtime",
+	"timezone",
+	"ssl",
+	"ca-certificates",
+	"ca-certificates.conf",
+	"mime.types",
+	"protocols",
+	"services",
+	"gai.conf",
+	"host.conf",
+	"os-release",
+	"debian_version",
+	"bash.bashrc",
+	"profile",
+	"inputrc",
+	"java-*",
+	"python3*",
+	"perl",
+	"fonts",
+	"magic",
+	"magic.mime",
+	"xdg",
+	"mailcap",
+	"environment",
 	"ssl",
 };
 
@@ -205,9 +227,10 @@ static int scaffold(struct child_err *ce)
 		return fail(ce, errno, "cannot make '%s' private", "/");
 	if (mount("sbx", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
 		  "mode=0755,size=64k,nr_inodes=64") < 0)
-		return fail(ce, errno, "cannot mount the scaffold on '%s'", "/tmp");
-	if (mkdir("/tmp/oldroot", 0755) < 0 || mkdir("/tmp/newroot", 0755) < 0 ||
-	    mkdir("/tmp/scratch", 0755) < 0)
+		return fail(ce, errno, "cannot mount the scaffold on '%s'",
+			    "/tmp");
+	if (mkdir("/tmp/oldroot", 0755) < 0 ||
+	    mkdir("/tmp/newroot", 0755) < 0 || mkdir("/tmp/scratch", 0755) < 0)
 		return fail(ce, errno, "cannot create '%s'", "/tmp/oldroot");
 	if (syscall(SYS_pivot_root, "/tmp", "/tmp/oldroot") < 0)
 		return fail(ce, errno, "cannot pivot to '%s'", "/tmp");
@@ -215,7 +238,8 @@ static int scaffold(struct child_err *ce)
 		return fail(ce, errno, "cannot enter '%s'", "/");
 	if (mount("sbx", NEW, "tmpfs", MS_NOSUID | MS_NODEV,
 		  "mode=0755,size=1m,nr_inodes=4096") < 0)
-		return fail(ce, errno, "cannot mount the root tmpfs on '%s'", "/");
+		return fail(ce, errno, "cannot mount the root tmpfs on '%s'",
+			    "/");
 	return 0;
 }
 
@@ -237,10 +261,12 @@ static int runtime_binds(struct child_err *ce)
 			/* Merged /usr: /bin -> usr/bin stays a link. */
 			n = readlink(src, link, sizeof(link) - 1);
 			if (n < 0)
-				return fail(ce, errno, "cannot read '%s'", shown(src));
+				return fail(ce, errno, "cannot read '%s'",
+					    shown(src));
 			link[n] = '\0';
 			if (symlink(link, dst) < 0)
-				return fail(ce, errno, "cannot create '%s'", shown(dst));
+				return fail(ce, errno, "cannot create '%s'",
+					    shown(dst));
 			continue;
 		}
 		if (!S_ISDIR(st.st_mode))
@@ -283,8 +309,10 @@ static int etc_setup(struct child_err *ce)
 	static const struct {
 		const char *name, *text;
 	} generated[] = {
-		{"passwd", passwd},	   {"group", group},
-		{"hosts", hosts},	   {"hostname", "sandbox\n"},
+		{"passwd", passwd},
+		{"group", group},
+		{"hosts", hosts},
+		{"hostname", "sandbox\n"},
 		{"nsswitch.conf", nsswitch},
 	};
 	char src[PATH_MAX], dst[PATH_MAX];
@@ -321,7 +349,8 @@ static int etc_setup(struct child_err *ce)
 				continue;
 			link[n] = '\0';
 			if (symlink(link, dst) < 0 && errno != EEXIST) {
-				r = fail(ce, errno, "cannot create '%s'", shown(dst));
+				r = fail(ce, errno, "cannot create '%s'",
+					 shown(dst));
 				break;
 			}
 			continue;
@@ -344,10 +373,10 @@ static int etc_setup(struct child_err *ce)
 	return r;
 }
 
-/* One tmpfs, size-limited, behind /tmp, the work dir, $HOME and /dev/shm,
- * so together they can never hold more than disk_bytes. */
-static int scratch_setup(const struct sandbox_limits *lim, uid_t uid,
-			 gid_t gid, struct child_err *ce)
+/* One tmpfs, size-limited, behind /tmp, the work dir, $HOME, /dev/shm and
+ * /mnt, so together they can never hold more than disk_bytes. */
+static int scratch_setup(const struct sandbox_limits *lim, uid_t uid, gid_t gid,
+			 struct child_err *ce)
 {
 	static const struct {
 		const char *dir, *target;
@@ -358,6 +387,8 @@ static int scratch_setup(const struct sandbox_limits *lim, uid_t uid,
 		{SCRATCH "/work", NEW SANDBOX_WORK_DIR, 0755, true},
 		{SCRATCH "/home", NEW SANDBOX_HOME_DIR, 0755, true},
 		{SCRATCH "/shm", NEW "/dev/shm", 01777, false},
+		/* Some graders write results to absolute paths here. */
+		{SCRATCH "/mnt", NEW "/mnt", 01777, false},
 	};
 	char opts[128];
 	size_t i;
@@ -367,16 +398,20 @@ static int scratch_setup(const struct sandbox_limits *lim, uid_t uid,
 		 (unsigned long long)lim->disk_bytes,
 		 (unsigned long long)(lim->disk_bytes / 4096 + 1024));
 	if (mount("sbx", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
-		return fail(ce, errno, "cannot mount the scratch tmpfs on '%s'", "/tmp");
+		return fail(ce, errno, "cannot mount the scratch tmpfs on '%s'",
+			    "/tmp");
 	for (i = 0; i < ARRAY_SIZE(parts); i++) {
 		if (mkdir(parts[i].dir, 0755) < 0 ||
 		    chmod(parts[i].dir, parts[i].mode) < 0)
-			return fail(ce, errno, "cannot create '%s'", shown(parts[i].target));
+			return fail(ce, errno, "cannot create '%s'",
+				    shown(parts[i].target));
 		if (parts[i].owned && chown(parts[i].dir, uid, gid) < 0)
-			return fail(ce, errno, "cannot chown '%s'", shown(parts[i].target));
+			return fail(ce, errno, "cannot chown '%s'",
+				    shown(parts[i].target));
 		r = mkdir_p(parts[i].target);
 		if (r)
-			return fail(ce, -r, "cannot create '%s'", shown(parts[i].target));
+			return fail(ce, -r, "cannot create '%s'",
+				    shown(parts[i].target));
 		r = bind(parts[i].dir, parts[i].target,
 			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ce);
 		if (r)
@@ -390,9 +425,9 @@ static int dev_setup(struct child_err *ce)
 	static const struct {
 		const char *name, *target;
 	} links[] = {
-		{"fd", "/proc/self/fd"},	 {"stdin", "/proc/self/fd/0"},
+		{"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"},
 		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
-		{"ptmx", "pts/ptmx"},	 {"core", "/proc/kcore"},
+		{"ptmx", "pts/ptmx"},	       {"core", "/proc/kcore"},
 	};
 	char src[PATH_MAX], dst[PATH_MAX];
 	size_t i;
@@ -412,7 +447,8 @@ static int dev_setup(struct child_err *ce)
 			continue;
 		fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
 		if (fd < 0)
-			return fail(ce, errno, "cannot create '%s'", shown(dst));
+			return fail(ce, errno, "cannot create '%s'",
+				    shown(dst));
 		fd_close(&fd);
 		r = bind(src, dst, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, ce);
 		if (r)
@@ -423,7 +459,8 @@ static int dev_setup(struct child_err *ce)
 			continue; /* never expose kcore */
 		snprintf(dst, sizeof(dst), NEW "/dev/%s", links[i].name);
 		if (symlink(links[i].target, dst) < 0)
-			return fail(ce, errno, "cannot create '%s'", shown(dst));
+			return fail(ce, errno, "cannot create '%s'",
+				    shown(dst));
 	}
 	if (mkdir(NEW "/dev/pts", 0755) < 0 || mkdir(NEW "/dev/shm", 0755) < 0)
 		return fail(ce, errno, "cannot create '%s'", "/dev/pts");
@@ -441,8 +478,8 @@ static int proc_setup(struct child_err *ce)
 
 	if (mkdir(NEW "/proc", 0555) < 0)
 		return fail(ce, errno, "cannot create '%s'", "/proc");
-	if (mount("proc", NEW "/proc", "proc",
-		  MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+	if (mount("proc", NEW "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  NULL) < 0)
 		return fail(ce, errno, "cannot mount '%s'", "/proc");
 	for (i = 0; i < ARRAY_SIZE(proc_ro); i++) {
 		snprintf(path, sizeof(path), NEW "/proc/%s", proc_ro[i]);
@@ -486,15 +523,18 @@ static int user_binds(const struct sandbox_spec *spec, struct child_err *ce)
 		const struct sandbox_bind *b = &spec->binds[i];
 
 		if (!path_is_clean(b->src) || !path_is_clean(b->dst))
-			return fail(ce, EINVAL, "bad bind path '%s'", shown(b->dst));
+			return fail(ce, EINVAL, "bad bind path '%s'",
+				    shown(b->dst));
 		if ((size_t)snprintf(src, sizeof(src), OLD "%s", b->src) >=
 			    sizeof(src) ||
 		    (size_t)snprintf(dst, sizeof(dst), NEW "%s", b->dst) >=
 			    sizeof(dst))
-			return fail(ce, ENAMETOOLONG, "cannot mount '%s'", shown(b->dst));
+			return fail(ce, ENAMETOOLONG, "cannot mount '%s'",
+				    shown(b->dst));
 		r = make_mount_point(src, dst);
 		if (r)
-			return fail(ce, -r, "cannot create mount point '%s'", shown(dst));
+			return fail(ce, -r, "cannot create mount point '%s'",
+				    shown(dst));
 		r = bind(src, dst,
 			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
 				 (b->writable ? 0 : MOUNT_ATTR_RDONLY),
@@ -519,8 +559,8 @@ static int enter_newroot(struct child_err *ce)
 		return fail(ce, errno, "cannot detach '%s'", "the host root");
 	if (chdir("/") < 0)
 		return fail(ce, errno, "cannot enter '%s'", "/");
-	r = set_attr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-				  MOUNT_ATTR_NODEV,
+	r = set_attr("/",
+		     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
 		     false);
 	if (!r)
 		r = set_attr("/dev",

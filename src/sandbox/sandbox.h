@@ -65,25 +65,25 @@ struct sandbox_step {
 	char **argv;	  /* NULL-terminated, argv[0] looked up in PATH */
 	char *stdin_data; /* NULL: spec->stdin_fd for step 0, else empty */
 	size_t stdin_len;
-	uint64_t wall_ms;     /* 0: only the sandbox's own limit */
-	uint64_t cpu_ms;      /* 0: none */
-	bool stop_unless_ok;  /* skip later steps unless this one is ok */
+	uint64_t wall_ms;    /* 0: only the sandbox's own limit */
+	uint64_t cpu_ms;     /* 0: none */
+	bool stop_unless_ok; /* skip later steps unless this one is ok */
 };
 
 struct sandbox_spec {
-	char **argv;		   /* a single step (when steps is empty) */
+	char **argv; /* a single step (when steps is empty) */
 	struct sandbox_step *steps;
 	size_t nsteps;
-	char **env;		   /* NAME=VALUE, NULL-terminated, added on top */
-	char *cwd;		   /* default: the work dir */
+	char **env; /* NAME=VALUE, NULL-terminated, added on top */
+	char *cwd;  /* default: the work dir */
 	struct sandbox_bind *binds;
 	size_t nbinds;
 	struct sandbox_file *files;
 	size_t nfiles;
-	char **fetch;		   /* paths read back after the run */
+	char **fetch; /* paths read back after the run */
 	size_t nfetch;
 	struct sandbox_limits limits;
-	int stdin_fd;		   /* borrowed; step 0's stdin; -1: empty */
+	int stdin_fd; /* borrowed; step 0's stdin; -1: empty */
 };
 
 /* A file read back from the sandbox after the run (spec->fetch). */
@@ -187,7 +187,8 @@ struct sandbox;
 /* Starts a sandbox supervised by loop. The spec is copied as needed and may
  * be released when this returns. On failure before anything ran, returns
  * NULL and writes why into err; done() is then never called. */
-struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec,
+struct sandbox *sandbox_start(struct loop *loop,
+			      const struct sandbox_spec *spec,
 			      const struct sandbox_ops *ops, void *ctx,
 			      char *err, size_t errlen);
 /* Kills everything in the sandbox; done() follows with the status given

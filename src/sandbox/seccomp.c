@@ -23,18 +23,60 @@
 #endif
 
 static const char *const denied[] = {
-	"ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-	"pidfd_getfd", "mount", "umount", "umount2", "pivot_root", "chroot",
-	"unshare", "setns", "fsopen", "fsconfig", "fsmount", "fspick",
-	"move_mount", "open_tree", "mount_setattr", "open_by_handle_at",
-	"name_to_handle_at", "bpf", "perf_event_open", "userfaultfd",
-	"io_uring_setup", "io_uring_enter", "io_uring_register", "keyctl",
-	"add_key", "request_key", "kexec_load", "kexec_file_load",
-	"init_module", "finit_module", "delete_module", "swapon", "swapoff",
-	"reboot", "acct", "syslog", "quotactl", "quotactl_fd",
-	"lookup_dcookie", "fanotify_init", "vhangup", "uselib", "iopl",
-	"ioperm", "settimeofday", "clock_settime", "clock_adjtime",
-	"adjtimex", "nfsservctl", "personality",
+	"ptrace",
+	"process_vm_readv",
+	"process_vm_writev",
+	"kcmp",
+	"pidfd_getfd",
+	"mount",
+	"umount",
+	"umount2",
+	"pivot_root",
+	"chroot",
+	"unshare",
+	"setns",
+	"fsopen",
+	"fsconfig",
+	"fsmount",
+	"fspick",
+	"move_mount",
+	"open_tree",
+	"mount_setattr",
+	"open_by_handle_at",
+	"name_to_handle_at",
+	"bpf",
+	"perf_event_open",
+	"userfaultfd",
+	"io_uring_setup",
+	"io_uring_enter",
+	"io_uring_register",
+	"keyctl",
+	"add_key",
+	"request_key",
+	"kexec_load",
+	"kexec_file_load",
+	"init_module",
+	"finit_module",
+	"delete_module",
+	"swapon",
+	"swapoff",
+	"reboot",
+	"acct",
+	"syslog",
+	"quotactl",
+	"quotactl_fd",
+	"lookup_dcookie",
+	"fanotify_init",
+	"vhangup",
+	"uselib",
+	"iopl",
+	"ioperm",
+	"settimeofday",
+	"clock_settime",
+	"clock_adjtime",
+	"adjtimex",
+	"nfsservctl",
+	"personality",
 };
 
 static const unsigned long clone_ns_flags[] = {
@@ -74,11 +116,10 @@ void *seccomp_filter_new(struct child_err *ce)
 		goto fail;
 	step = "seccomp clone flags";
 	for (i = 0; i < ARRAY_SIZE(clone_ns_flags); i++) {
-		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone),
-				     1,
-				     SCMP_A0(SCMP_CMP_MASKED_EQ,
-					     clone_ns_flags[i],
-					     clone_ns_flags[i]));
+		r = seccomp_rule_add(
+			ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+			SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i],
+				clone_ns_flags[i]));
 		if (r)
 			goto fail;
 	}
@@ -95,11 +136,12 @@ void *seccomp_filter_new(struct child_err *ce)
 		goto fail;
 	step = "seccomp socket";
 	r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT),
-			     SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_PACKET));
+			     SCMP_SYS(socket), 1,
+			     SCMP_A0(SCMP_CMP_EQ, AF_PACKET));
 	if (!r)
-		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
-				     SCMP_SYS(socket), 1,
-				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
+		r = seccomp_rule_add(
+			ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
+			SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
 	if (r)
 		goto fail;
 	return ctx;

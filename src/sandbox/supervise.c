@@ -43,9 +43,9 @@ struct sandbox {
 
 	size_t nsteps;
 	uint64_t oom_seen; /* oom kills counted at the last step end */
-	bool exited;   /* init reaped */
-	bool finished; /* done() called */
-	int kill_status; /* -1 or the enum sandbox_status that killed it */
+	bool exited;	   /* init reaped */
+	bool finished;	   /* done() called */
+	int kill_status;   /* -1 or the enum sandbox_status that killed it */
 	char kill_reason[128];
 
 	struct buf status_buf; /* unparsed bytes from init */
@@ -263,15 +263,14 @@ static void on_cpu(struct loop *loop, int fd, uint32_t events, void *arg)
 	}
 }
 
-static void on_exit_event(struct loop *loop, int fd, uint32_t events,
-			  void *arg)
+static void on_exit_event(struct loop *loop, int fd, uint32_t events, void *arg)
 {
 	struct sandbox *sb = arg;
 	siginfo_t si;
 
 	memset(&si, 0, sizeof(si));
-	if (syscall(SYS_waitid, P_PIDFD, sb->proc.pidfd, &si,
-		    WEXITED | WNOHANG, NULL) < 0 ||
+	if (syscall(SYS_waitid, P_PIDFD, sb->proc.pidfd, &si, WEXITED | WNOHANG,
+		    NULL) < 0 ||
 	    si.si_pid == 0)
 		return;
 	sb->exited = true;
@@ -315,8 +314,8 @@ static void decide(struct sandbox *sb)
 		/* The sandbox ended before its steps did. */
 		res->signal = SIGKILL;
 		res->exit_code = -1;
-		res->status = res->oom_killed ? SANDBOX_MEMORY_LIMIT
-					      : SANDBOX_ERROR;
+		res->status =
+			res->oom_killed ? SANDBOX_MEMORY_LIMIT : SANDBOX_ERROR;
 		if (!res->oom_killed && !sb->got_error && sb->kill_status < 0)
 			snprintf(res->error, sizeof(res->error),
 				 "sandbox init ended unexpectedly");
@@ -374,7 +373,8 @@ static int watch(struct sandbox *sb, int fd, loop_fd_fn fn)
 	return loop_add_fd(sb->loop, fd, EPOLLIN, fn, sb);
 }
 
-struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec,
+struct sandbox *sandbox_start(struct loop *loop,
+			      const struct sandbox_spec *spec,
 			      const struct sandbox_ops *ops, void *ctx,
 			      char *err, size_t errlen)
 {
@@ -428,14 +428,13 @@ struct sandbox *sandbox_start(struct loop *loop, const struct sandbox_spec *spec
 	r = watch(sb, sb->proc.status_fd, on_status);
 	if (!r && spec->limits.wall_ms) {
 		sb->wall_fd = timer_fd_new(spec->limits.wall_ms, false);
-		r = sb->wall_fd < 0 ? sb->wall_fd : watch(sb, sb->wall_fd,
-							  on_wall);
+		r = sb->wall_fd < 0 ? sb->wall_fd
+				    : watch(sb, sb->wall_fd, on_wall);
 	}
 	if (!r && spec->limits.cpu_ms && sb->have_cg &&
 	    sandbox_host.cg.has_cpu) {
 		sb->cpu_fd = timer_fd_new(CPU_SAMPLE_MS, true);
-		r = sb->cpu_fd < 0 ? sb->cpu_fd : watch(sb, sb->cpu_fd,
-							on_cpu);
+		r = sb->cpu_fd < 0 ? sb->cpu_fd : watch(sb, sb->cpu_fd, on_cpu);
 	}
 	if (!r)
 		r = watch(sb, sb->proc.pidfd, on_exit_event);

@@ -50,12 +50,14 @@ int userns_drop_child(uid_t uid, gid_t gid, struct child_err *ce)
 
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 &&
 	    errno != EINVAL) {
-		str_copy(ce->what, sizeof(ce->what), "cannot clear ambient "
-						     "capabilities");
+		str_copy(ce->what, sizeof(ce->what),
+			 "cannot clear ambient "
+			 "capabilities");
 		return -errno;
 	}
 	for (cap = 0; cap <= 63; cap++)
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) {
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 &&
+		    errno != EINVAL) {
 			str_copy(ce->what, sizeof(ce->what),
 				 "cannot drop the capability bounding set");
 			return -errno;
@@ -78,8 +80,7 @@ int userns_drop_child(uid_t uid, gid_t gid, struct child_err *ce)
 		return -errno;
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		str_copy(ce->what, sizeof(ce->what),
-			 "cannot set no_new_privs");
+		str_copy(ce->what, sizeof(ce->what), "cannot set no_new_privs");
 		return -errno;
 	}
 	return 0;

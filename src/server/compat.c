@@ -52,8 +52,8 @@ static json_t *command_result(const struct sandbox_step_result *st,
 		json_object_set_new(o, "execution_time", json_null());
 		json_object_set_new(o, "return_code", json_null());
 		json_object_set_new(o, "stdout", json_null());
-		json_object_set_new(o, "stderr", json_text(error,
-							   strlen(error)));
+		json_object_set_new(o, "stderr",
+				    json_text(error, strlen(error)));
 		return o;
 	}
 	json_object_set_new(o, "status",
@@ -65,9 +65,9 @@ static json_t *command_result(const struct sandbox_step_result *st,
 	if (st->status == SANDBOX_TIME_LIMIT)
 		json_object_set_new(o, "return_code", json_null());
 	else
-		json_object_set_new(o, "return_code",
-				    json_integer(st->signal ? -st->signal
-							    : st->exit_code));
+		json_object_set_new(
+			o, "return_code",
+			json_integer(st->signal ? -st->signal : st->exit_code));
 	json_object_set_new(o, "stdout", json_text(out->data, out->len));
 	json_object_set_new(o, "stderr", json_text(err->data, err->len));
 	if (st->output_truncated)
@@ -98,8 +98,8 @@ static const char *derive_status(json_t *results[2], const char **message)
 			continue;
 		st = json_string_value(json_object_get(r, "status"));
 		if (!strcmp(st, "Error")) {
-			*message = json_string_value(
-				json_object_get(r, "stderr"));
+			*message =
+				json_string_value(json_object_get(r, "stderr"));
 			return "SandboxError";
 		}
 		if (!strcmp(st, "TimeLimitExceeded"))
@@ -134,14 +134,14 @@ static void compat_done(struct request *req, struct sandbox_result *res,
 				.ran = true, .status = SANDBOX_ERROR};
 
 			json_decref(results[slot]);
-			results[slot] = command_result(&err, NULL, NULL,
-						       res->error);
+			results[slot] =
+				command_result(&err, NULL, NULL, res->error);
 			break;
 		}
 		json_decref(results[slot]);
-		results[slot] = command_result(st, &cr->co.out[2 * i],
-					       &cr->co.out[2 * i + 1],
-					       res->error);
+		results[slot] =
+			command_result(st, &cr->co.out[2 * i],
+				       &cr->co.out[2 * i + 1], res->error);
 	}
 	status = derive_status(results, &message);
 	o = reply_base(status, message);
@@ -180,12 +180,11 @@ static void unprocessable(struct request *req, const char *field,
 			  const char *message)
 {
 	char *text = xstrfmt("%s: %s", field, message);
-	json_t *o = json_pack("{s:{s:s,s:o},s:[{s:[s,o],s:o,s:s}]}", "error",
-			      "code", "unprocessable", "message",
-			      json_text(text, strlen(text)), "detail", "loc",
-			      "body", json_text(field, strlen(field)), "msg",
-			      json_text(message, strlen(message)), "type",
-			      "value_error");
+	json_t *o = json_pack(
+		"{s:{s:s,s:o},s:[{s:[s,o],s:o,s:s}]}", "error", "code",
+		"unprocessable", "message", json_text(text, strlen(text)),
+		"detail", "loc", "body", json_text(field, strlen(field)), "msg",
+		json_text(message, strlen(message)), "type", "value_error");
 
 	free(text);
 	request_reply(req, 422, o);
@@ -263,11 +262,10 @@ void compat_run_code(struct request *req)
 	if (cq.memory_mb > 0)
 		spec.limits.memory_bytes = (uint64_t)cq.memory_mb << 20;
 	for (i = 0; i < cq.nfiles; i++)
-		sandbox_spec_add_file(&spec, cq.files[i].path,
-				      cq.files[i].data.data
-					      ? cq.files[i].data.data
-					      : "",
-				      cq.files[i].data.len, false);
+		sandbox_spec_add_file(
+			&spec, cq.files[i].path,
+			cq.files[i].data.data ? cq.files[i].data.data : "",
+			cq.files[i].data.len, false);
 	for (i = 0; i < cq.nfetch; i++)
 		sandbox_spec_add_fetch(&spec, cq.fetch[i]);
 	in.data = cq.stdin_data;

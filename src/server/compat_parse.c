@@ -151,13 +151,14 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 			bad(err, "files", "too many files");
 			goto out;
 		}
-		req->files = xcalloc(json_object_size(v) + 1,
-				     sizeof(*req->files));
+		req->files =
+			xcalloc(json_object_size(v) + 1, sizeof(*req->files));
 		json_object_foreach(v, key, val)
 		{
 			struct compat_file *f;
 
-			if (json_is_null(val) || strstr(key, "IGNORE_THIS_FILE"))
+			if (json_is_null(val) ||
+			    strstr(key, "IGNORE_THIS_FILE"))
 				continue;
 			if (!json_is_string(val)) {
 				bad(err, "files",
@@ -192,8 +193,8 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 			bad(err, "fetch_files", "too many files");
 			goto out;
 		}
-		req->fetch = xcalloc(json_array_size(v) + 1,
-				     sizeof(*req->fetch));
+		req->fetch =
+			xcalloc(json_array_size(v) + 1, sizeof(*req->fetch));
 		json_array_foreach(v, i, val)
 		{
 			if (!json_is_string(val) ||

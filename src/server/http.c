@@ -101,7 +101,7 @@ static void store_reply(struct request *req, unsigned status,
 void request_reply(struct request *req, unsigned status, json_t *body)
 {
 	char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY |
-						 JSON_REAL_PRECISION(12));
+					      JSON_REAL_PRECISION(12));
 
 	json_decref(body);
 	if (!text) {
@@ -245,8 +245,8 @@ void request_run(struct request *req, struct sandbox_spec *spec,
 	req->suspended = true;
 	MHD_suspend_connection(req->conn);
 	pthread_mutex_unlock(&req->lock);
-	req->job = runner_submit(server_state.runner, spec, &run_ops, req,
-				 &err);
+	req->job =
+		runner_submit(server_state.runner, spec, &run_ops, req, &err);
 	if (!req->job) {
 		unsigned running, queued, maxr, maxq;
 
@@ -326,11 +326,11 @@ static void dispatch(struct request *req)
 			continue;
 		req->route = routes[i].path;
 		if (req->too_large) {
-			request_error(req, 413, "payload_too_large",
-				      "the request body is larger than %llu "
-				      "bytes",
-				      (unsigned long long)
-					      server_state.cfg->max_body);
+			request_error(
+				req, 413, "payload_too_large",
+				"the request body is larger than %llu "
+				"bytes",
+				(unsigned long long)server_state.cfg->max_body);
 			return;
 		}
 		routes[i].fn(req);
@@ -357,14 +357,13 @@ static enum MHD_Result send_reply(struct request *req)
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 				req->content_type);
 	if (req->status == 503)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
-					"1");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
 	if (req->status == 405) {
 		for (size_t i = 0; i < ARRAY_SIZE(routes); i++)
 			if (!strcmp(routes[i].path, req->url))
-				MHD_add_response_header(
-					resp, MHD_HTTP_HEADER_ALLOW,
-					routes[i].method);
+				MHD_add_response_header(resp,
+							MHD_HTTP_HEADER_ALLOW,
+							routes[i].method);
 	}
 	r = MHD_queue_response(req->conn, req->status, resp);
 	MHD_destroy_response(resp);
@@ -395,8 +394,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		buf_init(&req->body);
 		pthread_mutex_init(&req->lock, NULL);
 		*con_cls = req;
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		cl = MHD_lookup_connection_value(
+			conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && parse_u64(cl, &len) == 0 &&
 		    len > server_state.cfg->max_body)
 			req->too_large = true;
@@ -425,8 +424,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	return send_reply(req);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn,
-			 void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
 {
 	struct request *req = *con_cls;
 

@@ -14,8 +14,9 @@
 #define SBX_VERSION "0.1.0"
 
 static const char *const route_names[] = {
-	"/run_code", "/v1/ping", "/v1/run", "/v1/health", "/metrics",
-	"not_found", "method_not_allowed", "unauthorized", "other",
+	"/run_code",	      "/v1/ping",     "/v1/run",
+	"/v1/health",	      "/metrics",     "not_found",
+	"method_not_allowed", "unauthorized", "other",
 };
 #define NROUTES ARRAY_SIZE(route_names)
 static const unsigned code_list[] = {200, 400, 401, 404, 405, 413,
@@ -152,8 +153,7 @@ void stats_metrics(struct request *req)
 			 "sbx_request_duration_seconds_count{route=\"%s\"} "
 			 "%llu\n",
 			 route_names[r], (unsigned long long)cum,
-			 route_names[r],
-			 (double)load(&latency_sum_us[r]) / 1e6,
+			 route_names[r], (double)load(&latency_sum_us[r]) / 1e6,
 			 route_names[r], (unsigned long long)cum);
 	}
 	buf_adds(&b, "# HELP sbx_runs_total Finished sandbox runs by "
@@ -177,7 +177,6 @@ void stats_metrics(struct request *req)
 		 "once.\n# TYPE sbx_sandboxes_capacity gauge\n"
 		 "sbx_sandboxes_capacity %u\n",
 		 (unsigned long long)load(&disconnects), running, queued, maxr);
-	request_reply_raw(req, 200, "text/plain; version=0.0.4", b.data,
-			  b.len);
+	request_reply_raw(req, 200, "text/plain; version=0.0.4", b.data, b.len);
 	buf_release(&b);
 }

@@ -130,6 +130,154 @@ def test_double_forked_daemon_is_killed(py):
     assert left == [], "sandboxed daemon survived sbx run: pids %s" % left
 
 
+def _alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ppid(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _remove_cgroups_of(sbx_pid):
+    """Removes the (empty) cgroups an sbx killed from outside left."""
+    prefix = "s%d-" % sbx_pid
+    for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
+                 "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/unified"):
+        for d, subdirs, _ in os.walk(root):
+            for sub in subdirs:
+                if sub.startswith(prefix):
+                    try:
+                        os.rmdir(os.path.join(d, sub))
+                    except OSError:
+                        pass
+
+
+def _kill_all(pids):
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_sandbox_dies_with_sbx(sig):
+    # sbx run is the only thing enforcing the wall limit: if it dies (OOM
+    # killer, kill -9, Ctrl-C), the sandbox must die with it rather than
+    # run on unsupervised.
+    marker = unique_marker()
+    proc = subprocess.Popen([SBX, "run", "-t", "60s", "--", "sleep",
+                             "1000." + marker], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    sandbox = []
+    try:
+        pids = wait_for(lambda: host_cmdline_pids("1000." + marker,
+                                                  "sleep"),
+                        "the sandboxed sleep to appear on the host")
+        sandbox = pids + [_ppid(p) for p in pids]  # with its init
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+        assert proc.returncode == -sig
+        try:
+            wait_for(lambda: not any(_alive(p) for p in sandbox),
+                     "the sandbox to go", timeout=10)
+        except AssertionError:
+            pass
+        left = [p for p in sandbox if _alive(p)]
+        assert left == [], (
+            "sbx run died of signal %d but its sandbox runs on "
+            "unsupervised: host pids %s (init %s)" % (sig, pids, sandbox[-1]))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _kill_all(sandbox)
+        if sandbox:
+            wait_for(lambda: not any(_alive(p) for p in sandbox),
+                     "the leftovers to die", timeout=10)
+        _remove_cgroups_of(proc.pid)
+
+
+def test_clone_child_exits_when_sbx_dies_before_starting_it(x86_64):
+    # sbx clones the sandbox's first process, then sets it up (uid maps,
+    # cgroup) and sends it a "go" byte. Killed in between, sbx must not
+    # leave that child behind: it runs as host uid 0, outside the cgroup.
+    # ptrace stops sbx right after the clone, deterministically.
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.restype = ctypes.c_long
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                            ctypes.c_void_p]
+    TRACEME, CONT, DETACH, SETOPTIONS, GETEVENTMSG = 0, 7, 17, 0x4200, 0x4201
+    O_TRACEFORK, O_TRACEVFORK, O_TRACECLONE = 2, 4, 8
+    WALL = 0x40000000
+    marker = unique_marker()
+    proc = subprocess.Popen(
+        [SBX, "run", "--", "sleep", "1000." + marker],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: libc.ptrace(TRACEME, 0, None, None))
+    child = None
+    try:
+        _, st = os.waitpid(proc.pid, WALL)  # stopped at its execve
+        assert os.WIFSTOPPED(st) and os.WSTOPSIG(st) == signal.SIGTRAP, st
+        assert libc.ptrace(SETOPTIONS, proc.pid, None, O_TRACEFORK |
+                           O_TRACEVFORK | O_TRACECLONE) == 0
+        assert libc.ptrace(CONT, proc.pid, None, None) == 0
+        while True:
+            _, st = os.waitpid(proc.pid, WALL)
+            assert os.WIFSTOPPED(st), "sbx ended before cloning: %#x" % st
+            if os.WSTOPSIG(st) == signal.SIGTRAP and (st >> 16) in (1, 2, 3):
+                break
+            sig = os.WSTOPSIG(st)
+            libc.ptrace(CONT, proc.pid, None,
+                        None if sig == signal.SIGTRAP else sig)
+        msg = ctypes.c_ulong()
+        assert libc.ptrace(GETEVENTMSG, proc.pid, None,
+                           ctypes.addressof(msg)) == 0
+        child = msg.value
+        # sbx dies before it could send "go".
+        os.kill(proc.pid, signal.SIGKILL)
+        os.waitpid(proc.pid, WALL)
+        proc.returncode = -signal.SIGKILL
+        _, st = os.waitpid(child, WALL)  # the child's first stop
+        assert libc.ptrace(DETACH, child, None, None) == 0
+        try:
+            wait_for(lambda: not _alive(child), "the child to exit",
+                     timeout=10)
+        except AssertionError:
+            pass
+        if _alive(child):
+            with open("/proc/%d/wchan" % child) as f:
+                wchan = f.read()
+            with open("/proc/%d/status" % child) as f:
+                uid = [l for l in f.read().splitlines()
+                       if l.startswith("Uid:")][0]
+            pytest.fail("sbx's clone child (host pid %d, %s) outlived sbx, "
+                        "blocked in %s: it holds the write end of its own "
+                        "start pipe, so it never sees EOF" % (
+                            child, uid, wchan))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            try:
+                os.waitpid(proc.pid, WALL)
+            except ChildProcessError:
+                pass
+            proc.returncode = -signal.SIGKILL
+        if child:
+            _kill_all([child])
+        _remove_cgroups_of(proc.pid)
+
+
 # 7. Network.
 
 def test_no_network_to_host(py):
