@@ -43,7 +43,7 @@ LIBS = $(PKG_LIBS) -lpthread
 LIB_SRCS := $(wildcard src/base/*.c src/sandbox/*.c src/runtime/*.c \
 	src/store/*.c src/llm/*.c src/server/*.c)
 CLI_SRCS := $(wildcard src/cli/*.c)
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -81,6 +81,15 @@ $(BUILD)/libsbx.a: $(LIB_OBJS)
 
 $(BUILD)/sbx: $(CLI_OBJS) $(BUILD)/libsbx.a
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libsbx.a $(LIBS)
+
+# What runs inside sandboxes and is not C (guest/) is embedded as strings.
+$(BUILD)/gen/guest.c: guest/repl.py tools/embed.py
+	@mkdir -p $(@D)
+	@python3 tools/embed.py guest_repl_py guest/repl.py > $@
+
+$(BUILD)/gen/guest.o: $(BUILD)/gen/guest.c
+	@echo "  CC $<"
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)

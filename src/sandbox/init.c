@@ -35,7 +35,7 @@
 
 extern char **environ;
 
-static void send_msg(const struct init_msg *m, const void *p1, const void *p2)
+void init_send(const struct init_msg *m, const void *p1, const void *p2)
 {
 	if (write_full(INIT_FD_STATUS, m, sizeof(*m)) < 0)
 		return;
@@ -45,12 +45,12 @@ static void send_msg(const struct init_msg *m, const void *p1, const void *p2)
 		write_full(INIT_FD_STATUS, p2, (size_t)m->len2);
 }
 
-static void __attribute__((noreturn)) fail(int err, const char *what)
+void init_fail(int err, const char *what)
 {
 	struct init_msg m = {.kind = INIT_MSG_ERROR, .err = err};
 
 	m.len1 = (uint32_t)strlen(what);
-	send_msg(&m, what, NULL);
+	init_send(&m, what, NULL);
 	_exit(127);
 }
 
@@ -61,11 +61,12 @@ static char *read_spec(size_t *len)
 	ssize_t n;
 
 	if (fstat(INIT_FD_SPEC, &st) < 0)
-		fail(errno, "cannot read the sandbox spec");
+		init_fail(errno, "cannot read the sandbox spec");
 	data = xmalloc((size_t)st.st_size + 1);
 	n = read_full(INIT_FD_SPEC, data, (size_t)st.st_size);
 	if (n != st.st_size)
-		fail(n < 0 ? (int)-n : EIO, "cannot read the sandbox spec");
+		init_fail(n < 0 ? (int)-n : EIO,
+			  "cannot read the sandbox spec");
 	close(INIT_FD_SPEC);
 	*len = (size_t)n;
 	return data;
@@ -111,7 +112,7 @@ static char **build_env(char **extra)
 }
 
 /* Resolves a path given by the client against the work dir. */
-static void full_path(char *out, size_t n, const char *path)
+void init_full_path(char *out, size_t n, const char *path)
 {
 	if (path[0] == '/')
 		snprintf(out, n, "%s", path);
@@ -120,7 +121,7 @@ static void full_path(char *out, size_t n, const char *path)
 }
 
 /* Creates the parents of path as the sandbox user. */
-static int make_parents(const char *path)
+int init_make_parents(const char *path)
 {
 	char tmp[PATH_MAX];
 	char *p;
@@ -140,7 +141,7 @@ static int make_parents(const char *path)
 
 /* Files are written and read with the sandbox user's filesystem identity,
  * so init never touches anything the command itself could not. */
-static void as_sandbox_user(uid_t uid, gid_t gid, bool on)
+void init_as_user(uid_t uid, gid_t gid, bool on)
 {
 	setfsgid(on ? gid : 0);
 	setfsuid(on ? uid : 0);
@@ -151,13 +152,13 @@ static void place_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 	char path[PATH_MAX], what[PATH_MAX + 32];
 	size_t i;
 
-	as_sandbox_user(uid, gid, true);
+	init_as_user(uid, gid, true);
 	for (i = 0; i < spec->nfiles; i++) {
 		const struct sandbox_file *f = &spec->files[i];
 		int fd, r;
 
-		full_path(path, sizeof(path), f->path);
-		r = make_parents(path);
+		init_full_path(path, sizeof(path), f->path);
+		r = init_make_parents(path);
 		fd = r ? -1
 		       : open(path,
 			      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
@@ -170,10 +171,10 @@ static void place_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 		fd_close(&fd);
 		if (r) {
 			snprintf(what, sizeof(what), "cannot write '%s'", path);
-			fail(-r, what);
+			init_fail(-r, what);
 		}
 	}
-	as_sandbox_user(uid, gid, false);
+	init_as_user(uid, gid, false);
 }
 
 static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
@@ -181,7 +182,7 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 	char path[PATH_MAX];
 	size_t i;
 
-	as_sandbox_user(uid, gid, true);
+	init_as_user(uid, gid, true);
 	for (i = 0; i < spec->nfetch; i++) {
 		struct init_msg m = {.kind = INIT_MSG_MISSING};
 		const char *name = spec->fetch[i];
@@ -189,7 +190,7 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 		struct stat st;
 		int fd;
 
-		full_path(path, sizeof(path), name);
+		init_full_path(path, sizeof(path), name);
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 		    (uint64_t)st.st_size <= spec->limits.disk_bytes) {
@@ -203,24 +204,26 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 		}
 		fd_close(&fd);
 		m.len1 = (uint32_t)strlen(name);
-		send_msg(&m, name, data);
+		init_send(&m, name, data);
 		free(data);
 	}
-	as_sandbox_user(uid, gid, false);
+	init_as_user(uid, gid, false);
 }
 
-/* The forked side of a step: becomes the sandbox user and executes. */
-static void __attribute__((noreturn))
-exec_step(const struct sandbox_spec *spec, const struct sandbox_step *step,
-	  void *filter, uid_t uid, gid_t gid)
+/* The forked side of a command: becomes the sandbox user and executes. */
+void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
+	       char **env, uint64_t cpu_ms, void *filter, uid_t uid, gid_t gid)
 {
 	struct child_err ce = {{0}};
 	struct sandbox_limits lim = spec->limits;
 	sigset_t all;
 	int sig, r;
 	char msg[PATH_MAX + 64];
-	const char *cwd = spec->cwd ? spec->cwd : SANDBOX_WORK_DIR;
+	char **all_env;
+	size_t n1 = 0, n2 = 0, i;
 
+	if (!cwd)
+		cwd = spec->cwd ? spec->cwd : SANDBOX_WORK_DIR;
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	for (sig = 1; sig < NSIG; sig++)
@@ -230,7 +233,7 @@ exec_step(const struct sandbox_spec *spec, const struct sandbox_step *step,
 	setsid();
 	/* Init is shielded from the OOM killer; the command must not be. */
 	write_file("/proc/self/oom_score_adj", "0");
-	lim.cpu_ms = step->cpu_ms;
+	lim.cpu_ms = cpu_ms;
 	r = rlimit_setup_child(&lim, &ce);
 	if (!r)
 		r = userns_drop_child(uid, gid, &ce);
@@ -246,12 +249,22 @@ exec_step(const struct sandbox_spec *spec, const struct sandbox_step *step,
 				 "cannot load the seccomp filter");
 	}
 	if (r)
-		fail(-r, ce.what);
-	environ = build_env(spec->env);
-	execvp(step->argv[0], step->argv);
+		init_fail(-r, ce.what);
+	/* The sandbox's env, then the command's own on top. */
+	while (spec->env && spec->env[n1])
+		n1++;
+	while (env && env[n2])
+		n2++;
+	all_env = xcalloc(n1 + n2 + 1, sizeof(*all_env));
+	for (i = 0; i < n1; i++)
+		all_env[i] = spec->env[i];
+	for (i = 0; i < n2; i++)
+		all_env[n1 + i] = env[i];
+	environ = build_env(all_env);
+	execvp(argv[0], argv);
 	r = errno;
-	snprintf(msg, sizeof(msg), "sbx: cannot execute '%s': %s\n",
-		 step->argv[0], strerror(r));
+	snprintf(msg, sizeof(msg), "sbx: cannot execute '%s': %s\n", argv[0],
+		 strerror(r));
 	write_full(STDERR_FILENO, msg, strlen(msg));
 	_exit(r == ENOENT ? 127 : 126);
 }
@@ -324,7 +337,7 @@ static void relay(struct step_run *sr, int stream)
 				     .value = stream,
 				     .len2 = (uint64_t)n};
 
-		send_msg(&m, NULL, chunk);
+		init_send(&m, NULL, chunk);
 		sr->sent[stream] += (uint64_t)n;
 	}
 }
@@ -359,16 +372,17 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
 	getrusage(RUSAGE_CHILDREN, &before);
 	in = step_stdin(step, idx);
 	if (in < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
-		fail(errno, "cannot set up the step's stdio");
+		init_fail(errno, "cannot set up the step's stdio");
 	sr.pid = fork();
 	if (sr.pid < 0)
-		fail(errno, "cannot fork the command");
+		init_fail(errno, "cannot fork the command");
 	if (sr.pid == 0) {
 		if (dup2(in, STDIN_FILENO) < 0 ||
 		    dup2(pout[1], STDOUT_FILENO) < 0 ||
 		    dup2(perr[1], STDERR_FILENO) < 0)
 			_exit(127);
-		exec_step(spec, step, filter, uid, gid);
+		init_exec(spec, step->argv, NULL, NULL, step->cpu_ms, filter,
+			  uid, gid);
 	}
 	close(in);
 	close(pout[1]);
@@ -395,7 +409,7 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
 					: (int)((deadline - now) / 1000000 + 1);
 		}
 		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
-			fail(errno, "cannot poll the step");
+			init_fail(errno, "cannot poll the step");
 		if (pfd[0].revents)
 			relay(&sr, 1);
 		if (pfd[1].revents)
@@ -428,7 +442,7 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
 		(uint64_t)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) *
 			1000000 +
 		(uint64_t)(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
-	send_msg(&m, NULL, NULL);
+	init_send(&m, NULL, NULL);
 	return sr.stop == INIT_STOP_NONE && WIFEXITED(sr.status) &&
 	       WEXITSTATUS(sr.status) == 0;
 }
@@ -456,7 +470,7 @@ void sandbox_init_main(void)
 	signal(SIGPIPE, SIG_IGN);
 	data = read_spec(&len);
 	if (wire_decode_spec(data, len, &spec, &mode) < 0)
-		fail(EINVAL, "cannot decode the sandbox spec");
+		init_fail(EINVAL, "cannot decode the sandbox spec");
 	free(data);
 	uid = SANDBOX_UID + (mode.userns ? 0 : mode.uid_base);
 	gid = SANDBOX_GID + (mode.userns ? 0 : mode.uid_base);
@@ -464,30 +478,32 @@ void sandbox_init_main(void)
 	/* The host attached us to the sandbox's cgroup before we started:
 	 * a new cgroup namespace makes that group our "/". */
 	if (unshare(CLONE_NEWCGROUP) < 0)
-		fail(errno, "cannot create the cgroup namespace");
+		init_fail(errno, "cannot create the cgroup namespace");
 	if (sethostname("sandbox", 7) < 0)
-		fail(errno, "cannot set the hostname");
+		init_fail(errno, "cannot set the hostname");
 	r = net_setup_child(&ce);
 	if (!r)
 		r = mnt_setup_child(&spec, uid, gid, &ce);
 	if (r)
-		fail(-r, ce.what);
+		init_fail(-r, ce.what);
 	place_files(&spec, uid, gid);
 	filter = seccomp_filter_new(&ce);
 	if (!filter)
-		fail(errno, ce.what);
+		init_fail(errno, ce.what);
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sigfd < 0)
-		fail(errno, "cannot watch for children");
+		init_fail(errno, "cannot watch for children");
+	if (spec.serve)
+		init_serve(&spec, filter, uid, gid, sigfd);
 
 	for (i = 0; i < spec.nsteps; i++)
 		if (!run_step(&spec, i, filter, uid, gid, sigfd) &&
 		    spec.steps[i].stop_unless_ok)
 			break;
 	fetch_files(&spec, uid, gid);
-	send_msg(&m, NULL, NULL);
+	init_send(&m, NULL, NULL);
 	_exit(0);
 }

@@ -49,6 +49,21 @@ enum init_msg_kind {
 	INIT_MSG_FETCH = 4,    /* a fetched file: payload is path then data */
 	INIT_MSG_MISSING = 5,  /* a fetch path that was absent: payload path */
 	INIT_MSG_DONE = 6,     /* every step ran; init exits next */
+
+	/* Serve mode (stateful sandboxes). Both directions use the same
+	 * header: step is the exec or request id, len1 bytes of JSON
+	 * arguments, then len2 bytes of payload. */
+	INIT_CMD_EXEC = 20,	  /* host: start a process */
+	INIT_CMD_STDIN = 21,	  /* host: bytes for an exec's stdin */
+	INIT_CMD_SIGNAL = 22,	  /* host: signal an exec's process group */
+	INIT_CMD_FILE_WRITE = 23, /* host: write (part of) a file */
+	INIT_CMD_FILE_READ = 24,  /* host: read a file */
+	INIT_CMD_FILE_DELETE = 25,
+	INIT_CMD_FILE_LIST = 26,
+	INIT_MSG_READY = 40,	 /* init: the view is built, commands welcome */
+	INIT_MSG_EXEC_END = 41,	 /* init: an exec ended (like STEP_END) */
+	INIT_MSG_REPLY = 42,	 /* init: answer to a file command */
+	INIT_MSG_EXEC_START = 43 /* init: an exec started (value: its pid) */
 };
 
 /* Why init ended a step early. */
@@ -99,6 +114,21 @@ int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce);
 void *seccomp_filter_new(struct child_err *ce);
 int seccomp_filter_load(void *filter);
 void seccomp_filter_free(void *filter);
+
+/* Shared by init.c and initserve.c (inside the sandbox). */
+void init_send(const struct init_msg *m, const void *p1, const void *p2);
+void init_fail(int err, const char *what) __attribute__((noreturn));
+void init_full_path(char *out, size_t n, const char *path);
+int init_make_parents(const char *path);
+void init_as_user(uid_t uid, gid_t gid, bool on);
+/* In a forked child: becomes the sandbox user and executes argv in cwd
+ * (NULL: the spec's) with env added to the sandbox's. */
+void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
+	       char **env, uint64_t cpu_ms, void *filter, uid_t uid, gid_t gid)
+	__attribute__((noreturn));
+/* Serve mode: answers host commands until the host kills the sandbox. */
+void init_serve(const struct sandbox_spec *spec, void *filter, uid_t uid,
+		gid_t gid, int sigfd) __attribute__((noreturn));
 
 /* Host-side userns step: writes the uid and gid maps of pid. */
 int userns_write_maps(pid_t pid, uint32_t base, char *err, size_t errlen);

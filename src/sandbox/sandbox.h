@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct loop;
+struct sandbox;
 
 /* The result vocabulary, shared by every API. */
 enum sandbox_status {
@@ -84,6 +85,7 @@ struct sandbox_spec {
 	size_t nfetch;
 	struct sandbox_limits limits;
 	int stdin_fd; /* borrowed; step 0's stdin; -1: empty */
+	bool serve; /* stateful: no steps; init answers commands until killed */
 };
 
 /* A file read back from the sandbox after the run (spec->fetch). */
@@ -177,10 +179,60 @@ int sandbox_host_sweep(void);
  * returns, and res with it (done() may steal res->fetched). */
 typedef void (*sandbox_output_fn)(void *ctx, size_t step, int stream,
 				  const char *data, size_t len);
-struct sandbox_ops {
-	sandbox_output_fn output;
-	void (*done)(void *ctx, struct sandbox_result *res);
+/* Events of a stateful sandbox (spec->serve); see sandbox_command(). */
+enum sandbox_event_kind {
+	SANDBOX_EV_READY,      /* set up: commands are welcome */
+	SANDBOX_EV_EXEC_START, /* id started as pid */
+	SANDBOX_EV_EXEC_END,   /* id ended: result */
+	SANDBOX_EV_REPLY,      /* answer to a file command: json, payload */
 };
+
+struct sandbox_event {
+	enum sandbox_event_kind kind;
+	uint32_t id;
+	int pid;
+	int err; /* EXEC_END: the exec could not start (errno) */
+	struct sandbox_step_result result;
+	const char *json; /* REPLY: {"errno": n, ...} */
+	size_t json_len;
+	const char *payload;
+	size_t payload_len;
+};
+
+struct sandbox_ops {
+	sandbox_output_fn output; /* serve mode: step is the exec id */
+	void (*done)(void *ctx, struct sandbox_result *res);
+	void (*event)(void *ctx, const struct sandbox_event *ev);
+};
+
+/* Commands to a stateful sandbox. json holds the arguments:
+ *   EXEC   {"argv": [..], "cwd", "env": ["N=V"], "timeout_ms",
+ *           "output_bytes", "stdin_close": bool}  payload: first stdin bytes
+ *   STDIN  {"close": bool}                        payload: bytes
+ *   SIGNAL {"signal": n}
+ *   FILE_WRITE  {"path", "append", "mode", "mkdirs"}  payload: bytes
+ *   FILE_READ   {"path", "offset", "max"}  -> REPLY {"errno", "size"} + bytes
+ *   FILE_DELETE {"path", "recursive"}
+ *   FILE_LIST   {"path"} -> REPLY {"errno", "entries": [{name, type, size,
+ *                                  mode, mtime}]}
+ * File commands answer with a REPLY event carrying the same id. Paths are
+ * relative to the work dir or absolute inside the sandbox. */
+enum sandbox_cmd {
+	SANDBOX_CMD_EXEC = 20,
+	SANDBOX_CMD_STDIN,
+	SANDBOX_CMD_SIGNAL,
+	SANDBOX_CMD_FILE_WRITE,
+	SANDBOX_CMD_FILE_READ,
+	SANDBOX_CMD_FILE_DELETE,
+	SANDBOX_CMD_FILE_LIST,
+};
+
+/* Queues a command (loop thread only). Returns 0 or -EPIPE when the
+ * sandbox is gone. */
+int sandbox_command(struct sandbox *sb, enum sandbox_cmd cmd, uint32_t id,
+		    const char *json, const void *payload, size_t len);
+/* Bytes queued towards the sandbox and not yet written (back-pressure). */
+size_t sandbox_pending(const struct sandbox *sb);
 
 struct sandbox;
 

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -177,7 +178,9 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		goto out;
 	}
 	args.fds[0] = r;
-	if (pipe2(status_pipe, O_CLOEXEC) < 0 ||
+	/* A socketpair: stateful sandboxes take commands on it too. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status_pipe) <
+		    0 ||
 	    pipe2(sync_pipe, O_CLOEXEC) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot create pipes: %s", strerror(-r));

@@ -49,6 +49,9 @@ struct sandbox {
 	char kill_reason[128];
 
 	struct buf status_buf; /* unparsed bytes from init */
+	bool serve;
+	struct buf outq; /* commands not yet written to init */
+	size_t outoff;
 	bool got_done;
 	bool got_error;
 	char error[200];
@@ -112,15 +115,12 @@ static uint64_t oom_kills(struct sandbox *sb)
 	return st.oom_kills;
 }
 
-static void step_ended(struct sandbox *sb, const struct init_msg *m)
+static void fill_step(struct sandbox *sb, const struct init_msg *m,
+		      struct sandbox_step_result *r)
 {
-	struct sandbox_step_result *r;
 	uint64_t ooms;
 	int ws = m->value;
 
-	if (m->step >= sb->nsteps)
-		return;
-	r = &sb->res.steps[m->step];
 	r->ran = true;
 	r->wall_ms = m->wall_us / 1000;
 	r->cpu_ms = m->cpu_us / 1000;
@@ -147,6 +147,50 @@ static void step_ended(struct sandbox *sb, const struct init_msg *m)
 		r->status = SANDBOX_OUTPUT_LIMIT;
 		r->output_truncated = true;
 	}
+}
+
+static void step_ended(struct sandbox *sb, const struct init_msg *m)
+{
+	if (m->step < sb->nsteps)
+		fill_step(sb, m, &sb->res.steps[m->step]);
+}
+
+static void serve_event(struct sandbox *sb, const struct init_msg *m,
+			const char *payload)
+{
+	struct sandbox_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.id = m->step;
+	switch (m->kind) {
+	case INIT_MSG_READY:
+		ev.kind = SANDBOX_EV_READY;
+		break;
+	case INIT_MSG_EXEC_START:
+		ev.kind = SANDBOX_EV_EXEC_START;
+		ev.pid = m->value;
+		break;
+	case INIT_MSG_EXEC_END:
+		ev.kind = SANDBOX_EV_EXEC_END;
+		ev.err = m->err;
+		fill_step(sb, m, &ev.result);
+		if (m->err) {
+			ev.result.status = SANDBOX_ERROR;
+			ev.result.exit_code = -1;
+		}
+		break;
+	case INIT_MSG_REPLY:
+		ev.kind = SANDBOX_EV_REPLY;
+		ev.json = payload;
+		ev.json_len = m->len1;
+		ev.payload = payload + m->len1;
+		ev.payload_len = (size_t)m->len2;
+		break;
+	default:
+		return;
+	}
+	if (sb->ops.event)
+		sb->ops.event(sb->ctx, &ev);
 }
 
 /* Parses every complete message in status_buf. */
@@ -178,8 +222,16 @@ static void parse_status(struct sandbox *sb)
 				sb->got_error = true;
 			}
 			break;
+		case INIT_MSG_READY:
+		case INIT_MSG_EXEC_START:
+		case INIT_MSG_EXEC_END:
+		case INIT_MSG_REPLY:
+			if (sb->serve)
+				serve_event(sb, &m, payload);
+			break;
 		case INIT_MSG_OUTPUT:
-			if (sb->ops.output && m.step < sb->nsteps &&
+			if (sb->ops.output &&
+			    (m.step < sb->nsteps || sb->serve) &&
 			    (m.value == 1 || m.value == 2))
 				sb->ops.output(sb->ctx, m.step, m.value,
 					       payload + m.len1,
@@ -232,12 +284,66 @@ static bool pump_status(struct sandbox *sb)
 	}
 }
 
+static void flush_commands(struct sandbox *sb)
+{
+	while (sb->outoff < sb->outq.len) {
+		ssize_t n =
+			write(sb->proc.status_fd, sb->outq.data + sb->outoff,
+			      sb->outq.len - sb->outoff);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			if (errno != EAGAIN) {
+				buf_reset(&sb->outq);
+				sb->outoff = 0;
+			}
+			break;
+		}
+		sb->outoff += (size_t)n;
+	}
+	if (sb->outoff == sb->outq.len) {
+		buf_reset(&sb->outq);
+		sb->outoff = 0;
+	}
+	if (sb->proc.status_fd >= 0)
+		loop_mod_fd(sb->loop, sb->proc.status_fd,
+			    EPOLLIN | (sb->outq.len ? EPOLLOUT : 0));
+}
+
 static void on_status(struct loop *loop, int fd, uint32_t events, void *arg)
 {
 	struct sandbox *sb = arg;
 
+	if ((events & EPOLLOUT) && sb->outq.len)
+		flush_commands(sb);
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
 	if (!pump_status(sb))
 		unwatch(sb, &sb->proc.status_fd);
+}
+
+int sandbox_command(struct sandbox *sb, enum sandbox_cmd cmd, uint32_t id,
+		    const char *json, const void *payload, size_t len)
+{
+	struct init_msg m = {.kind = (uint32_t)cmd, .step = id};
+
+	if (sb->exited || sb->proc.status_fd < 0 || sb->kill_status >= 0)
+		return -EPIPE;
+	m.len1 = json ? (uint32_t)strlen(json) : 0;
+	m.len2 = len;
+	buf_add(&sb->outq, &m, sizeof(m));
+	if (m.len1)
+		buf_add(&sb->outq, json, m.len1);
+	if (len)
+		buf_add(&sb->outq, payload, len);
+	flush_commands(sb);
+	return 0;
+}
+
+size_t sandbox_pending(const struct sandbox *sb)
+{
+	return sb->outq.len - sb->outoff;
 }
 
 static void on_wall(struct loop *loop, int fd, uint32_t events, void *arg)
@@ -365,6 +471,7 @@ static void finish(struct sandbox *sb)
 		sb->ops.done(sb->ctx, &sb->res);
 	sandbox_result_release(&sb->res);
 	buf_release(&sb->status_buf);
+	buf_release(&sb->outq);
 	free(sb);
 }
 
@@ -386,7 +493,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 		snprintf(err, errlen, "sandbox host not initialised");
 		return NULL;
 	}
-	if ((!spec->argv || !spec->argv[0]) && !spec->nsteps) {
+	if ((!spec->argv || !spec->argv[0]) && !spec->nsteps && !spec->serve) {
 		snprintf(err, errlen, "no command given");
 		return NULL;
 	}
@@ -396,6 +503,8 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->ops = *ops;
 	sb->ctx = ctx;
 	sb->limits = spec->limits;
+	sb->serve = spec->serve;
+	buf_init(&sb->outq);
 	sb->nsteps = spec->nsteps ? spec->nsteps : 1;
 	sb->res.steps = xcalloc(sb->nsteps, sizeof(*sb->res.steps));
 	sb->res.nsteps = sb->nsteps;
@@ -457,6 +566,7 @@ fail:
 	if (sb->have_cg)
 		cgroup_destroy(&sb->cg);
 	buf_release(&sb->status_buf);
+	buf_release(&sb->outq);
 	sandbox_result_release(&sb->res);
 	free(sb);
 	return NULL;

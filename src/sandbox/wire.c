@@ -52,7 +52,10 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	put_u64(out, WIRE_MAGIC);
 	put_u64(out, mode->userns);
 	put_u64(out, mode->uid_base);
-	if (spec->nsteps == 0) {
+	put_u64(out, spec->serve);
+	if (spec->serve) {
+		put_u64(out, 0);
+	} else if (spec->nsteps == 0) {
 		put_u64(out, 1);
 		put_strv(out, spec->argv);
 		put_u64(out, 0);
@@ -199,6 +202,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 		return -EINVAL;
 	mode->userns = get_u64(&r) != 0;
 	mode->uid_base = (uint32_t)get_u64(&r);
+	spec->serve = get_u64(&r) != 0;
 	n = get_count(&r);
 	if (!r.err && n) {
 		spec->steps = xcalloc(n, sizeof(*spec->steps));
@@ -263,7 +267,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 				r.err = -EINVAL;
 		}
 	}
-	if (!r.err && (spec->nsteps == 0 || r.left))
+	if (!r.err && ((spec->nsteps == 0 && !spec->serve) || r.left))
 		r.err = -EINVAL;
 	if (r.err) {
 		sandbox_spec_release(spec);

@@ -43,6 +43,7 @@ struct request {
 	char *url;
 	const char *route;
 	struct buf body;
+	uint64_t max_body;
 	bool too_large;
 	bool started; /* routed; body complete */
 	uint64_t start_ns;
@@ -54,6 +55,14 @@ struct request {
 	const char *content_type;
 	char *reply;
 	size_t reply_len;
+
+	/* streamed replies */
+	bool streaming, stream_ended, reader_waiting;
+	bool closed; /* MHD is done with the connection */
+	struct buf stream;
+	size_t stream_off;
+	void (*abort_fn)(void *arg);
+	void *abort_arg;
 
 	/* runner thread only */
 	struct runner_job *job;
@@ -69,6 +78,7 @@ static void request_unref(struct request *req)
 	if (__atomic_sub_fetch(&req->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	buf_release(&req->body);
+	buf_release(&req->stream);
 	free(req->url);
 	free(req->reply);
 	pthread_mutex_destroy(&req->lock);
@@ -91,11 +101,89 @@ static void store_reply(struct request *req, unsigned status,
 	req->content_type = content_type;
 	req->reply = body;
 	req->reply_len = len;
-	resume = req->suspended;
+	if (!body)
+		req->streaming = true;
+	resume = req->suspended && !req->closed;
 	req->suspended = false;
-	pthread_mutex_unlock(&req->lock);
+	/* Resumed under the lock so MHD cannot finish the connection in
+	 * between. */
 	if (resume)
 		MHD_resume_connection(req->conn);
+	pthread_mutex_unlock(&req->lock);
+}
+
+struct request *request_defer(struct request *req)
+{
+	__atomic_add_fetch(&req->refs, 1, __ATOMIC_ACQ_REL);
+	pthread_mutex_lock(&req->lock);
+	if (!req->replied) {
+		req->suspended = true;
+		MHD_suspend_connection(req->conn);
+	}
+	pthread_mutex_unlock(&req->lock);
+	return req;
+}
+
+void request_put(struct request *req)
+{
+	request_unref(req);
+}
+
+void request_stream_start(struct request *req, unsigned status,
+			  const char *content_type)
+{
+	store_reply(req, status, content_type, NULL, 0);
+}
+
+/* Wakes a reader that suspended for want of data. Lock held. */
+static void wake_reader(struct request *req)
+{
+	if (req->reader_waiting && !req->closed) {
+		req->reader_waiting = false;
+		MHD_resume_connection(req->conn);
+	}
+}
+
+void request_stream_write(struct request *req, const char *data, size_t len)
+{
+	pthread_mutex_lock(&req->lock);
+	if (!req->stream_ended) {
+		buf_add(&req->stream, data, len);
+		wake_reader(req);
+	}
+	pthread_mutex_unlock(&req->lock);
+}
+
+void request_stream_end(struct request *req)
+{
+	pthread_mutex_lock(&req->lock);
+	req->stream_ended = true;
+	wake_reader(req);
+	pthread_mutex_unlock(&req->lock);
+}
+
+void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&req->lock);
+	req->abort_fn = fn;
+	req->abort_arg = arg;
+	pthread_mutex_unlock(&req->lock);
+}
+
+const char *request_method(struct request *req)
+{
+	return req->method;
+}
+
+const char *request_path(struct request *req)
+{
+	return req->url;
+}
+
+const char *request_arg(struct request *req, const char *key)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND,
+					   key);
 }
 
 void request_reply(struct request *req, unsigned status, json_t *body)
@@ -273,6 +361,8 @@ struct route {
 };
 
 static const struct route routes[] = {
+	{"GET", "/v1/sandboxes", sandboxes_route},
+	{"POST", "/v1/sandboxes", sandboxes_route},
 	{"POST", "/run_code", compat_run_code},
 	{"GET", "/v1/ping", compat_ping},
 	{"POST", "/v1/run", native_run},
@@ -317,6 +407,18 @@ static void dispatch(struct request *req)
 			      "is required");
 		return;
 	}
+	if (str_starts_with(path, "/v1/sandboxes/")) {
+		req->route = "/v1/sandboxes";
+		if (req->too_large) {
+			request_error(req, 413, "payload_too_large",
+				      "the request body is larger than %llu "
+				      "bytes",
+				      (unsigned long long)req->max_body);
+			return;
+		}
+		sandboxes_route(req);
+		return;
+	}
 	for (i = 0; i < ARRAY_SIZE(routes); i++) {
 		if (strcmp(routes[i].path, path))
 			continue;
@@ -345,13 +447,46 @@ static void dispatch(struct request *req)
 		request_error(req, 404, "not_found", "no route '%s'", path);
 }
 
+/* MHD asks for the next bytes of a stream. With none yet, the connection
+ * is suspended until request_stream_write() or _end() resumes it. */
+static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct request *req = cls;
+	ssize_t n;
+
+	pthread_mutex_lock(&req->lock);
+	if (req->stream_off < req->stream.len) {
+		n = (ssize_t)(req->stream.len - req->stream_off);
+		if ((size_t)n > max)
+			n = (ssize_t)max;
+		memcpy(out, req->stream.data + req->stream_off, (size_t)n);
+		req->stream_off += (size_t)n;
+		if (req->stream_off == req->stream.len) {
+			buf_reset(&req->stream);
+			req->stream_off = 0;
+		}
+	} else if (req->stream_ended) {
+		n = MHD_CONTENT_READER_END_OF_STREAM;
+	} else {
+		req->reader_waiting = true;
+		MHD_suspend_connection(req->conn);
+		n = 0;
+	}
+	pthread_mutex_unlock(&req->lock);
+	return n;
+}
+
 static enum MHD_Result send_reply(struct request *req)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result r;
 
-	resp = MHD_create_response_from_buffer(req->reply_len, req->reply,
-					       MHD_RESPMEM_MUST_COPY);
+	if (req->streaming)
+		resp = MHD_create_response_from_callback(
+			MHD_SIZE_UNKNOWN, 64 * 1024, read_stream, req, NULL);
+	else
+		resp = MHD_create_response_from_buffer(
+			req->reply_len, req->reply, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -394,16 +529,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		buf_init(&req->body);
 		pthread_mutex_init(&req->lock, NULL);
 		*con_cls = req;
+		req->max_body = sandboxes_is_upload(method, url)
+					? server_state.cfg->max_upload
+					: server_state.cfg->max_body;
 		cl = MHD_lookup_connection_value(
 			conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && parse_u64(cl, &len) == 0 &&
-		    len > server_state.cfg->max_body)
+		if (cl && parse_u64(cl, &len) == 0 && len > req->max_body)
 			req->too_large = true;
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		if (req->body.len + *upload_data_size >
-		    server_state.cfg->max_body) {
+		if (req->body.len + *upload_data_size > req->max_body) {
 			req->too_large = true;
 			buf_release(&req->body);
 		}
@@ -428,10 +564,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	struct request *req = *con_cls;
+	void (*abort_fn)(void *arg) = NULL;
+	void *abort_arg = NULL;
 
 	if (!req)
 		return;
 	*con_cls = NULL;
+	pthread_mutex_lock(&req->lock);
+	req->closed = true;
+	if (req->streaming && !req->stream_ended) {
+		abort_fn = req->abort_fn;
+		abort_arg = req->abort_arg;
+	}
+	req->abort_fn = NULL;
+	pthread_mutex_unlock(&req->lock);
+	if (abort_fn)
+		abort_fn(abort_arg);
 	request_unref(req);
 }
 
@@ -465,6 +613,10 @@ void server_config_init(struct server_config *cfg)
 	cfg->limits.disk_bytes = SANDBOX_DEFAULT_DISK;
 	cfg->max_wall_ms = 600000;
 	cfg->max_memory = 8ull << 30;
+	cfg->max_upload = 512ull << 20;
+	cfg->max_sandboxes = 64;
+	cfg->idle_timeout_ms = 600000;
+	cfg->max_lifetime_ms = 6 * 3600000ull;
 }
 
 void server_config_release(struct server_config *cfg)
@@ -524,6 +676,7 @@ int server_run(const struct server_config *cfg)
 		fprintf(stderr, "sbx serve: %s\n", err);
 		return 1;
 	}
+	sandboxes_start(cfg);
 	/* Signals are taken synchronously below; every thread inherits the
 	 * mask. */
 	sigemptyset(&sigs);
@@ -564,6 +717,7 @@ int server_run(const struct server_config *cfg)
 	sigwait(&sigs, &sig);
 	log_info("stopping (signal %d)", sig);
 	MHD_quiesce_daemon(d);
+	sandboxes_stop();
 	runner_free(server_state.runner);
 	MHD_stop_daemon(d);
 	sandbox_host_release();

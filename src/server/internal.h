@@ -46,12 +46,38 @@ struct run_hooks {
 void request_run(struct request *req, struct sandbox_spec *spec,
 		 const struct run_hooks *hooks, void *ctx);
 
+/* Suspends the request until another thread replies. Returns the request
+ * with a reference for that thread, dropped by request_put() after the
+ * reply (or the last stream write). */
+struct request *request_defer(struct request *req);
+void request_put(struct request *req);
+
+/* Streamed replies (chunked, any thread): start once, write, end. */
+void request_stream_start(struct request *req, unsigned status,
+			  const char *content_type);
+void request_stream_write(struct request *req, const char *data, size_t len);
+void request_stream_end(struct request *req);
+/* Called (on an MHD thread) when the client of a stream goes away before
+ * its end; set by the handler. */
+void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg);
+
+const char *request_method(struct request *req);
+const char *request_path(struct request *req);
+/* A query argument, or NULL. */
+const char *request_arg(struct request *req, const char *key);
+
 /* Route handlers. */
 void compat_run_code(struct request *req);
 void compat_ping(struct request *req);
 void native_run(struct request *req);
 void stats_health(struct request *req);
 void stats_metrics(struct request *req);
+/* Everything under /v1/sandboxes. */
+void sandboxes_route(struct request *req);
+bool sandboxes_is_upload(const char *method, const char *url);
+/* Starts and stops the stateful-sandbox table on the runner's thread. */
+void sandboxes_start(const struct server_config *cfg);
+void sandboxes_stop(void);
 
 /* Metrics fed by the HTTP layer and the handlers. */
 void metrics_request(const char *route, unsigned status, uint64_t ns);

@@ -23,7 +23,11 @@ struct server_config {
 	struct sandbox_limits limits; /* defaults for every run */
 	uint64_t max_wall_ms;	      /* caps on what clients may ask */
 	uint64_t max_memory;
-	char *port_file; /* write the bound port here once listening */
+	char *port_file;	  /* write the bound port here once listening */
+	uint64_t max_upload;	  /* file and archive bodies */
+	unsigned max_sandboxes;	  /* live stateful sandboxes */
+	uint64_t idle_timeout_ms; /* default for stateful sandboxes */
+	uint64_t max_lifetime_ms; /* cap for stateful sandboxes */
 };
 
 /* Fills the defaults (env vars are the CLI's business). */

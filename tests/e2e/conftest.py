@@ -20,6 +20,9 @@ import pytest
 
 SBX = os.environ.get("SBX", "/work/main/build/sbx")
 SANDBOX_UID = 1000
+# The sandbox's uids 0..65535 are host uids UID_BASE.. (sbx's SBX_UID_BASE).
+UID_BASE = int(os.environ.get("SBX_UID_BASE") or 100000)
+SANDBOX_HOST_UID = UID_BASE + SANDBOX_UID
 IS_X86_64 = platform.machine() == "x86_64"
 
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import (SANDBOX_UID, SBX, describe, host_cmdline_pids,
+from conftest import (SANDBOX_HOST_UID, SANDBOX_UID, SBX, describe, host_cmdline_pids,
                       out_lines, unique_marker)
 
 # Python helpers every probe below starts with: raw syscalls through ctypes
@@ -167,7 +167,8 @@ def _kill_all(pids):
                 pass
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM],
+                         ids=["SIGKILL", "SIGTERM"])
 def test_sandbox_dies_with_sbx(sig):
     # sbx run is the only thing enforcing the wall limit: if it dies (OOM
     # killer, kill -9, Ctrl-C), the sandbox must die with it rather than
@@ -188,7 +189,7 @@ def test_sandbox_dies_with_sbx(sig):
         assert proc.returncode == -sig
         try:
             wait_for(lambda: not any(_alive(p) for p in sandbox),
-                     "the sandbox to go", timeout=10)
+                     "the sandbox to go", timeout=5)
         except AssertionError:
             pass
         left = [p for p in sandbox if _alive(p)]
@@ -252,7 +253,7 @@ def test_clone_child_exits_when_sbx_dies_before_starting_it(x86_64):
         assert libc.ptrace(DETACH, child, None, None) == 0
         try:
             wait_for(lambda: not _alive(child), "the child to exit",
-                     timeout=10)
+                     timeout=5)
         except AssertionError:
             pass
         if _alive(child):
@@ -285,12 +286,19 @@ def test_no_network_to_host(py):
     lsn.bind(("127.0.0.1", 0))
     lsn.listen(8)
     port = lsn.getsockname()[1]
+    # Abstract unix sockets belong to the network namespace too.
+    abstract = "\0sbx-e2e-" + unique_marker()
+    ulsn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ulsn.bind(abstract)
+    ulsn.listen(8)
     try:
         body = """\
             import socket
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.settimeout(10)
             oserr("connect", s.connect, ("127.0.0.1", int(sys.argv[1])))
+            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            oserr("abstract", u.connect, "\\0" + sys.argv[2])
             try:
                 socket.getaddrinfo("example.com", 80)
                 print("resolve OK")
@@ -302,16 +310,21 @@ def test_no_network_to_host(py):
                     for l in open("/proc/net/dev").read().splitlines()[2:]]
             print("ifaces", ",".join(devs))
             """
-        p = run_probe(py, body, port)
+        p = run_probe(py, body, port, abstract[1:])
         assert p["connect"] == "ECONNREFUSED", p
+        assert p["abstract"] == "ECONNREFUSED", p
         assert p["resolve"].startswith("gaierror"), p
         assert p["ifaces"] == "lo", p
         # Whatever happened inside, nothing reached the host listener.
         lsn.setblocking(False)
         with pytest.raises(BlockingIOError):
             lsn.accept()
+        ulsn.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            ulsn.accept()
     finally:
         lsn.close()
+        ulsn.close()
 
 
 # 8. Host files.
@@ -715,6 +728,8 @@ def test_not_host_root(py, run):
         gids = [int(g) for g in status["Gid"].split()]
         assert all(u != 0 for u in uids), status["Uid"]
         assert all(g != 0 for g in gids), status["Gid"]
+        # Precisely: the unprivileged host uid the sandbox user maps to.
+        assert uids == [SANDBOX_HOST_UID] * 4, status["Uid"]
         assert int(status["CapEff"], 16) == 0, status["CapEff"]
         os.kill(pids[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=30)

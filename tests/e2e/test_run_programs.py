@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import SBX, describe, out_lines
+from conftest import SANDBOX_HOST_UID, SBX, describe, out_lines
 
 
 def test_python_threads_and_multiprocessing(py):
@@ -134,7 +134,7 @@ def test_ro_bind_and_bind(run, open_dir):
     (src / "data").write_text("from host\n")
     out = open_dir / "out"
     out.mkdir()
-    os.chown(out, 101000, 101000)  # the sandbox user on the host
+    os.chown(out, SANDBOX_HOST_UID, SANDBOX_HOST_UID)
     cp, res = run(["--ro-bind", "%s:/data" % src, "--bind",
                    "%s:/out" % out, "--", "bash", "-c",
                    "cat /data/data; echo x > /data/new 2>&1 || true; "

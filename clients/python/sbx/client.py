@@ -1,0 +1,203 @@
+"""The synchronous sbx client.
+
+Client keeps idle HTTP/1.1 connections (http.client) in a pool: a call
+takes one, or opens one when none is idle, and gives it back when the reply
+says the connection stays open. The pool keeps at most max_connections idle
+connections; calls from many threads never share a connection.
+"""
+from __future__ import annotations
+
+import http.client
+import select
+import socket
+import threading
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    TypeVar, Union)
+
+from . import _api, _http
+from ._api import Call, FileData, TestSpec
+from ._http import describe as _describe
+from .errors import SbxConnectionError, SbxTimeout
+from .types import Health, Limits, RunCodeResult, RunResult
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+# A reused connection that fails like this before any reply byte most likely
+# was closed by the server while idle (--client-timeout): retry once, fresh.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError,
+          ConnectionAbortedError, BrokenPipeError)
+
+
+def _is_dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection was closed by the server (or has bytes
+    nobody asked for): then it is readable."""
+    try:
+        if hasattr(select, "poll"):  # any fd number, unlike select()
+            poller = select.poll()
+            poller.register(conn.sock, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([conn.sock], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return True
+
+
+class Client:
+    """Synchronous client of one sbx server; thread-safe.
+
+    base_url defaults to $SBX_URL, then http://127.0.0.1:8080; token to
+    $SBX_TOKEN ("" sends none). timeout is how many seconds to wait for a
+    reply (None: forever); a run waits at least as long as its own limits.
+    """
+
+    def __init__(self, base_url: Optional[str] = None,
+                 token: Optional[str] = None, *,
+                 timeout: Optional[float] = _http.DEFAULT_TIMEOUT,
+                 max_connections: int = _http.DEFAULT_MAX_CONNECTIONS) -> None:
+        self.endpoint = _http.endpoint(base_url)
+        self.timeout = timeout
+        self.max_connections = max(1, max_connections)
+        self._token = _http.token_from(token)
+        self._idle: List[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def base_url(self) -> str:
+        return str(self.endpoint)
+
+    def __repr__(self) -> str:
+        return "Client(%r)" % self.base_url
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes idle connections; the client stays usable."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # ---- API verbs ----
+
+    def run_code(self, code: str, language: str = "python", *,
+                 compile_timeout: Optional[float] = None,
+                 run_timeout: Optional[float] = None,
+                 memory_limit_mb: Optional[int] = None,
+                 stdin: Optional[str] = None,
+                 files: Optional[Mapping[str, FileData]] = None,
+                 fetch_files: Optional[Iterable[str]] = None) -> RunCodeResult:
+        """POST /run_code (SandboxFusion-compatible).
+
+        files maps sandbox paths to contents (bytes, or str sent as UTF-8);
+        fetch_files names files to bring back, in .files as bytes. Limits
+        left None take the server's defaults.
+        """
+        return self._call(_api.run_code(code, language, compile_timeout,
+                                        run_timeout, memory_limit_mb, stdin,
+                                        files, fetch_files))
+
+    def run(self, language: str, source: Optional[str] = None, *,
+            files: Optional[Mapping[str, Union[str, bytes]]] = None,
+            entry: Optional[str] = None,
+            args: Optional[Sequence[str]] = None,
+            stdin: Optional[str] = None,
+            limits: Union[Limits, Mapping[str, Any], None] = None,
+            tests: Optional[Iterable[TestSpec]] = None) -> RunResult:
+        """POST /v1/run: one program, from source or files (+ entry).
+
+        tests is a list of TestCase or {"stdin", "expected_stdout"} dicts;
+        with tests the program is compiled once and run once per test.
+        """
+        return self._call(_api.run(language, source, files, entry, args,
+                                   stdin, limits, tests))
+
+    def health(self) -> Health:
+        """GET /v1/health."""
+        return self._call(_api.health())
+
+    def ping(self) -> bool:
+        """GET /v1/ping: True when the server answers "pong", False when it
+        cannot be reached. HTTP errors (such as 401) still raise."""
+        try:
+            return self._call(_api.ping())
+        except SbxConnectionError:
+            return False
+
+    def request(self, method: str, path: str,
+                json: Optional[Dict[str, Any]] = None) -> Any:
+        """Any other route: returns the parsed JSON (or text) reply."""
+        return self._call(_api.raw(method, path, json))
+
+    # ---- transport ----
+
+    def _take(self, fresh: bool) -> http.client.HTTPConnection:
+        while not fresh:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn = self._idle.pop()
+            if not _is_dropped(conn):
+                return conn
+            conn.close()
+        ep = self.endpoint
+        if ep.scheme == "https":
+            return http.client.HTTPSConnection(ep.host, ep.port,
+                                               timeout=self.timeout)
+        return http.client.HTTPConnection(ep.host, ep.port,
+                                          timeout=self.timeout)
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if conn.sock is not None and \
+                    len(self._idle) < self.max_connections:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _call(self, call: Call[T]) -> T:
+        body = _http.encode(call.body)
+        hdrs = _http.headers(self._token, body is not None)
+        path = self.endpoint.prefix + call.path
+        timeout = _http.wait_for(self.timeout, call)
+        what = "%s %s%s" % (call.method, self.base_url, call.path)
+        for attempt in range(2):
+            conn = self._take(fresh=attempt > 0)
+            reused = conn.sock is not None
+            resp: Optional[http.client.HTTPResponse] = None
+            try:
+                if conn.sock is None:
+                    conn.timeout = self.timeout
+                    conn.connect()
+                conn.sock.settimeout(timeout)
+                conn.request(call.method, path, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+            except socket.timeout:
+                conn.close()
+                raise SbxTimeout("%s: no reply within %ss"
+                                 % (what, timeout)) from None
+            except _STALE as e:
+                conn.close()
+                if reused and resp is None and attempt == 0:
+                    continue
+                raise SbxConnectionError("%s: %s" % (what, _describe(e))) from e
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                raise SbxConnectionError("%s: %s" % (what, _describe(e))) from e
+            except BaseException:
+                conn.close()
+                raise
+            assert resp is not None
+            hdr = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.will_close:
+                conn.close()
+            self._give_back(conn)
+            return _http.finish(call, resp.status, hdr, data)
+        raise AssertionError("unreachable")

@@ -1,0 +1,147 @@
+"""Exceptions raised by the sbx client.
+
+Every HTTP error reply of sbx carries {"error": {"code", "message"}}; the
+exception keeps the HTTP status, that code and that message. Failures to
+reach the server at all raise SbxConnectionError.
+"""
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Dict, Mapping, Optional, Type
+
+__all__ = [
+    "SbxError",
+    "SbxConnectionError",
+    "SbxTimeout",
+    "BadRequest",
+    "Unprocessable",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "NotFound",
+    "Busy",
+    "ServerError",
+    "error_from_reply",
+]
+
+
+class SbxError(Exception):
+    """Base class: an error reply from sbx, or no usable reply at all."""
+
+    def __init__(self, status: Optional[int], code: str, message: str,
+                 body: Any = None) -> None:
+        super().__init__(status, code, message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return "%s: %s" % (self.code, self.message)
+        return "HTTP %d %s: %s" % (self.status, self.code, self.message)
+
+
+class SbxConnectionError(SbxError):
+    """The server could not be reached, or broke off the exchange."""
+
+    def __init__(self, message: str, code: str = "connection_error") -> None:
+        super().__init__(None, code, message)
+
+
+class SbxTimeout(SbxConnectionError):
+    """No reply within the client's timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="timeout")
+
+
+class BadRequest(SbxError):
+    """The server refused the request (400 and other unmapped 4xx)."""
+
+
+class Unprocessable(BadRequest):
+    """422: the request body is not valid; .detail is FastAPI-like."""
+
+    @property
+    def detail(self) -> Any:
+        return self.body.get("detail") if isinstance(self.body, dict) else None
+
+
+class PayloadTooLarge(BadRequest):
+    """413: the request body is bigger than the server accepts."""
+
+
+class Unauthorized(SbxError):
+    """401/403: the bearer token is missing or wrong."""
+
+
+class NotFound(SbxError):
+    """404: no such route or resource."""
+
+
+class Busy(SbxError):
+    """503: every sandbox is busy and the queue is full; retry later."""
+
+    def __init__(self, status: Optional[int], code: str, message: str,
+                 body: Any = None, retry_after: Optional[float] = None) -> None:
+        super().__init__(status, code, message, body)
+        self.retry_after = retry_after
+
+
+class ServerError(SbxError):
+    """5xx other than 503, or a reply the client cannot read."""
+
+
+_BY_STATUS: Dict[int, Type[SbxError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    413: PayloadTooLarge,
+    422: Unprocessable,
+    429: Busy,
+    503: Busy,
+}
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_from_reply(status: int, headers: Mapping[str, str],
+                     payload: Any) -> SbxError:
+    """Builds the exception for an HTTP error reply.
+
+    headers must have lower-case names; payload is the parsed JSON body,
+    or the body text when it was not JSON.
+    """
+    code = "http_%d" % status
+    message = ""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(err, dict):
+        code = str(err.get("code") or code)
+        message = str(err.get("message") or "")
+    elif isinstance(payload, dict) and "detail" in payload:
+        message = str(payload["detail"])
+    elif isinstance(payload, str):
+        message = payload.strip()[:1000]
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = BadRequest if 400 <= status < 500 else ServerError
+    if cls is Busy:
+        return Busy(status, code, message, payload,
+                    retry_after=_retry_after(headers.get("retry-after")))
+    return cls(status, code, message, payload)

@@ -1,0 +1,365 @@
+/*
+ * REPL contexts, host side: the queue of cells, the driver's reply
+ * stream, timeouts with interrupt-then-restart.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/loop.h"
+#include "base/text.h"
+#include "base/util.h"
+#include "runtime/repl.h"
+#include "base/banned.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define MAX_TIMEOUT_MS 3600000
+#define GRACE_MS 2000
+#define MAX_OUTPUT (1u << 20)
+#define MAX_LINE (8u << 20)
+
+struct cell {
+	char *code;
+	uint64_t timeout_ms;
+	session_reply_fn fn;
+	void *ctx;
+	struct cell *next;
+};
+
+struct repl {
+	char name[64];
+	char lang[8];
+	const struct repl_host *host;
+	void *sctx;
+	struct loop *loop;
+	uint32_t proc_id;
+	bool alive;
+	bool lost_state; /* the next reply says restarted */
+	struct buf line;
+	unsigned count;
+	struct cell *queue, *current;
+	int timer_fd;
+	bool interrupted, killing;
+	struct repl *next;
+};
+
+static void reply_error(session_reply_fn fn, void *ctx, unsigned status,
+			const char *code, const char *msg)
+{
+	struct session_reply r = {.status = status,
+				  .json = json_pack("{s:{s:s,s:s}}", "error",
+						    "code", code, "message",
+						    msg)};
+
+	if (fn)
+		fn(ctx, &r);
+	else
+		json_decref(r.json);
+}
+
+static void cell_free(struct cell *c)
+{
+	free(c->code);
+	free(c);
+}
+
+static void timer_stop(struct repl *r)
+{
+	if (r->timer_fd < 0)
+		return;
+	loop_del_fd(r->loop, r->timer_fd);
+	fd_close(&r->timer_fd);
+}
+
+static void on_timer(struct loop *loop, int fd, uint32_t events, void *arg);
+
+static void timer_start(struct repl *r, uint64_t ms)
+{
+	timer_stop(r);
+	r->timer_fd = timer_fd_new(ms, false);
+	if (r->timer_fd >= 0)
+		loop_add_fd(r->loop, r->timer_fd, EPOLLIN, on_timer, r);
+}
+
+/* Sends the finished cell's reply and starts the next one. */
+static void finish_cell(struct repl *r, json_t *o)
+{
+	struct cell *c = r->current;
+	struct session_reply rep = {.status = 200, .json = o};
+
+	r->current = NULL;
+	timer_stop(r);
+	json_object_set_new(o, "context", json_string(r->name));
+	json_object_set_new(o, "language", json_string(r->lang));
+	json_object_set_new(o, "execution_count", json_integer(r->count));
+	if (!json_object_get(o, "restarted"))
+		json_object_set_new(o, "restarted",
+				    json_boolean(r->lost_state));
+	if (json_is_true(json_object_get(o, "restarted")))
+		r->count = 0;
+	r->lost_state = false;
+	r->interrupted = r->killing = false;
+	if (c->fn)
+		c->fn(c->ctx, &rep);
+	else
+		json_decref(o);
+	cell_free(c);
+}
+
+static void pump(struct repl *r)
+{
+	json_t *req;
+	char *text;
+
+	if (r->current || !r->queue)
+		return;
+	if (!r->alive) {
+		const char *argv[] = {"python3", "-c", guest_repl_py, r->lang,
+				      NULL};
+
+		r->host->exec(r->sctx, &r->proc_id, argv);
+		r->alive = true;
+		buf_reset(&r->line);
+	}
+	r->current = r->queue;
+	r->queue = r->current->next;
+	r->count++;
+	req = json_pack("{s:s,s:i,s:i}", "code", r->current->code, "n",
+			(int)r->count, "max_output", (int)MAX_OUTPUT);
+	text = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (text) {
+		size_t n = strlen(text);
+
+		text = xrealloc(text, n + 2);
+		text[n] = '\n';
+		text[n + 1] = '\0';
+		r->host->stdin_write(r->sctx, r->proc_id, text, n + 1);
+		free(text);
+	}
+	timer_start(r, r->current->timeout_ms);
+}
+
+static void on_timer(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct repl *r = arg;
+
+	timer_stop(r);
+	if (!r->current || !r->alive)
+		return;
+	if (!r->interrupted) {
+		/* First ask nicely: KeyboardInterrupt keeps the state. */
+		r->interrupted = true;
+		r->host->signal(r->sctx, r->proc_id, SIGINT);
+		timer_start(r, GRACE_MS);
+		return;
+	}
+	r->killing = true;
+	r->host->signal(r->sctx, r->proc_id, SIGKILL);
+}
+
+static void handle_line(struct repl *r, const char *line, size_t len)
+{
+	json_t *o = json_loadb(line, len, 0, NULL);
+
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return;
+	}
+	if (json_is_true(json_object_get(o, "ready")) || !r->current) {
+		json_decref(o);
+		return;
+	}
+	json_object_del(o, "n");
+	if (r->interrupted)
+		json_object_set_new(o, "status", json_string("timeout"));
+	finish_cell(r, o);
+	pump(r);
+}
+
+bool repl_output(struct repl *list, uint32_t id, int stream, const char *data,
+		 size_t len)
+{
+	struct repl *r;
+
+	for (r = list; r; r = r->next)
+		if (r->alive && r->proc_id == id)
+			break;
+	if (!r)
+		return false;
+	if (stream != 1)
+		return true; /* the driver's own stderr: nothing to report */
+	if (r->line.len + len > MAX_LINE) {
+		buf_reset(&r->line); /* a runaway line: drop it */
+		return true;
+	}
+	buf_add(&r->line, data, len);
+	for (;;) {
+		char *nl = memchr(r->line.data, '\n', r->line.len);
+		size_t n;
+
+		if (!nl)
+			break;
+		n = (size_t)(nl - r->line.data);
+		if (n && r->line.data[0] == '\x1e')
+			handle_line(r, r->line.data + 1, n - 1);
+		memmove(r->line.data, nl + 1, r->line.len - n - 1);
+		r->line.len -= n + 1;
+		r->line.data[r->line.len] = '\0';
+	}
+	return true;
+}
+
+void repl_process_ended(struct repl *list, uint32_t id,
+			const struct sandbox_step_result *res)
+{
+	struct repl *r;
+	char msg[256];
+	json_t *o;
+
+	for (r = list; r; r = r->next)
+		if (r->alive && r->proc_id == id)
+			break;
+	if (!r)
+		return;
+	r->alive = false;
+	r->lost_state = true;
+	if (!r->current)
+		return;
+	if (r->killing) {
+		o = json_pack(
+			"{s:s,s:s,s:s,s:n,s:b,s:{s:s,s:s,s:s}}", "status",
+			"timeout", "stdout", "", "stderr", "", "result",
+			"restarted", 1, "error", "ename", "KeyboardInterrupt",
+			"evalue",
+			"the cell did not stop when interrupted; the REPL "
+			"was restarted and its state is lost",
+			"traceback", "");
+	} else {
+		if (res->signal)
+			snprintf(msg, sizeof(msg),
+				 "the %s interpreter was killed by signal %d "
+				 "during the cell%s; its state is lost",
+				 r->lang, res->signal,
+				 res->oom_killed ? " (out of memory)" : "");
+		else
+			snprintf(msg, sizeof(msg),
+				 "the %s interpreter exited with status %d "
+				 "during the cell; its state is lost",
+				 r->lang, res->exit_code);
+		o = json_pack("{s:s,s:s,s:s,s:n,s:b,s:{s:s,s:s,s:s}}", "status",
+			      "error", "stdout", "", "stderr", "", "result",
+			      "restarted", 1, "error", "ename",
+			      "InterpreterExited", "evalue", msg, "traceback",
+			      "");
+	}
+	finish_cell(r, o);
+	pump(r); /* a queued cell starts a fresh driver */
+}
+
+bool repl_busy(const struct repl *list)
+{
+	for (; list; list = list->next)
+		if (list->current || list->queue)
+			return true;
+	return false;
+}
+
+void repl_free_all(struct repl *list, const char *why)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "the sandbox is gone: %s", why);
+	while (list) {
+		struct repl *r = list;
+
+		list = r->next;
+		timer_stop(r);
+		if (r->current) {
+			reply_error(r->current->fn, r->current->ctx, 410,
+				    "gone", msg);
+			cell_free(r->current);
+		}
+		while (r->queue) {
+			struct cell *c = r->queue;
+
+			r->queue = c->next;
+			reply_error(c->fn, c->ctx, 410, "gone", msg);
+			cell_free(c);
+		}
+		buf_release(&r->line);
+		free(r);
+	}
+}
+
+void repl_run(struct repl **list, const struct repl_host *host, void *sctx,
+	      struct loop *loop, json_t *args, session_reply_fn fn, void *ctx)
+{
+	const char *lang, *name = "default", *code;
+	json_t *v;
+	struct repl *r;
+	struct cell *c, **tail;
+	double secs = DEFAULT_TIMEOUT_MS / 1000.0;
+
+	lang = json_string_value(json_object_get(args, "language"));
+	code = json_string_value(json_object_get(args, "code"));
+	if (!lang || (strcmp(lang, "python") && strcmp(lang, "bash"))) {
+		reply_error(fn, ctx, 422, "unprocessable",
+			    "'language' must be \"python\" or \"bash\"");
+		return;
+	}
+	if (!code) {
+		reply_error(fn, ctx, 422, "unprocessable",
+			    "'code' must be a string");
+		return;
+	}
+	v = json_object_get(args, "context");
+	if (v && !json_is_null(v)) {
+		name = json_string_value(v);
+		if (!name || !*name || strlen(name) >= 64) {
+			reply_error(fn, ctx, 422, "unprocessable",
+				    "'context' must be a name of 1 to 63 "
+				    "characters");
+			return;
+		}
+	}
+	v = json_object_get(args, "timeout_s");
+	if (v && !json_is_null(v)) {
+		secs = json_is_number(v) ? json_number_value(v) : -1;
+		if (!(secs > 0) || secs * 1000 > MAX_TIMEOUT_MS) {
+			reply_error(fn, ctx, 422, "unprocessable",
+				    "'timeout_s' must be a number of seconds "
+				    "above 0, at most 3600");
+			return;
+		}
+	}
+	for (r = *list; r; r = r->next)
+		if (!strcmp(r->name, name) && !strcmp(r->lang, lang))
+			break;
+	if (!r) {
+		r = xcalloc(1, sizeof(*r));
+		str_copy(r->name, sizeof(r->name), name);
+		str_copy(r->lang, sizeof(r->lang), lang);
+		r->host = host;
+		r->sctx = sctx;
+		r->loop = loop;
+		r->timer_fd = -1;
+		buf_init(&r->line);
+		r->next = *list;
+		*list = r;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->code = xstrdup(code);
+	c->timeout_ms = (uint64_t)(secs * 1000);
+	c->fn = fn;
+	c->ctx = ctx;
+	for (tail = &r->queue; *tail; tail = &(*tail)->next)
+		;
+	*tail = c;
+	pump(r);
+}

@@ -1,0 +1,95 @@
+/*
+ * Stateful sandboxes ("sessions"): long-lived sandboxes whose init serves
+ * commands. A session has an id, labels, an idle timeout and a maximum
+ * lifetime; it runs processes (waited for, or in the background with their
+ * output kept), moves files and whole trees in and out, and hosts REPLs.
+ *
+ * Everything here runs on the runner's loop thread: callers post to it.
+ * Results come back through a reply callback with an HTTP-like status and
+ * a JSON body (or raw bytes), so the server only translates.
+ */
+#ifndef SBX_SESSION_H
+#define SBX_SESSION_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sandbox/sandbox.h"
+
+struct loop;
+
+struct session_reply {
+	unsigned status; /* 200, 201, 404, ... */
+	json_t *json;	 /* owned by the receiver; NULL when raw is set */
+	const char *raw; /* borrowed for the duration of the call */
+	size_t raw_len;
+};
+
+typedef void (*session_reply_fn)(void *ctx, struct session_reply *reply);
+
+struct session_limits {
+	unsigned max_sessions;
+	uint64_t default_idle_ms;
+	uint64_t max_lifetime_ms;
+	struct sandbox_limits limits; /* defaults for every session */
+	uint64_t max_memory;
+	uint64_t max_disk;
+};
+
+/* Sets up the table on the loop's thread; boot is this server's start
+ * time, used to recognise ids of an earlier run. */
+void sessions_init(struct loop *loop, const struct session_limits *lim);
+/* Kills every session (server shutdown). */
+void sessions_shutdown(void);
+unsigned sessions_count(void);
+
+/* POST /v1/sandboxes. args: {"limits": {...}, "env": {...},
+ * "idle_timeout_s", "max_lifetime_s", "labels": {...}}. */
+void session_create(json_t *args, session_reply_fn fn, void *ctx);
+void session_get(const char *id, session_reply_fn fn, void *ctx);
+/* label: "key=value" or NULL. */
+void session_list(const char *label, session_reply_fn fn, void *ctx);
+void session_delete(const char *id, session_reply_fn fn, void *ctx);
+
+/* Output of a streamed exec, as it happens. */
+typedef void (*session_stream_fn)(void *ctx, const char *stream,
+				  const char *data, size_t len);
+
+/* POST .../exec. args: {"argv": [..] | "cmd": "shell string", "cwd",
+ * "env": {...}, "stdin", "timeout_s", "background": bool}. With stream set,
+ * chunks go to stream() as they come and the final reply is the exit
+ * event. */
+void session_exec(const char *id, json_t *args, session_stream_fn stream,
+		  session_reply_fn fn, void *ctx);
+/* Kills the streamed exec of ctx, whose client went away; its reply
+ * still comes (and goes nowhere). */
+void session_exec_abandon(void *ctx);
+
+/* Background processes. */
+void session_procs(const char *id, session_reply_fn fn, void *ctx);
+void session_proc_output(const char *id, uint32_t pid, session_reply_fn fn,
+			 void *ctx);
+void session_proc_signal(const char *id, uint32_t pid, int sig,
+			 session_reply_fn fn, void *ctx);
+
+/* Files: raw bytes in and out; a directory reads as a JSON listing. */
+void session_file_put(const char *id, const char *path, const char *data,
+		      size_t len, session_reply_fn fn, void *ctx);
+void session_file_get(const char *id, const char *path, session_reply_fn fn,
+		      void *ctx);
+void session_file_delete(const char *id, const char *path, bool recursive,
+			 session_reply_fn fn, void *ctx);
+/* Trees as tar archives (extracted and created by tar inside the sandbox,
+ * as the sandbox user). */
+void session_archive_put(const char *id, const char *dir, const char *data,
+			 size_t len, session_reply_fn fn, void *ctx);
+void session_archive_get(const char *id, const char *dir, session_reply_fn fn,
+			 void *ctx);
+
+/* REPL cells. args: {"language": "python"|"bash", "code", "context",
+ * "timeout_s"}. */
+void session_repl(const char *id, json_t *args, session_reply_fn fn, void *ctx);
+
+#endif

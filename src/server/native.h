@@ -1,0 +1,88 @@
+/*
+ * The native one-shot run request (POST /v1/run), parsed into a plain
+ * struct. The parser knows nothing of the server or of sandboxes, so it
+ * links and is fuzzed on its own (tests/fuzz/fuzz_native.c).
+ */
+#ifndef SBX_SERVER_NATIVE_H
+#define SBX_SERVER_NATIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/lang.h"
+
+#define NATIVE_MAX_TESTS 256
+#define NATIVE_MAX_FILES 1024
+#define NATIVE_MAX_ARGS 256
+
+/* Client-chosen limits; 0 means "not given, use the server's default". */
+struct native_limits {
+	uint64_t wall_ms;	  /* per run step (each test) */
+	uint64_t cpu_ms;	  /* per run step */
+	uint64_t memory_mb;	  /* the whole sandbox, compile included */
+	uint64_t pids;		  /* the whole sandbox */
+	uint64_t output_bytes;	  /* per stream and step */
+	uint64_t compile_wall_ms; /* the compile step */
+};
+
+/* What a client may ask for at most (inclusive). A request above any of
+ * them is refused, not clamped. */
+struct native_caps {
+	uint64_t wall_ms;
+	uint64_t cpu_ms;
+	uint64_t memory_mb;
+	uint64_t pids;
+	uint64_t output_bytes;
+	uint64_t compile_wall_ms;
+};
+
+/* A file placed in the work dir next to the program. */
+struct native_file {
+	char *path; /* relative, no "..", no empty components */
+	char *data;
+	size_t len;
+};
+
+struct native_test {
+	char *stdin_data; /* NULL: empty stdin */
+	size_t stdin_len;
+	char *expected; /* NULL: any output is accepted */
+	size_t expected_len;
+};
+
+struct native_req {
+	const struct lang *lang; /* never NULL after a successful parse */
+	char *source;		 /* the program, NUL-terminated */
+	size_t source_len;
+	struct native_file *files; /* the other files (not the program) */
+	size_t nfiles;
+	char **args; /* NULL-terminated; NULL when none */
+	size_t nargs;
+	char *stdin_data; /* NULL: empty stdin (without tests only) */
+	size_t stdin_len;
+	struct native_limits limits;
+	struct native_test *tests;
+	size_t ntests; /* 0: a plain run, no "tests" field */
+};
+
+/* What was wrong with a request: field names where ("limits.wall_ms",
+ * "tests[3].stdin"), message what. */
+struct native_error {
+	char field[64];
+	char message[256];
+};
+
+/* Parses body against caps. Returns 0 with req filled (free it with
+ * native_req_release), or -1 with err filled (the request is released);
+ * every error is the client's and answers 422. */
+int native_parse(const char *body, size_t len, const struct native_caps *caps,
+		 struct native_req *req, struct native_error *err);
+void native_req_release(struct native_req *req);
+
+/* Compares a program's output with the expected one as graders do
+ * (Python's a.rstrip("\n") == b.rstrip("\n")). */
+bool native_output_matches(const char *actual, size_t actual_len,
+			   const char *expected, size_t expected_len);
+
+#endif

@@ -1,0 +1,440 @@
+/*
+ * Stateful sandboxes over HTTP: everything under /v1/sandboxes. Each route
+ * parses what it can on the MHD thread, then posts the work to the runner's
+ * thread, where the session table lives, and replies from there.
+ *
+ *   POST   /v1/sandboxes                       create
+ *   GET    /v1/sandboxes[?label=k=v]           list
+ *   GET    /v1/sandboxes/{id}                  describe
+ *   DELETE /v1/sandboxes/{id}                  delete
+ *   POST   /v1/sandboxes/{id}/exec             run (JSON, or NDJSON stream)
+ *   GET    /v1/sandboxes/{id}/processes        background processes
+ *   GET    /v1/sandboxes/{id}/processes/{n}    one, with its output so far
+ *   POST   /v1/sandboxes/{id}/processes/{n}/signal
+ *   PUT|GET|DELETE /v1/sandboxes/{id}/files/{path}   (or ?path=/abs)
+ *   PUT|GET /v1/sandboxes/{id}/archive?path=dir      tar in and out
+ *   POST   /v1/sandboxes/{id}/repl             a REPL cell
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/loop.h"
+#include "base/util.h"
+#include "runtime/session.h"
+#include "server/internal.h"
+#include "base/banned.h"
+
+enum action {
+	A_CREATE,
+	A_LIST,
+	A_GET,
+	A_DELETE,
+	A_EXEC,
+	A_PROCS,
+	A_PROC,
+	A_PROC_SIGNAL,
+	A_FILE_PUT,
+	A_FILE_GET,
+	A_FILE_DELETE,
+	A_ARCHIVE_PUT,
+	A_ARCHIVE_GET,
+	A_REPL,
+};
+
+struct call {
+	enum action action;
+	struct request *req;
+	char id[64];
+	char *path;
+	char *label;
+	json_t *args;
+	char *body; /* uploads */
+	size_t body_len;
+	uint32_t num;
+	int sig;
+	bool recursive;
+	bool stream;
+	bool stream_started;
+};
+
+static void call_free(struct call *c)
+{
+	free(c->path);
+	free(c->label);
+	free(c->body);
+	json_decref(c->args);
+	free(c);
+}
+
+static void on_reply(void *ctx, struct session_reply *r)
+{
+	struct call *c = ctx;
+
+	if (c->stream_started) {
+		/* The exit event closes a streamed exec. */
+		char *text = r->json ? json_dumps(r->json, JSON_COMPACT) : NULL;
+
+		if (text) {
+			json_t *ev = json_loads(text, 0, NULL);
+			char *line;
+
+			free(text);
+			if (!json_object_get(ev, "error"))
+				json_object_set_new(ev, "type",
+						    json_string("exit"));
+			else
+				json_object_set_new(ev, "type",
+						    json_string("error"));
+			line = json_dumps(ev, JSON_COMPACT);
+			json_decref(ev);
+			if (line) {
+				request_stream_write(c->req, line,
+						     strlen(line));
+				request_stream_write(c->req, "\n", 1);
+				free(line);
+			}
+		}
+		json_decref(r->json);
+		request_stream_end(c->req);
+	} else if (r->json) {
+		request_reply(c->req, r->status, r->json);
+	} else {
+		request_reply_raw(c->req, r->status,
+				  c->action == A_ARCHIVE_GET
+					  ? "application/x-tar"
+					  : "application/octet-stream",
+				  r->raw, r->raw_len);
+	}
+	request_put(c->req);
+	call_free(c);
+}
+
+static void on_stream(void *ctx, const char *stream, const char *data,
+		      size_t len)
+{
+	struct call *c = ctx;
+	json_t *ev = json_pack("{s:s,s:o}", "type", stream, "data",
+			       json_text(data, len));
+	char *line = json_dumps(ev, JSON_COMPACT);
+
+	json_decref(ev);
+	if (!line)
+		return;
+	request_stream_write(c->req, line, strlen(line));
+	request_stream_write(c->req, "\n", 1);
+	free(line);
+}
+
+static void abandon_cb(struct loop *loop, void *arg)
+{
+	struct call *c = arg;
+
+	/* The exec is killed; its final reply still comes to on_reply,
+	 * which frees the call (unless it came already). */
+	session_exec_abandon(c);
+}
+
+static void on_abort(void *arg)
+{
+	loop_post(runner_loop(server_state.runner), abandon_cb, arg);
+}
+
+static void run_call(struct loop *loop, void *arg)
+{
+	struct call *c = arg;
+
+	switch (c->action) {
+	case A_CREATE:
+		session_create(c->args, on_reply, c);
+		break;
+	case A_LIST:
+		session_list(c->label, on_reply, c);
+		break;
+	case A_GET:
+		session_get(c->id, on_reply, c);
+		break;
+	case A_DELETE:
+		session_delete(c->id, on_reply, c);
+		break;
+	case A_EXEC:
+		if (c->stream) {
+			c->stream_started = true;
+			request_stream_start(c->req, 200,
+					     "application/x-ndjson");
+			request_on_abort(c->req, on_abort, c);
+		}
+		session_exec(c->id, c->args, c->stream ? on_stream : NULL,
+			     on_reply, c);
+		break;
+	case A_PROCS:
+		session_procs(c->id, on_reply, c);
+		break;
+	case A_PROC:
+		session_proc_output(c->id, c->num, on_reply, c);
+		break;
+	case A_PROC_SIGNAL:
+		session_proc_signal(c->id, c->num, c->sig, on_reply, c);
+		break;
+	case A_FILE_PUT:
+		session_file_put(c->id, c->path, c->body ? c->body : "",
+				 c->body_len, on_reply, c);
+		break;
+	case A_FILE_GET:
+		session_file_get(c->id, c->path, on_reply, c);
+		break;
+	case A_FILE_DELETE:
+		session_file_delete(c->id, c->path, c->recursive, on_reply, c);
+		break;
+	case A_ARCHIVE_PUT:
+		session_archive_put(c->id, c->path, c->body ? c->body : "",
+				    c->body_len, on_reply, c);
+		break;
+	case A_ARCHIVE_GET:
+		session_archive_get(c->id, c->path, on_reply, c);
+		break;
+	case A_REPL:
+		session_repl(c->id, c->args, on_reply, c);
+		break;
+	}
+}
+
+static void start_cb(struct loop *loop, void *arg)
+{
+	sessions_init(loop, arg);
+}
+
+void sandboxes_start(const struct server_config *cfg)
+{
+	static struct session_limits lim;
+
+	lim.max_sessions = cfg->max_sandboxes;
+	lim.default_idle_ms = cfg->idle_timeout_ms;
+	lim.max_lifetime_ms = cfg->max_lifetime_ms;
+	lim.limits = cfg->limits;
+	lim.max_memory = cfg->max_memory;
+	lim.max_disk = cfg->max_upload > cfg->limits.disk_bytes
+			       ? cfg->max_upload
+			       : cfg->limits.disk_bytes;
+	/* The table belongs to the runner's thread. */
+	loop_post(runner_loop(server_state.runner), start_cb, &lim);
+}
+
+static void stop_cb(struct loop *loop, void *arg)
+{
+	sessions_shutdown();
+}
+
+void sandboxes_stop(void)
+{
+	loop_post(runner_loop(server_state.runner), stop_cb, NULL);
+}
+
+bool sandboxes_is_upload(const char *method, const char *url)
+{
+	return !strcmp(method, "PUT") &&
+	       str_starts_with(url, "/v1/sandboxes/") &&
+	       (strstr(url, "/files") || strstr(url, "/archive"));
+}
+
+static json_t *body_json(struct request *req)
+{
+	size_t len;
+	const char *body = request_body(req, &len);
+	json_error_t jerr;
+	json_t *j;
+
+	if (len == 0)
+		return json_object();
+	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!j) {
+		request_error(req, 422, "unprocessable",
+			      "the body is not valid JSON: %s", jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		request_error(req, 422, "unprocessable",
+			      "the body must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
+
+static bool take_body(struct request *req, struct call *c)
+{
+	size_t len;
+	const char *body = request_body(req, &len);
+
+	c->body = xmalloc(len + 1);
+	memcpy(c->body, body, len);
+	c->body_len = len;
+	return true;
+}
+
+static bool parse_u32(const char *s, size_t n, uint32_t *out)
+{
+	char tmp[16];
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(tmp))
+		return false;
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
+	if (parse_u64(tmp, &v) || v > UINT32_MAX)
+		return false;
+	*out = (uint32_t)v;
+	return true;
+}
+
+static void method_not_allowed(struct request *req, const char *allowed)
+{
+	request_error(req, 405, "method_not_allowed",
+		      "'%s' is not allowed on '%s' (allowed: %s)",
+		      request_method(req), request_path(req), allowed);
+}
+
+void sandboxes_route(struct request *req)
+{
+	const char *method = request_method(req);
+	const char *path = request_path(req);
+	const char *rest, *sub;
+	struct call *c = xcalloc(1, sizeof(*c));
+	size_t idlen;
+	const char *arg;
+
+	if (!strcmp(path, "/v1/sandboxes")) {
+		if (!strcmp(method, "POST")) {
+			c->action = A_CREATE;
+			if (!(c->args = body_json(req)))
+				goto out_free;
+		} else if (!strcmp(method, "GET")) {
+			c->action = A_LIST;
+			arg = request_arg(req, "label");
+			c->label = arg ? xstrdup(arg) : NULL;
+		} else {
+			method_not_allowed(req, "GET, POST");
+			goto out_free;
+		}
+		goto post;
+	}
+	rest = path + strlen("/v1/sandboxes/");
+	idlen = strcspn(rest, "/");
+	if (idlen == 0 || idlen >= sizeof(c->id)) {
+		request_error(req, 404, "not_found", "no route '%s'", path);
+		goto out_free;
+	}
+	memcpy(c->id, rest, idlen);
+	sub = rest + idlen;
+	if (!*sub) {
+		if (!strcmp(method, "GET"))
+			c->action = A_GET;
+		else if (!strcmp(method, "DELETE"))
+			c->action = A_DELETE;
+		else {
+			method_not_allowed(req, "GET, DELETE");
+			goto out_free;
+		}
+	} else if (!strcmp(sub, "/exec") || !strcmp(sub, "/repl")) {
+		if (strcmp(method, "POST")) {
+			method_not_allowed(req, "POST");
+			goto out_free;
+		}
+		c->action = sub[1] == 'e' ? A_EXEC : A_REPL;
+		if (!(c->args = body_json(req)))
+			goto out_free;
+		c->stream = c->action == A_EXEC &&
+			    json_is_true(json_object_get(c->args, "stream"));
+		if (c->stream &&
+		    json_is_true(json_object_get(c->args, "background"))) {
+			request_error(req, 422, "unprocessable",
+				      "'stream' and 'background' do not go "
+				      "together");
+			goto out_free;
+		}
+	} else if (!strcmp(sub, "/processes")) {
+		if (strcmp(method, "GET")) {
+			method_not_allowed(req, "GET");
+			goto out_free;
+		}
+		c->action = A_PROCS;
+	} else if (str_starts_with(sub, "/processes/")) {
+		const char *num = sub + strlen("/processes/");
+		size_t n = strcspn(num, "/");
+
+		if (!parse_u32(num, n, &c->num)) {
+			request_error(req, 404, "not_found", "no route '%s'",
+				      path);
+			goto out_free;
+		}
+		if (!num[n]) {
+			if (strcmp(method, "GET")) {
+				method_not_allowed(req, "GET");
+				goto out_free;
+			}
+			c->action = A_PROC;
+		} else if (!strcmp(num + n, "/signal")) {
+			json_t *s;
+
+			if (strcmp(method, "POST")) {
+				method_not_allowed(req, "POST");
+				goto out_free;
+			}
+			if (!(c->args = body_json(req)))
+				goto out_free;
+			s = json_object_get(c->args, "signal");
+			c->sig = json_is_integer(s) ? (int)json_integer_value(s)
+						    : SIGTERM;
+			c->action = A_PROC_SIGNAL;
+		} else {
+			request_error(req, 404, "not_found", "no route '%s'",
+				      path);
+			goto out_free;
+		}
+	} else if (!strcmp(sub, "/files") || str_starts_with(sub, "/files/")) {
+		arg = request_arg(req, "path");
+		if (sub[6] == '/' && sub[7])
+			c->path = xstrdup(sub + 7);
+		else if (arg && *arg)
+			c->path = xstrdup(arg);
+		else
+			c->path = xstrdup(".");
+		if (!strcmp(method, "PUT")) {
+			c->action = A_FILE_PUT;
+			take_body(req, c);
+		} else if (!strcmp(method, "GET")) {
+			c->action = A_FILE_GET;
+		} else if (!strcmp(method, "DELETE")) {
+			c->action = A_FILE_DELETE;
+			arg = request_arg(req, "recursive");
+			c->recursive = arg && (!strcmp(arg, "1") ||
+					       !strcmp(arg, "true"));
+		} else {
+			method_not_allowed(req, "GET, PUT, DELETE");
+			goto out_free;
+		}
+	} else if (!strcmp(sub, "/archive")) {
+		arg = request_arg(req, "path");
+		c->path = xstrdup(arg && *arg ? arg : ".");
+		if (!strcmp(method, "PUT")) {
+			c->action = A_ARCHIVE_PUT;
+			take_body(req, c);
+		} else if (!strcmp(method, "GET")) {
+			c->action = A_ARCHIVE_GET;
+		} else {
+			method_not_allowed(req, "GET, PUT");
+			goto out_free;
+		}
+	} else {
+		request_error(req, 404, "not_found", "no route '%s'", path);
+		goto out_free;
+	}
+post:
+	c->req = request_defer(req);
+	loop_post(runner_loop(server_state.runner), run_call, c);
+	return;
+out_free:
+	call_free(c);
+}
