@@ -9,6 +9,8 @@ CC ?= cc
 BUILD ?= build
 SANITIZE ?=
 PYTEST_ARGS ?=
+# Debian's interpreter, where python3-pytest installs (not a pyenv one).
+PYTHON ?= /usr/bin/python3
 
 # Debian packages: what the build needs, what the tests need, and the
 # language runtimes the end-to-end tests run inside sandboxes.
@@ -85,7 +87,7 @@ $(BUILD)/sbx: $(CLI_OBJS) $(BUILD)/libsbx.a
 # What runs inside sandboxes and is not C (guest/) is embedded as strings.
 $(BUILD)/gen/guest.c: guest/repl.py tools/embed.py
 	@mkdir -p $(@D)
-	@python3 tools/embed.py guest_repl_py guest/repl.py > $@
+	@$(PYTHON) tools/embed.py guest_repl_py guest/repl.py > $@
 
 $(BUILD)/gen/guest.o: $(BUILD)/gen/guest.c
 	@echo "  CC $<"
@@ -132,7 +134,7 @@ fuzz-smoke: $(FUZZ_BINS)
 
 e2e: $(BUILD)/sbx $(HELPER_BINS)
 	SBX=$(abspath $(BUILD)/sbx) SBX_BUILD=$(abspath $(BUILD)) \
-		python3 -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 check: deps
 	@$(MAKE) --no-print-directory format-check build
@@ -148,7 +150,7 @@ run: deps
 DEBS_BENCH := bubblewrap firejail runsc
 bench: deps
 	@$(MAKE) --no-print-directory DEBS="$(DEBS_BENCH)" deps build
-	python3 bench/run_code.py --sbx $(BUILD)/sbx $(BENCH_ARGS)
+	$(PYTHON) bench/run_code.py --sbx $(BUILD)/sbx $(BENCH_ARGS)
 
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '*.[ch]')
 format:

@@ -39,6 +39,13 @@ static const char usage[] =
 	"  --disk=SIZE          writable space per run (SBX_DISK, 256M)\n"
 	"  --client-timeout=S   close idle connections (SBX_CLIENT_TIMEOUT, "
 	"60)\n"
+	"  --max-sandboxes=N    live stateful sandboxes (SBX_MAX_SANDBOXES, 64)\n"
+	"  --idle-timeout=DUR   default idle reaping of stateful sandboxes\n"
+	"                       (SBX_IDLE_TIMEOUT, 10m)\n"
+	"  --max-lifetime=DUR   longest a stateful sandbox may live\n"
+	"                       (SBX_MAX_LIFETIME, 6h)\n"
+	"  --max-upload=SIZE    largest file or archive upload (SBX_MAX_UPLOAD, "
+	"512M)\n"
 	"  --port-file=FILE     write the bound port to FILE\n"
 	"  --verbose            log debug lines\n";
 
@@ -58,6 +65,10 @@ enum {
 	OPT_CLIENT_TIMEOUT,
 	OPT_PORT_FILE,
 	OPT_VERBOSE,
+	OPT_MAX_SANDBOXES,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_LIFETIME,
+	OPT_MAX_UPLOAD,
 };
 
 static const struct option options[] = {
@@ -76,6 +87,10 @@ static const struct option options[] = {
 	{"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
 	{"port-file", required_argument, NULL, OPT_PORT_FILE},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
+	{"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
+	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+	{"max-lifetime", required_argument, NULL, OPT_MAX_LIFETIME},
+	{"max-upload", required_argument, NULL, OPT_MAX_UPLOAD},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -96,6 +111,10 @@ static const char *const env_names[] = {
 	[OPT_CLIENT_TIMEOUT - 256] = "SBX_CLIENT_TIMEOUT",
 	[OPT_PORT_FILE - 256] = NULL,
 	[OPT_VERBOSE - 256] = NULL,
+	[OPT_MAX_SANDBOXES - 256] = "SBX_MAX_SANDBOXES",
+	[OPT_IDLE_TIMEOUT - 256] = "SBX_IDLE_TIMEOUT",
+	[OPT_MAX_LIFETIME - 256] = "SBX_MAX_LIFETIME",
+	[OPT_MAX_UPLOAD - 256] = "SBX_MAX_UPLOAD",
 };
 
 static int set_count(const char *what, const char *v, uint64_t min,
@@ -191,6 +210,15 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 	case OPT_VERBOSE:
 		log_set_level(LOG_DEBUG);
 		return 0;
+	case OPT_MAX_SANDBOXES:
+		return set_count("sandbox limit", v, 1, 100000,
+				 &cfg->max_sandboxes);
+	case OPT_IDLE_TIMEOUT:
+		return set_time("idle timeout", v, &cfg->idle_timeout_ms);
+	case OPT_MAX_LIFETIME:
+		return set_time("lifetime", v, &cfg->max_lifetime_ms);
+	case OPT_MAX_UPLOAD:
+		return set_size("upload size", v, 1024, &cfg->max_upload);
 	}
 	return -1;
 }
@@ -235,6 +263,8 @@ int cmd_serve(int argc, char **argv)
 		cfg.limits.wall_ms = cfg.max_wall_ms;
 	if (cfg.limits.memory_bytes > cfg.max_memory)
 		cfg.limits.memory_bytes = cfg.max_memory;
+	if (cfg.idle_timeout_ms > cfg.max_lifetime_ms)
+		cfg.idle_timeout_ms = cfg.max_lifetime_ms;
 	rc = server_run(&cfg);
 out:
 	server_config_release(&cfg);

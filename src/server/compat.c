@@ -220,7 +220,7 @@ void compat_run_code(struct request *req)
 				  .free_ctx = compat_run_free};
 	const char *body;
 	size_t len, i, nsteps;
-	char names[256];
+	char names[200];
 
 	body = request_body(req, &len);
 	if (compat_parse(body, len, cfg->max_wall_ms, &cq, &err)) {

@@ -37,7 +37,7 @@ struct compat_req {
 /* What was wrong with a request: a 422 with a message and the field. */
 struct compat_error {
 	char field[64];
-	char message[256];
+	char message[400];
 };
 
 /* Parses body. Returns 0, or -1 with err filled (a 422). max_ms caps the

@@ -273,6 +273,17 @@ def test_no_stdin_means_eof(srv):
     assert resp["run_result"]["stdout"] == "''\n", resp
 
 
+def test_stdin_with_nul(srv):
+    # JSON allows "\u0000" in strings and SandboxFusion (Python's json)
+    # takes it; test inputs are arbitrary text.
+    status, _, resp = srv.post("/run_code", {
+        "code": "import sys\nprint(repr(sys.stdin.read()))",
+        "language": "python", "stdin": "a\u0000b\n"})
+    assert status == 200, resp
+    assert resp["status"] == "Success", resp
+    assert resp["run_result"]["stdout"] == "'a\\x00b\\n'\n", resp
+
+
 def test_compile_timeout(srv, installed):
     need(installed, "cpp")
     # Constant evaluation the compiler cannot finish in any sane time.
@@ -343,6 +354,26 @@ def test_memory_limit_is_a_cgroup_not_an_address_space_rlimit(srv):
     assert resp["status"] == "Success", resp
     # -1 is RLIM_INFINITY.
     assert resp["run_result"]["stdout"] == "-1\nreserved\n", resp
+
+
+@pytest.mark.parametrize("lang", ["python", "cpp"])
+def test_run_that_never_started_is_not_success(srv, installed, lang):
+    # 1 MiB is below what a sandbox needs to start at all (sbx run refuses
+    # less than 4M). Either the request is refused, or the reply says the
+    # program did not run; "Success" with no result would score an RL
+    # rollout as passed.
+    need(installed, lang)
+    status, _, resp = srv.post("/run_code", {
+        "code": PROGRAMS[lang]["hello"], "language": lang,
+        "memory_limit_MB": 1})
+    if status == 422:
+        assert "memory_limit_MB" in resp["error"]["message"], resp
+        return
+    assert status == 200, resp
+    check_shape(resp)
+    assert resp["status"] != "Success", resp
+    assert resp["run_result"] is not None or \
+        resp["compile_result"] is not None, resp
 
 
 # 3. Files in and out.

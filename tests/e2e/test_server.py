@@ -434,10 +434,11 @@ def _threads(pid):
 
 
 def test_queued_runs_do_not_take_threads():
-    # 300 runs through 2 slots; 0.2 s each (not 0.5) keeps this under a
-    # minute while the queue still holds hundreds.
+    # 300 runs through 2 slots. Each sleeps 0.1 s (a sandboxed python
+    # costs about as much again), so this takes half a minute while the
+    # queue holds hundreds.
     n = 300
-    body = json.dumps({"code": "import time; time.sleep(0.2)",
+    body = json.dumps({"code": "import time; time.sleep(0.1)",
                        "language": "python"}).encode()
     request = raw_request("POST", "/run_code", body,
                           ["Content-Type: application/json",
