@@ -531,11 +531,17 @@ def main():
                     except Failure:
                         pass
 
+        # Cells run one after another; within a cell the targets take
+        # turns, starting with a different one each cell, so that a change
+        # in background load does not always land on the same target.
         results = {}
         t_start = time.perf_counter()
+        cell = 0
         for prog, code, expect in PROGRAMS:
             for c in concs:
-                for t in targets:
+                k = cell % len(targets)
+                cell += 1
+                for t in targets[k:] + targets[:k]:
                     n = wanted(c)
                     r = measure(t, code, expect, c, n, budget)
                     r["wanted"] = n

@@ -404,6 +404,8 @@ static void enable_controllers(const char *dir)
 	}
 }
 
+static int remove_group(const char *dir, int depth);
+
 static int setup_v2(struct cgroup_host *host, const struct scan *sc,
 		    const char *override_dir, char *err, size_t errlen)
 {
@@ -434,6 +436,23 @@ static int setup_v2(struct cgroup_host *host, const struct scan *sc,
 	enable_controllers(dir);
 	if (read_at(dir, "cgroup.controllers", buf, sizeof(buf)) < 0)
 		buf[0] = '\0';
+	/* sbx's own cgroup holds processes (a login shell's scope, say), so
+	 * v2's no-internal-processes rule keeps controllers from it: fall
+	 * back to a group at the top of the hierarchy, where the rule does
+	 * not apply. */
+	if (!override_dir && !list_has(buf, " \t\n", "memory") &&
+	    *rel_path(sc->v2_root, sc->v2_own) &&
+	    path_fmt(parent, "%s/sbx", sc->v2_mount) == 0 &&
+	    make_dir(parent) == 0) {
+		log_debug("cgroup: no controllers in '%s', using '%s'", dir,
+			  parent);
+		remove_group(dir, 0);
+		str_copy(dir, sizeof(dir), parent);
+		enable_controllers(sc->v2_mount);
+		enable_controllers(dir);
+		if (read_at(dir, "cgroup.controllers", buf, sizeof(buf)) < 0)
+			buf[0] = '\0';
+	}
 	host->version = CGROUP_V2;
 	str_copy(host->v2_dir, sizeof(host->v2_dir), dir);
 	host->has_memory = list_has(buf, " \t\n", "memory");

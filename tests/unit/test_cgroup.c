@@ -319,14 +319,45 @@ static void test_detect_v2_derived(void **state)
 	mkdir_p(p);
 	tpath(fx, p, "unified/cgroup.controllers");
 	put(p, "memory pids\n");
+	/* The group exists already and got its controllers. */
+	tpath(fx, p, "unified/app:1.scope/sbx");
+	mkdir_p(p);
+	tpath(fx, p, "unified/app:1.scope/sbx/cgroup.controllers");
+	put(p, "memory pids cpu\n");
 	detect_ok(fx, &host, NULL);
 	assert_int_equal(host.version, CGROUP_V2);
 	tpath(fx, p, "unified/app:1.scope/sbx");
 	assert_string_equal(host.v2_dir, p);
-	assert_true(exists(p));
-	/* A fresh plain directory lists no controllers. */
-	assert_false(host.has_memory || host.has_pids || host.has_cpu);
+	assert_true(host.has_memory && host.has_pids && host.has_cpu);
 	tpath(fx, p, "unified/app:1.scope/cgroup.subtree_control");
+	assert_string_equal(get(p, buf, sizeof(buf)), "+memory+pids+cpu");
+}
+
+/* sbx's own cgroup holds other processes, so v2 gives its children no
+ * controllers: sbx falls back to a group at the top of the hierarchy and
+ * removes the useless one. */
+static void test_detect_v2_busy_own_cgroup(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	char p[PATH_MAX], buf[256];
+	FILE *f = mi_open(fx);
+
+	mi_line(fx, f, "/", "unified", "cgroup2", "rw");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "0::/user.slice/session-1.scope\n");
+	tpath(fx, p, "unified/user.slice/session-1.scope");
+	mkdir_p(p);
+	tpath(fx, p, "unified/cgroup.controllers");
+	put(p, "memory pids cpu\n");
+	detect_ok(fx, &host, NULL);
+	assert_int_equal(host.version, CGROUP_V2);
+	tpath(fx, p, "unified/sbx");
+	assert_string_equal(host.v2_dir, p);
+	assert_true(exists(p));
+	tpath(fx, p, "unified/user.slice/session-1.scope/sbx");
+	assert_false(exists(p));
+	tpath(fx, p, "unified/cgroup.subtree_control");
 	assert_string_equal(get(p, buf, sizeof(buf)), "+memory+pids+cpu");
 }
 
@@ -944,6 +975,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_detect_v2_partial, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_detect_v2_busy_own_cgroup,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_detect_v2_derived, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_detect_v1_override, setup,
