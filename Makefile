@@ -115,7 +115,7 @@ FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) \
 # Parsers of client bytes live in *_parse.c and need only base/ and the
 # languages table, so each target links just those.
 FUZZ_LIB_SRCS = $(wildcard src/base/*.c) src/runtime/lang.c \
-	$(wildcard src/server/*_parse.c)
+	$(wildcard src/server/*_parse.c) src/sandbox/wire.c src/sandbox/spec.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -lpthread
