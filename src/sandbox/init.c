@@ -145,6 +145,8 @@ void init_as_user(uid_t uid, gid_t gid, bool on)
 {
 	setfsgid(on ? gid : 0);
 	setfsuid(on ? uid : 0);
+	/* Any change of the fs ids clears the parent-death signal. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 }
 
 static void place_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
@@ -393,10 +395,13 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
 	/* Relay output until the command has ended and both pipes are at
 	 * EOF (the step's other processes are killed when it ends). */
 	while (sr.out[1] >= 0 || sr.out[2] >= 0 || !sr.reaped) {
-		struct pollfd pfd[3] = {
+		struct pollfd pfd[4] = {
 			{.fd = sr.out[1], .events = POLLIN},
 			{.fd = sr.out[2], .events = POLLIN},
 			{.fd = sigfd, .events = POLLIN},
+			/* The host never writes here: readable means it is
+			 * gone, and the sandbox goes with it. */
+			{.fd = INIT_FD_STATUS, .events = POLLIN},
 		};
 		int timeout = -1;
 
@@ -408,8 +413,12 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
 					? 0
 					: (int)((deadline - now) / 1000000 + 1);
 		}
-		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
+		if (poll(pfd, 4, timeout) < 0 && errno != EINTR)
 			init_fail(errno, "cannot poll the step");
+		if (pfd[3].revents) {
+			kill(-1, SIGKILL);
+			_exit(0);
+		}
 		if (pfd[0].revents)
 			relay(&sr, 1);
 		if (pfd[1].revents)

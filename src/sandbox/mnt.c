@@ -525,20 +525,35 @@ static int user_binds(const struct sandbox_spec *spec, struct child_err *ce)
 		if (!path_is_clean(b->src) || !path_is_clean(b->dst))
 			return fail(ce, EINVAL, "bad bind path '%s'",
 				    shown(b->dst));
-		if ((size_t)snprintf(src, sizeof(src), OLD "%s", b->src) >=
-			    sizeof(src) ||
-		    (size_t)snprintf(dst, sizeof(dst), NEW "%s", b->dst) >=
-			    sizeof(dst))
+		int fd = INIT_FD_COUNT + (int)i;
+		uint64_t attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+				 (b->writable ? 0 : MOUNT_ATTR_RDONLY);
+
+		/* The host cloned the source's mount for us (fd 6 + i), so
+		 * its path's modes do not matter. */
+		snprintf(src, sizeof(src), OLD "/proc/self/fd/%d", fd);
+		if ((size_t)snprintf(dst, sizeof(dst), NEW "%s", b->dst) >=
+		    sizeof(dst))
 			return fail(ce, ENAMETOOLONG, "cannot mount '%s'",
 				    shown(b->dst));
+		if (access(src, F_OK) < 0)
+			return fail(ce, errno, "cannot bind '%s'", b->src);
 		r = make_mount_point(src, dst);
 		if (r)
 			return fail(ce, -r, "cannot create mount point '%s'",
 				    shown(dst));
-		r = bind(src, dst,
-			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-				 (b->writable ? 0 : MOUNT_ATTR_RDONLY),
-			 ce);
+		if (syscall(SYS_move_mount, fd, "", AT_FDCWD, dst,
+			    MOVE_MOUNT_F_EMPTY_PATH) == 0) {
+			r = set_attr(dst, attrs, true);
+			if (r)
+				return fail(ce, -r,
+					    "cannot make '%s' read-only",
+					    shown(dst));
+			continue;
+		}
+		/* No detached mounts here: bind the path. */
+		snprintf(src, sizeof(src), OLD "%s", b->src);
+		r = bind(src, dst, attrs, ce);
 		if (r)
 			return r;
 	}
@@ -592,5 +607,8 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 		r = user_binds(spec, ce);
 	if (!r)
 		r = enter_newroot(ce);
+	if (spec->nbinds)
+		syscall(SYS_close_range, INIT_FD_COUNT,
+			INIT_FD_COUNT + (unsigned)spec->nbinds - 1, 0);
 	return r;
 }

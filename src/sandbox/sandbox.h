@@ -44,6 +44,8 @@ struct sandbox_limits {
 	uint64_t disk_bytes;   /* /tmp, the work dir, $HOME and /dev/shm */
 };
 
+#define SANDBOX_MAX_BINDS 32
+
 struct sandbox_bind {
 	char *src; /* host path */
 	char *dst; /* absolute path inside the sandbox */

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -38,8 +39,10 @@
 struct sandbox_host sandbox_host = {.exe_fd = -1};
 
 struct child_args {
-	int sync_fd;
-	int fds[INIT_FD_COUNT]; /* what becomes 0..5 in init */
+	int sync_fd, sync_wfd;
+	/* What becomes 0..5 in init, then one O_PATH fd per bind source. */
+	int fds[INIT_FD_COUNT + SANDBOX_MAX_BINDS];
+	int nfds;
 	bool userns;
 };
 
@@ -59,22 +62,25 @@ static void __attribute__((noreturn)) child_main(const struct child_args *a)
 {
 	static char *const argv[] = {"sbx-init", "__sandbox_init", NULL};
 	static char *const envp[] = {NULL};
-	int high[INIT_FD_COUNT];
+	int high[INIT_FD_COUNT + SANDBOX_MAX_BINDS];
 	char go;
 	int i;
 
-	/* Lift the fds out of the way before placing them at 0..5. */
-	for (i = 0; i < INIT_FD_COUNT; i++) {
-		high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, 64);
+	/* Our copy of the write end would keep the read below from ever
+	 * seeing the parent die. */
+	close(a->sync_wfd);
+	/* Lift the fds out of the way before placing them at 0..n-1. */
+	for (i = 0; i < a->nfds; i++) {
+		high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, 256);
 		if (high[i] < 0)
 			_exit(127);
 	}
 	if (read(a->sync_fd, &go, 1) != 1)
 		_exit(127); /* the parent gave up */
-	for (i = 0; i < INIT_FD_COUNT; i++)
+	for (i = 0; i < a->nfds; i++)
 		if (dup3(high[i], i, i == INIT_FD_EXE ? O_CLOEXEC : 0) < 0)
 			_exit(127);
-	syscall(SYS_close_range, INIT_FD_COUNT, ~0u, 0);
+	syscall(SYS_close_range, (unsigned)a->nfds, ~0u, 0);
 	if (a->userns) {
 		if (syscall(SYS_setgroups, 0, NULL) < 0)
 			child_fail(errno, "cannot drop groups");
@@ -143,7 +149,7 @@ static void child_fds_close(struct child_args *a)
 {
 	int i;
 
-	for (i = 0; i < INIT_FD_COUNT; i++)
+	for (i = 0; i < INIT_FD_COUNT + SANDBOX_MAX_BINDS; i++)
 		if (i != INIT_FD_EXE)
 			fd_close(&a->fds[i]);
 }
@@ -160,8 +166,36 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	struct buf enc;
 	long pid = -1;
 
-	for (i = 0; i < INIT_FD_COUNT; i++)
+	for (i = 0; i < INIT_FD_COUNT + SANDBOX_MAX_BINDS; i++)
 		args.fds[i] = -1;
+	args.nfds = INIT_FD_COUNT;
+	if (spec->nbinds > SANDBOX_MAX_BINDS) {
+		r = -E2BIG;
+		snprintf(err, errlen, "too many binds (at most %d)",
+			 SANDBOX_MAX_BINDS);
+		goto out;
+	}
+	/* Bind sources are taken here, as host root: init, an unprivileged
+	 * uid on the host, may not be able to walk to them. A detached copy
+	 * of the mount (open_tree) can be attached in init's namespace;
+	 * without open_tree, init falls back to the source's path. */
+	for (i = 0; i < (int)spec->nbinds; i++) {
+		int fd = (int)syscall(SYS_open_tree, AT_FDCWD,
+				      spec->binds[i].src,
+				      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+					      AT_RECURSIVE);
+
+		if (fd < 0 && errno == ENOSYS)
+			fd = open(spec->binds[i].src, O_PATH | O_CLOEXEC);
+
+		if (fd < 0) {
+			r = -errno;
+			snprintf(err, errlen, "cannot bind '%s': %s",
+				 spec->binds[i].src, strerror(-r));
+			goto out;
+		}
+		args.fds[args.nfds++] = fd;
+	}
 	buf_init(&enc);
 	wire_encode_spec(&enc, spec, &mode);
 	r = memfd_with("sbx-spec", enc.data, enc.len);
@@ -193,6 +227,7 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	args.fds[INIT_FD_STATUS] = status_pipe[1];
 	args.fds[INIT_FD_EXE] = sandbox_host.exe_fd;
 	args.sync_fd = sync_pipe[0];
+	args.sync_wfd = sync_pipe[1];
 
 	pid = do_clone(&args, &pidfd);
 	if (pid < 0) {

@@ -1,6 +1,6 @@
 """Shared helpers for the sbx end-to-end tests.
 
-Every test drives the real binary (`sbx run`), so the suite needs root and a
+Every test drives the real binary, so the suite needs root and a
 host where sandboxes can be made; when they cannot, the whole suite is
 skipped with the reason `sbx check` gives.
 

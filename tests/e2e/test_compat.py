@@ -454,7 +454,8 @@ def test_signal_is_negative_return_code(srv):
 
 def test_stdout_that_is_not_utf8_is_valid_json(srv):
     code = ("import sys\n"
-            "sys.stdout.buffer.write(b'\\xff\\xfeok\\xc3\\x28 \\xe2\\x82\\xac\\n')\n"
+            "sys.stdout.buffer.write("
+            "b'\\xff\\xfeok\\xc3\\x28 \\xe2\\x82\\xac\\n')\n"
             "sys.stderr.buffer.write(b'\\xed\\xa0\\x80!')\n")
     body = json.dumps({"code": code, "language": "python"}).encode()
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)

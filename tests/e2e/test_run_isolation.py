@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (SANDBOX_HOST_UID, SANDBOX_UID, SBX, describe, host_cmdline_pids,
-                      out_lines, unique_marker)
+from conftest import (SANDBOX_HOST_UID, SANDBOX_UID, SBX, describe,
+                      host_cmdline_pids, out_lines, unique_marker)
 
 # Python helpers every probe below starts with: raw syscalls through ctypes
 # and one "name value" line per probe on stdout.
@@ -245,6 +245,11 @@ def test_clone_child_exits_when_sbx_dies_before_starting_it(x86_64):
         assert libc.ptrace(GETEVENTMSG, proc.pid, None,
                            ctypes.addressof(msg)) == 0
         child = msg.value
+        with open("/proc/%d/status" % child) as f:
+            nspid = [l for l in f.read().splitlines()
+                     if l.startswith("NSpid:")][0].split()[1:]
+        assert len(nspid) == 2 and nspid[1] == "1", \
+            "sbx's first child is not the sandbox's init: NSpid %s" % nspid
         # sbx dies before it could send "go".
         os.kill(proc.pid, signal.SIGKILL)
         os.waitpid(proc.pid, WALL)

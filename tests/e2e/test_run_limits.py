@@ -2,15 +2,13 @@
 inside sees the errno the limit should give, or the result names the limit,
 and the host is none the worse afterwards.
 """
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-
-import pytest
 
 from conftest import SBX, describe, host_cmdline_pids, out_lines, \
     unique_marker
@@ -189,7 +187,6 @@ def test_output_flood_is_cut(tmp_path):
          "--json", str(json_file), "--output", "1M", "-t", "60s", "--",
          "head", "-c", "1G", "/dev/zero"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
-    import json
     res = json.loads(json_file.read_text())
     assert res["status"] == "output_limit", describe(cp, res)
     assert res["output_truncated"] is True, describe(cp, res)

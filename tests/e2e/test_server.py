@@ -234,12 +234,69 @@ def test_token():
         assert "s3cret" not in srv.read_log()
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:0", "192.0.2.1:0"])
-def test_refuses_to_listen_beyond_loopback_without_token(listen):
+def _rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) >> 10
+    raise AssertionError("no VmRSS: line")
+
+
+# The token guards servers that listen beyond loopback, where anyone can
+# connect: a client without it must not get the server to hold --max-body
+# bytes per connection.
+
+def test_unauthenticated_upload_is_refused_before_100_continue():
+    with SbxServer(token="s3cret-token") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /run_code HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 10000000\r\n"
+                      b"Expect: 100-continue\r\n\r\n")
+            s.settimeout(10)  # hang guard
+            try:
+                first = s.recv(65536)
+            except socket.timeout:
+                first = b"<nothing>"
+        assert first.startswith(b"HTTP/1.1 401"), first[:200]
+
+
+def test_unauthenticated_bodies_are_not_buffered():
+    with SbxServer(token="s3cret-token") as srv:
+        # Four 16 MiB bodies, all but their last byte sent.
+        before = _rss_mib(srv.proc.pid)
+        size = 16 << 20
+        socks = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", srv.port))
+                socks.append(s)
+                s.settimeout(30)
+                try:
+                    s.sendall(b"POST /run_code HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Length: %d\r\n\r\n" % size)
+                    s.sendall(b"#" * (size - 1))
+                except OSError:
+                    pass  # refused early: what we want
+            grown = _rss_mib(srv.proc.pid) - before
+        finally:
+            for s in socks:
+                s.close()
+        assert grown < 24, "the server holds %d MiB of unauthenticated " \
+            "request bodies" % grown
+
+
+@pytest.mark.parametrize("args,env_token", [
+    (["--listen", "0.0.0.0:0"], None),
+    (["--listen", "192.0.2.1:0"], None),
+    (["--listen", "0.0.0.0:0", "--token", ""], None),
+    (["--listen", "0.0.0.0:0"], ""),
+], ids=["any", "public", "empty-token", "empty-SBX_TOKEN"])
+def test_refuses_to_listen_beyond_loopback_without_token(args, env_token):
     env = {k: v for k, v in os.environ.items() if k != "SBX_TOKEN"}
-    cp = subprocess.run([SBX, "serve", "--listen", listen],
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        env=env, timeout=30)
+    if env_token is not None:
+        env["SBX_TOKEN"] = env_token
+    cp = subprocess.run([SBX, "serve"] + args, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, env=env, timeout=30)
     assert cp.returncode != 0, cp.stdout
     assert b"token" in cp.stdout, cp.stdout
 
@@ -379,6 +436,40 @@ def test_client_disconnect_while_queued_drops_the_run():
             "TimeLimitExceeded", reply
         text = srv.get("/metrics")[2]
         assert metric(text, "sbx_client_disconnects_total") >= 1
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_pipelined_request_then_half_close_does_not_spin(srv):
+    # The client pipelines its next request while a run is going, then
+    # shuts down its write side. The server must not busy-wait on that
+    # socket meanwhile: the runner thread supervises every sandbox. (No
+    # timing threshold: a spinning server burns about as much CPU as the
+    # wait lasts, an idle one almost none.)
+    body = json.dumps({"code": "import time\ntime.sleep(2)\nprint('ok')",
+                       "language": "python"}).encode()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        s.sendall(raw_request("POST", "/run_code", body))
+        _wait_for(lambda: srv.get("/v1/health")[2]["running"] == 1, 20,
+                  "the run to start")
+        s.sendall(raw_request("GET", "/v1/ping"))
+        time.sleep(0.1)
+        s.shutdown(socket.SHUT_WR)
+        cpu0, t0 = _cpu_seconds(srv.proc.pid), time.monotonic()
+        status, _, reply = read_response(s)
+        used = _cpu_seconds(srv.proc.pid) - cpu0
+        wall = time.monotonic() - t0
+    finally:
+        s.close()
+    assert b" 200 " in status, (status, reply)
+    assert used < 0.5 * wall + 0.2, \
+        "the server used %.2f s of CPU while waiting %.2f s" % (used, wall)
+    assert_serving(srv)
 
 
 # 5. Health and metrics.

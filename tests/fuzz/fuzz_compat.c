@@ -12,10 +12,10 @@
 
 #define MAX_MS 600000
 
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			abort();                                               \
+#define CHECK(cond)              \
+	do {                     \
+		if (!(cond))     \
+			abort(); \
 	} while (0)
 
 /* What compat_parse promises a path is: not empty, no NUL, no ".." part. */
@@ -66,7 +66,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	CHECK(memchr(err.field, '\0', sizeof(err.field)) && err.field[0]);
-	CHECK(memchr(err.message, '\0', sizeof(err.message)) &&
-	      err.message[0]);
+	CHECK(memchr(err.message, '\0', sizeof(err.message)) && err.message[0]);
 	return 0;
 }

@@ -11,15 +11,57 @@
 #include "base/buf.h"
 #include "base/text.h"
 
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			abort();                                               \
+#define CHECK(cond)              \
+	do {                     \
+		if (!(cond))     \
+			abort(); \
 	} while (0)
 
 static bool same(const struct buf *b, const uint8_t *data, size_t size)
 {
 	return b->len == size && (size == 0 || !memcmp(b->data, data, size));
+}
+
+/* An independent check, by decoding: each sequence is the shortest form of
+ * a code point up to U+10FFFF that is not a surrogate. */
+static bool valid_utf8(const unsigned char *p, size_t n)
+{
+	size_t i = 0, k, len;
+	uint32_t cp;
+
+	while (i < n) {
+		unsigned char c = p[i];
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if ((c & 0xE0) == 0xC0) {
+			len = 2;
+			cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			len = 3;
+			cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			len = 4;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i < len)
+			return false;
+		for (k = 1; k < len; k++) {
+			if ((p[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[i + k] & 0x3F);
+		}
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+		    (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+		    (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += len;
+	}
+	return true;
 }
 
 static void check_utf8(const uint8_t *data, size_t size)
@@ -33,6 +75,9 @@ static void check_utf8(const uint8_t *data, size_t size)
 	valid = utf8_repair(&out, (const char *)data, size);
 	/* It appends: what was there stays. */
 	CHECK(out.len >= 1 && out.data[0] == '<');
+	/* It says valid exactly when the input is. */
+	CHECK(valid == valid_utf8(data, size));
+	CHECK(valid_utf8((const unsigned char *)out.data, out.len));
 	/* The repaired text is valid, so repairing it changes nothing. */
 	CHECK(utf8_repair(&again, out.data + 1, out.len - 1));
 	CHECK(again.len == out.len - 1 &&

@@ -5,18 +5,25 @@
         print(sbx.run_code("print(1 + 1)").stdout)
 
 Client is synchronous and thread-safe; AsyncClient has the same methods as
-coroutines. Both keep connections alive in a bounded pool. Errors are
+coroutines. client.create_sandbox() gives a stateful Sandbox (exec, files,
+background processes, REPL cells) that `with` deletes at the end. Both keep connections alive in a bounded pool. Errors are
 SbxError subclasses carrying the server's HTTP status, code and message.
 """
 __version__ = "0.1.0"
 
 from .aio import AsyncClient  # noqa: E402
+from .aio_sandbox import (AsyncExecStream, AsyncProcess,  # noqa: E402
+                          AsyncSandbox, AsyncSandboxFiles)
 from .client import Client  # noqa: E402
-from .errors import (BadRequest, Busy, NotFound, PayloadTooLarge,  # noqa: E402
-                     SbxConnectionError, SbxError, SbxTimeout, ServerError,
-                     Unauthorized, Unprocessable)
-from .types import (Capacity, CommandResult, Health, Limits,  # noqa: E402
-                    RunCodeResult, RunResult, Step, TestCase, TestResult)
+from .errors import (BadRequest, Busy, Conflict, Forbidden,  # noqa: E402
+                     Gone, NotFound, PayloadTooLarge, SbxConnectionError,
+                     SbxError, SbxTimeout, ServerError, TooManySandboxes,
+                     Unauthorized, Unprocessable, UnsafeArchive)
+from .sandbox import ExecStream, Process, Sandbox, SandboxFiles  # noqa: E402
+from .types import (Capacity, CommandResult, ExecEvent,  # noqa: E402
+                    ExecResult, FileEntry, Health, Limits, ProcessInfo,
+                    ReplError, ReplResult, RunCodeResult, RunResult,
+                    SandboxInfo, SandboxLimits, Step, TestCase, TestResult)
 
 __all__ = [
     "__version__",
@@ -30,8 +37,13 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthorized",
     "NotFound",
+    "Gone",
+    "Conflict",
+    "Forbidden",
     "Busy",
+    "TooManySandboxes",
     "ServerError",
+    "UnsafeArchive",
     "CommandResult",
     "RunCodeResult",
     "Limits",
@@ -41,4 +53,20 @@ __all__ = [
     "RunResult",
     "Capacity",
     "Health",
+    "Sandbox",
+    "SandboxFiles",
+    "Process",
+    "ExecStream",
+    "AsyncSandbox",
+    "AsyncSandboxFiles",
+    "AsyncProcess",
+    "AsyncExecStream",
+    "SandboxLimits",
+    "SandboxInfo",
+    "ExecResult",
+    "ExecEvent",
+    "ProcessInfo",
+    "FileEntry",
+    "ReplError",
+    "ReplResult",
 ]

@@ -7,17 +7,24 @@ so the two clients differ only in how they move bytes.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Generic, Iterable, Mapping, Optional,
-                    Sequence, TypeVar, Union)
+from typing import (Any, Callable, Dict, Generic, Iterable, List, Mapping,
+                    Optional, Sequence, Tuple, TypeVar, Union)
+from urllib.parse import quote
 
-from .errors import ServerError
-from .types import Health, Limits, RunCodeResult, RunResult, TestCase
+from .errors import Conflict, ServerError, error_from_event
+from .types import (ExecEvent, ExecResult, FileEntry, Health, Limits,
+                    ProcessInfo, ReplResult, RunCodeResult, RunResult,
+                    SandboxInfo, SandboxLimits, TestCase)
 
 T = TypeVar("T")
 
 FileData = Union[bytes, bytearray, memoryview, str, None]
 TestSpec = Union[TestCase, Mapping[str, Any]]
+Command = Union[str, Sequence[str]]
+"""A bash command line (str) or an argv list."""
+RawParser = Callable[[Mapping[str, str], bytes], T]
 
 # Slack on top of the run's own limits before the client gives up waiting:
 # compiling, queueing and moving the reply take time too.
@@ -32,6 +39,12 @@ class Call(Generic[T]):
     wait_s: float
     """Seconds the server may legitimately take (0: just the default)."""
     parse: Callable[[Any], T]
+    data: Optional[bytes] = None
+    """A raw request body, sent instead of body as content_type."""
+    content_type: str = "application/octet-stream"
+    parse_raw: Optional[Callable[[Mapping[str, str], bytes], T]] = None
+    """Reads a 2xx reply from its headers (lower-case names) and bytes,
+    instead of parse reading it as JSON."""
 
 
 def _expect_dict(payload: Any, what: str) -> Dict[str, Any]:
@@ -126,3 +139,271 @@ def raw(method: str, path: str, body: Optional[Dict[str, Any]]) -> Call[Any]:
     if not path.startswith("/"):
         path = "/" + path
     return Call(method.upper(), path, body, 0.0, lambda p: p)
+
+
+# ---- /v1/sandboxes ----
+
+# What the server waits for an exec or a REPL cell without timeout_s.
+_EXEC_DEFAULT_S = 60.0
+_REPL_DEFAULT_S = 30.0
+_REPL_GRACE_S = 2.0  # between the interrupt and the kill of a stuck cell
+
+
+def _sb(sandbox_id: str, sub: str = "") -> str:
+    return "/v1/sandboxes/" + quote(str(sandbox_id), safe="") + sub
+
+
+def _expect_list(payload: Any, key: str, what: str) -> List[Any]:
+    items = _expect_dict(payload, what).get(key)
+    if not isinstance(items, list):
+        raise ServerError(200, "bad_response",
+                          "%s: expected a list in %r" % (what, key), payload)
+    return [x for x in items if isinstance(x, dict)]
+
+
+def _is_json(hdrs: Mapping[str, str]) -> bool:
+    return "json" in hdrs.get("content-type", "")
+
+
+def _bytes(data: FileData) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    return bytes(data)
+
+
+def file_path(sandbox_id: str, path: str) -> str:
+    """The files route for path: absolute paths go in ?path=, relative ones
+    in the URL, each segment quoted."""
+    path = str(path)
+    if path.startswith("/"):
+        return _sb(sandbox_id, "/files?path=" + quote(path, safe="/"))
+    if path in ("", "."):
+        return _sb(sandbox_id, "/files")
+    return _sb(sandbox_id, "/files/" + "/".join(
+        quote(seg, safe="") for seg in path.split("/")))
+
+
+def _str_map(what: str, m: Optional[Mapping[str, Any]]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for k, v in (m or {}).items():
+        if not isinstance(v, str):
+            raise TypeError("%s[%r] must be a str, not %s"
+                            % (what, k, type(v).__name__))
+        out[str(k)] = v
+    return out
+
+
+def create_sandbox(limits: Union[SandboxLimits, Mapping[str, Any], None],
+                   env: Optional[Mapping[str, str]],
+                   idle_timeout: Optional[float],
+                   max_lifetime: Optional[float],
+                   labels: Optional[Mapping[str, str]]) -> Call[SandboxInfo]:
+    body: Dict[str, Any] = {}
+    lim: Dict[str, Any] = {}
+    if isinstance(limits, SandboxLimits):
+        lim = limits.to_dict()
+    elif limits:
+        lim = {k: v for k, v in limits.items() if v is not None}
+    if lim:
+        body["limits"] = lim
+    if env:
+        body["env"] = _str_map("env", env)
+    if idle_timeout is not None:
+        body["idle_timeout_s"] = idle_timeout
+    if max_lifetime is not None:
+        body["max_lifetime_s"] = max_lifetime
+    if labels:
+        body["labels"] = _str_map("labels", labels)
+    return Call("POST", "/v1/sandboxes", body, 0.0,
+                lambda p: SandboxInfo.from_dict(_expect_dict(p, "create")))
+
+
+def list_sandboxes(label: Union[str, Tuple[str, str], None]
+                   ) -> Call[List[SandboxInfo]]:
+    path = "/v1/sandboxes"
+    if isinstance(label, tuple):
+        label = "%s=%s" % label
+    if label:
+        path += "?label=" + quote(str(label), safe="")
+    return Call("GET", path, None, 0.0,
+                lambda p: [SandboxInfo.from_dict(d) for d in
+                           _expect_list(p, "sandboxes", "/v1/sandboxes")])
+
+
+def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
+    return Call("GET", _sb(sandbox_id), None, 0.0,
+                lambda p: SandboxInfo.from_dict(_expect_dict(p, "sandbox")))
+
+
+def delete_sandbox(sandbox_id: str) -> Call[None]:
+    return Call("DELETE", _sb(sandbox_id), None, 0.0, lambda p: None)
+
+
+def _exec_body(cmd: Command, cwd: Optional[str],
+               env: Optional[Mapping[str, str]], stdin: Optional[str],
+               timeout: Optional[float]) -> Dict[str, Any]:
+    body: Dict[str, Any]
+    if isinstance(cmd, str):
+        body = {"cmd": cmd}
+    elif isinstance(cmd, (bytes, bytearray)) or not isinstance(
+            cmd, (list, tuple)):
+        raise TypeError("the command must be a str (run by bash) or a "
+                        "list of str (an argv), not %s" % type(cmd).__name__)
+    else:
+        if not cmd:
+            raise ValueError("the argv list is empty")
+        body = {"argv": [str(a) for a in cmd]}
+    if cwd is not None:
+        body["cwd"] = cwd
+    if env:
+        body["env"] = _str_map("env", env)
+    if stdin is not None:
+        body["stdin"] = stdin
+    if timeout is not None:
+        body["timeout_s"] = timeout
+    return body
+
+
+def _exec_wait(timeout: Optional[float]) -> float:
+    return (_EXEC_DEFAULT_S if timeout is None else float(timeout)) + _SLACK_S
+
+
+def exec_(sandbox_id: str, cmd: Command, cwd: Optional[str],
+          env: Optional[Mapping[str, str]], stdin: Optional[str],
+          timeout: Optional[float]) -> Call[ExecResult]:
+    return Call("POST", _sb(sandbox_id, "/exec"),
+                _exec_body(cmd, cwd, env, stdin, timeout), _exec_wait(timeout),
+                lambda p: ExecResult.from_dict(_expect_dict(p, "exec")))
+
+
+def exec_stream(sandbox_id: str, cmd: Command, cwd: Optional[str],
+                env: Optional[Mapping[str, str]], stdin: Optional[str],
+                timeout: Optional[float]) -> Call[None]:
+    """The streamed exec; its reply is read line by line with
+    parse_event(), not by parse."""
+    body = _exec_body(cmd, cwd, env, stdin, timeout)
+    body["stream"] = True
+    return Call("POST", _sb(sandbox_id, "/exec"), body, _exec_wait(timeout),
+                lambda p: None)
+
+
+def parse_event(line: bytes) -> Optional[ExecEvent]:
+    """One NDJSON line of a streamed exec: an ExecEvent, None for a blank
+    line; an "error" event raises its SbxError."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        ev = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        raise ServerError(200, "bad_response",
+                          "exec stream: a line is not JSON",
+                          line[:1000].decode("utf-8", "replace")) from None
+    ev = _expect_dict(ev, "exec stream")
+    kind = str(ev.get("type", ""))
+    if kind == "error" or (not kind and "error" in ev):
+        raise error_from_event(ev)
+    if kind == "exit":
+        return ExecEvent("exit", "", ExecResult.from_dict(ev))
+    data = ev.get("data")
+    return ExecEvent(kind, data if isinstance(data, str) else "")
+
+
+def start_process(sandbox_id: str, cmd: Command, cwd: Optional[str],
+                  env: Optional[Mapping[str, str]], stdin: Optional[str]
+                  ) -> Call[Tuple[int, List[str]]]:
+    body = _exec_body(cmd, cwd, env, stdin, None)
+    body["background"] = True
+
+    def parse(p: Any) -> Tuple[int, List[str]]:
+        d = _expect_dict(p, "exec (background)")
+        argv = d.get("argv")
+        return (int(d.get("id") or 0),
+                [str(a) for a in argv] if isinstance(argv, list) else [])
+    return Call("POST", _sb(sandbox_id, "/exec"), body, 0.0, parse)
+
+
+def processes(sandbox_id: str) -> Call[List[ProcessInfo]]:
+    return Call("GET", _sb(sandbox_id, "/processes"), None, 0.0,
+                lambda p: [ProcessInfo.from_dict(d) for d in
+                           _expect_list(p, "processes", "processes")])
+
+
+def process(sandbox_id: str, num: int) -> Call[ProcessInfo]:
+    return Call("GET", _sb(sandbox_id, "/processes/%d" % int(num)), None, 0.0,
+                lambda p: ProcessInfo.from_dict(_expect_dict(p, "process")))
+
+
+def signal_process(sandbox_id: str, num: int, sig: int) -> Call[ProcessInfo]:
+    return Call("POST", _sb(sandbox_id, "/processes/%d/signal" % int(num)),
+                {"signal": int(sig)}, 0.0,
+                lambda p: ProcessInfo.from_dict(_expect_dict(p, "signal")))
+
+
+def file_read(sandbox_id: str, path: str) -> Call[bytes]:
+    def parse_raw(hdrs: Mapping[str, str], data: bytes) -> bytes:
+        if _is_json(hdrs):
+            raise Conflict(409, "is_a_directory",
+                           "'%s' is a directory (use files.list())" % path)
+        return data
+    return Call("GET", file_path(sandbox_id, path), None, 0.0,
+                lambda p: b"", parse_raw=parse_raw)
+
+
+def file_write(sandbox_id: str, path: str, data: FileData) -> Call[int]:
+    return Call("PUT", file_path(sandbox_id, path), None, 0.0,
+                lambda p: int(_expect_dict(p, "file").get("size") or 0),
+                data=_bytes(data))
+
+
+def file_list(sandbox_id: str, path: str) -> Call[List[FileEntry]]:
+    def parse_raw(hdrs: Mapping[str, str], data: bytes) -> List[FileEntry]:
+        if not _is_json(hdrs):
+            raise Conflict(409, "not_a_directory",
+                           "'%s' is not a directory" % path)
+        try:
+            payload = json.loads(data.decode("utf-8", errors="replace"))
+        except ValueError:
+            raise ServerError(200, "bad_response",
+                              "files: reply is not valid JSON") from None
+        return [FileEntry.from_dict(d)
+                for d in _expect_list(payload, "entries", "files")]
+    return Call("GET", file_path(sandbox_id, path), None, 0.0,
+                lambda p: [], parse_raw=parse_raw)
+
+
+def file_remove(sandbox_id: str, path: str, recursive: bool) -> Call[None]:
+    url = file_path(sandbox_id, path)
+    if recursive:
+        url += ("&" if "?" in url else "?") + "recursive=1"
+    return Call("DELETE", url, None, 0.0, lambda p: None)
+
+
+def _archive_path(sandbox_id: str, remote_dir: str) -> str:
+    return _sb(sandbox_id, "/archive?path=" + quote(str(remote_dir) or ".",
+                                                    safe="/"))
+
+
+def archive_put(sandbox_id: str, remote_dir: str, tar: bytes) -> Call[None]:
+    return Call("PUT", _archive_path(sandbox_id, remote_dir), None, 0.0,
+                lambda p: None, data=tar, content_type="application/x-tar")
+
+
+def archive_get(sandbox_id: str, remote_dir: str) -> Call[bytes]:
+    return Call("GET", _archive_path(sandbox_id, remote_dir), None, 0.0,
+                lambda p: b"", parse_raw=lambda h, data: data)
+
+
+def repl(sandbox_id: str, code: str, language: str, context: Optional[str],
+         timeout: Optional[float]) -> Call[ReplResult]:
+    body: Dict[str, Any] = {"language": language, "code": code}
+    if context is not None:
+        body["context"] = context
+    if timeout is not None:
+        body["timeout_s"] = timeout
+    wait = (_REPL_DEFAULT_S if timeout is None else float(timeout)) + \
+        _REPL_GRACE_S + _SLACK_S
+    return Call("POST", _sb(sandbox_id, "/repl"), body, wait,
+                lambda p: ReplResult.from_dict(_expect_dict(p, "repl")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, TypeVar
+from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -65,10 +65,11 @@ def token_from(token: Optional[str]) -> Optional[str]:
     return token or None
 
 
-def headers(token: Optional[str], has_body: bool) -> Dict[str, str]:
+def headers(token: Optional[str], has_body: bool,
+            content_type: str = "application/json") -> Dict[str, str]:
     h = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if has_body:
-        h["Content-Type"] = "application/json"
+        h["Content-Type"] = content_type
     if token:
         h["Authorization"] = "Bearer " + token
     return h
@@ -79,6 +80,15 @@ def encode(body: Optional[Dict[str, Any]]) -> Optional[bytes]:
         return None
     return json.dumps(body, ensure_ascii=False,
                       separators=(",", ":")).encode("utf-8")
+
+
+def prepare(call: Call[Any], token: Optional[str]
+            ) -> Tuple[Optional[bytes], Dict[str, str]]:
+    """The body bytes and headers of a call (raw data or JSON)."""
+    if call.data is not None:
+        return call.data, headers(token, True, call.content_type)
+    body = encode(call.body)
+    return body, headers(token, body is not None)
 
 
 def wait_for(timeout: Optional[float], call: Call[Any]) -> Optional[float]:
@@ -100,9 +110,19 @@ def _payload(hdrs: Mapping[str, str], data: bytes) -> Any:
     return text
 
 
+def check(call: Call[Any], status: int, hdrs: Mapping[str, str],
+          data: bytes) -> None:
+    """Raises the SbxError of a non-2xx reply (whose whole body is data)."""
+    if not 200 <= status < 300:
+        finish(call, status, hdrs, data)
+        raise ServerError(status, "bad_response", "unexpected reply")
+
+
 def finish(call: Call[T], status: int, hdrs: Mapping[str, str],
            data: bytes) -> T:
     """Parses a reply (header names lower-case); raises SbxError on errors."""
+    if call.parse_raw is not None and 200 <= status < 300:
+        return call.parse_raw(hdrs, data)
     try:
         payload = _payload(hdrs, data)
     except ValueError:

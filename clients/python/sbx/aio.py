@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple, TypeVar, Union)
+from typing import (Any, AsyncIterator, Awaitable, Dict, Iterable, List,
+                    Mapping, Optional, Sequence, Tuple, TypeVar, Union)
 
 from . import _api, _http
 from ._api import Call, FileData, TestSpec
 from ._http import describe
+from .aio_sandbox import AsyncSandbox
 from .errors import SbxConnectionError, SbxTimeout
-from .types import Health, Limits, RunCodeResult, RunResult
+from .types import (Health, Limits, RunCodeResult, RunResult, SandboxInfo,
+                    SandboxLimits)
 
 __all__ = ["AsyncClient"]
 
@@ -80,27 +82,85 @@ async def _read_headers(reader: asyncio.StreamReader) -> Dict[str, str]:
     raise _ProtocolError("too many headers")
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: List[bytes] = []
-    while True:
-        line = await _read_line(reader)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise _ProtocolError("bad chunk size %r" % line[:100]) from None
-        if size < 0:
-            raise _ProtocolError("bad chunk size %r" % line[:100])
-        if size == 0:
-            await _read_headers(reader)  # trailers, ignored
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        if await reader.readexactly(2) != b"\r\n":
-            raise _ProtocolError("chunk not followed by CRLF")
+class _Body:
+    """One reply body, read piece by piece as its framing says: chunked
+    (a piece per chunk, as it arrives), sized, or up to the close."""
+
+    def __init__(self, reader: asyncio.StreamReader, hdrs: Dict[str, str],
+                 method: str, status: int) -> None:
+        self.reader = reader
+        self.left = 0
+        self.keep_ok = True
+        """False when the body ends with the connection."""
+        if method == "HEAD" or status in (204, 304):
+            self.mode = "none"
+        elif "chunked" in hdrs.get("transfer-encoding", "").lower():
+            self.mode = "chunked"
+        elif "content-length" in hdrs:
+            try:
+                self.left = int(hdrs["content-length"].split(",")[0])
+            except ValueError:
+                raise _ProtocolError("bad Content-Length %r"
+                                     % hdrs["content-length"]) from None
+            if self.left < 0:
+                raise _ProtocolError("bad Content-Length %d" % self.left)
+            self.mode = "sized"
+        else:
+            self.mode = "close"
+            self.keep_ok = False
+        self.done = self.mode == "none" or \
+            (self.mode == "sized" and self.left == 0)
+
+    async def next(self) -> Optional[bytes]:
+        """The next piece of the body; None at its end."""
+        if self.done:
+            return None
+        reader = self.reader
+        if self.mode == "chunked":
+            line = await _read_line(reader)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _ProtocolError("bad chunk size %r" % line[:100]) from None
+            if size < 0:
+                raise _ProtocolError("bad chunk size %r" % line[:100])
+            if size == 0:
+                await _read_headers(reader)  # trailers, ignored
+                self.done = True
+                return None
+            data = await reader.readexactly(size)
+            if await reader.readexactly(2) != b"\r\n":
+                raise _ProtocolError("chunk not followed by CRLF")
+            return data
+        if self.mode == "sized":
+            data = await reader.read(min(self.left, 1 << 16))
+            if not data:
+                raise asyncio.IncompleteReadError(b"", self.left)
+            self.left -= len(data)
+            self.done = self.left == 0
+            return data
+        data = await reader.read(1 << 16)
+        if not data:
+            self.done = True
+            return None
+        return data
+
+    async def read_all(self) -> bytes:
+        if self.mode == "sized" and not self.done:
+            self.done = True
+            return await self.reader.readexactly(self.left)
+        parts: List[bytes] = []
+        while True:
+            part = await self.next()
+            if part is None:
+                return b"".join(parts)
+            parts.append(part)
 
 
-async def _exchange(conn: _Conn, request: bytes, method: str) -> Reply:
-    """Sends one request and reads its reply: (status, headers, body, keep
-    the connection)."""
+async def _send_head(conn: _Conn, request: bytes,
+                     method: str) -> Tuple[int, Dict[str, str], bool]:
+    """Sends one request and reads its reply's head: (status, headers,
+    whether the connection may stay open)."""
     conn.writer.write(request)
     try:
         await conn.writer.drain()
@@ -131,23 +191,16 @@ async def _exchange(conn: _Conn, request: bytes, method: str) -> Reply:
         keep = "keep-alive" in tokens
     else:
         keep = "close" not in tokens
-    if method == "HEAD" or status in (204, 304):
-        body = b""
-    elif "chunked" in hdrs.get("transfer-encoding", "").lower():
-        body = await _read_chunked(conn.reader)
-    elif "content-length" in hdrs:
-        try:
-            length = int(hdrs["content-length"].split(",")[0])
-        except ValueError:
-            raise _ProtocolError("bad Content-Length %r"
-                                 % hdrs["content-length"]) from None
-        if length < 0:
-            raise _ProtocolError("bad Content-Length %d" % length)
-        body = await conn.reader.readexactly(length)
-    else:
-        body = await conn.reader.read()  # delimited by the close
-        keep = False
-    return status, hdrs, body, keep
+    return status, hdrs, keep
+
+
+async def _exchange(conn: _Conn, request: bytes, method: str) -> Reply:
+    """Sends one request and reads its reply: (status, headers, body, keep
+    the connection)."""
+    status, hdrs, keep = await _send_head(conn, request, method)
+    body = _Body(conn.reader, hdrs, method, status)
+    data = await body.read_all()
+    return status, hdrs, data, keep and body.keep_ok
 
 
 class AsyncClient:
@@ -239,6 +292,35 @@ class AsyncClient:
         """Any other route: returns the parsed JSON (or text) reply."""
         return await self._call(_api.raw(method, path, json))
 
+    # ---- stateful sandboxes ----
+
+    async def create_sandbox(self, *,
+                             limits: Union[SandboxLimits, Mapping[str, Any],
+                                           None] = None,
+                             env: Optional[Mapping[str, str]] = None,
+                             idle_timeout: Optional[float] = None,
+                             max_lifetime: Optional[float] = None,
+                             labels: Optional[Mapping[str, str]] = None
+                             ) -> AsyncSandbox:
+        """POST /v1/sandboxes; see Client.create_sandbox. Use the result in
+        `async with` to delete it at the end:
+        `async with await client.create_sandbox() as sb:`."""
+        info = await self._call(_api.create_sandbox(
+            limits, env, idle_timeout, max_lifetime, labels))
+        return AsyncSandbox(self, info.id, info)
+
+    def get_sandbox(self, sandbox_id: str) -> AsyncSandbox:
+        """A handle on an existing sandbox. Not a coroutine: it sends
+        nothing (its methods raise NotFound when there is no such
+        sandbox)."""
+        return AsyncSandbox(self, sandbox_id)
+
+    async def list_sandboxes(self, label: Union[str, Tuple[str, str],
+                                                None] = None
+                             ) -> List[SandboxInfo]:
+        """GET /v1/sandboxes; see Client.list_sandboxes."""
+        return await self._call(_api.list_sandboxes(label))
+
     # ---- transport ----
 
     def _bind_loop(self) -> asyncio.Semaphore:
@@ -270,16 +352,17 @@ class AsyncClient:
             conn.close()
         return None
 
-    async def _attempt(self, request: bytes, method: str) -> Reply:
-        """One try: an idle connection or a new one, then the exchange.
-        A stale idle connection is retried once on a fresh one."""
+    async def _open(self, request: bytes, method: str
+                    ) -> Tuple[_Conn, int, Dict[str, str], bool]:
+        """One try: an idle connection or a new one, the request, the
+        reply's head. A stale idle connection is retried once, fresh."""
         conn = self._take_idle()
         reused = conn is not None
         for _ in range(2):
             if conn is None:
                 conn = await self._connect()
             try:
-                reply = await _exchange(conn, request, method)
+                status, hdrs, keep = await _send_head(conn, request, method)
             except _Stale:
                 conn.close()
                 if not reused:
@@ -289,36 +372,98 @@ class AsyncClient:
             except BaseException:
                 conn.close()  # mid-reply (or cancelled): unusable
                 raise
-            if reply[3]:
-                self._idle.append(conn)
-            else:
-                conn.close()
-            return reply
+            return conn, status, hdrs, keep
         raise AssertionError("unreachable")
 
-    async def _call(self, call: Call[T]) -> T:
-        body = _http.encode(call.body)
-        hdrs = _http.headers(self._token, body is not None)
+    async def _attempt(self, request: bytes, method: str) -> Reply:
+        conn, status, hdrs, keep = await self._open(request, method)
+        try:
+            body = _Body(conn.reader, hdrs, method, status)
+            data = await body.read_all()
+        except BaseException:
+            conn.close()  # mid-reply (or cancelled): unusable
+            raise
+        keep = keep and body.keep_ok
+        if keep:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return status, hdrs, data, keep
+
+    def _request(self, call: Call[Any]) -> bytes:
+        body, hdrs = _http.prepare(call, self._token)
         hdrs["Host"] = self.endpoint.host_header
         if body is not None or call.method in ("POST", "PUT", "PATCH"):
             hdrs["Content-Length"] = str(len(body or b""))
         head = "%s %s HTTP/1.1\r\n%s\r\n" % (
             call.method, self.endpoint.prefix + call.path,
             "".join("%s: %s\r\n" % kv for kv in hdrs.items()))
-        request = head.encode("latin-1") + (body or b"")
+        return head.encode("latin-1") + (body or b"")
+
+    async def _call(self, call: Call[T]) -> T:
+        request = self._request(call)
         timeout = _http.wait_for(self.timeout, call)
         what = "%s %s%s" % (call.method, self.base_url, call.path)
         async with self._bind_loop():
-            try:
-                status, rh, data, _ = await asyncio.wait_for(
-                    self._attempt(request, call.method), timeout)
-            except asyncio.TimeoutError:
-                raise SbxTimeout("%s: no reply within %ss"
-                                 % (what, timeout)) from None
-            except asyncio.IncompleteReadError as e:
-                raise SbxConnectionError("%s: reply cut short after %d bytes"
-                                         % (what, len(e.partial))) from e
-            except (_Stale, _ProtocolError, OSError) as e:
-                raise SbxConnectionError("%s: %s"
-                                         % (what, describe(e))) from e
+            status, rh, data, _ = await _timed(
+                self._attempt(request, call.method), timeout, what, timeout)
         return _http.finish(call, status, rh, data)
+
+    async def _stream(self, call: Call[Any]) -> AsyncIterator[bytes]:
+        """Sends call when first iterated, then yields the reply's lines
+        as they arrive. timeout bounds the whole exchange; closing the
+        generator early drops the connection."""
+        request = self._request(call)
+        timeout = _http.wait_for(self.timeout, call)
+        what = "%s %s%s" % (call.method, self.base_url, call.path)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> Optional[float]:
+            return None if deadline is None else \
+                max(0.0, deadline - loop.time())
+
+        async with self._bind_loop():
+            conn: Optional[_Conn] = None
+            reusable = False
+            try:
+                conn, status, hdrs, keep = await _timed(
+                    self._open(request, call.method), left(), what, timeout)
+                body = _Body(conn.reader, hdrs, call.method, status)
+                if not 200 <= status < 300:
+                    data = await _timed(body.read_all(), left(), what,
+                                        timeout)
+                    reusable = keep and body.keep_ok
+                    _http.check(call, status, hdrs, data)
+                pending = b""
+                while True:
+                    part = await _timed(body.next(), left(), what, timeout)
+                    if part is None:
+                        break
+                    pending += part
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line + b"\n"
+                if pending:
+                    yield pending
+                reusable = keep and body.keep_ok
+            finally:
+                if conn is not None:
+                    if reusable:
+                        self._idle.append(conn)
+                    else:
+                        conn.close()
+
+
+async def _timed(aw: Awaitable[T], timeout: Optional[float], what: str,
+                 total: Optional[float]) -> T:
+    """aw within timeout seconds, its failures as SbxErrors."""
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except asyncio.TimeoutError:
+        raise SbxTimeout("%s: no reply within %ss" % (what, total)) from None
+    except asyncio.IncompleteReadError as e:
+        raise SbxConnectionError("%s: reply cut short after %d bytes"
+                                 % (what, len(e.partial))) from e
+    except (_Stale, _ProtocolError, OSError) as e:
+        raise SbxConnectionError("%s: %s" % (what, describe(e))) from e

@@ -11,14 +11,16 @@ import http.client
 import select
 import socket
 import threading
-from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    TypeVar, Union)
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, TypeVar, Union)
 
 from . import _api, _http
 from ._api import Call, FileData, TestSpec
 from ._http import describe as _describe
 from .errors import SbxConnectionError, SbxTimeout
-from .types import Health, Limits, RunCodeResult, RunResult
+from .sandbox import Sandbox
+from .types import (Health, Limits, RunCodeResult, RunResult, SandboxInfo,
+                    SandboxLimits)
 
 __all__ = ["Client"]
 
@@ -135,6 +137,35 @@ class Client:
         """Any other route: returns the parsed JSON (or text) reply."""
         return self._call(_api.raw(method, path, json))
 
+    # ---- stateful sandboxes ----
+
+    def create_sandbox(self, *,
+                       limits: Union[SandboxLimits, Mapping[str, Any],
+                                     None] = None,
+                       env: Optional[Mapping[str, str]] = None,
+                       idle_timeout: Optional[float] = None,
+                       max_lifetime: Optional[float] = None,
+                       labels: Optional[Mapping[str, str]] = None
+                       ) -> Sandbox:
+        """POST /v1/sandboxes: a new sandbox that lives until deleted,
+        idle for idle_timeout seconds, or max_lifetime seconds old (None:
+        the server's defaults). Use it in `with` to delete it at the end.
+        TooManySandboxes when the server runs all it may."""
+        info = self._call(_api.create_sandbox(limits, env, idle_timeout,
+                                              max_lifetime, labels))
+        return Sandbox(self, info.id, info)
+
+    def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        """A handle on an existing sandbox; sends nothing (its methods
+        raise NotFound when there is no such sandbox)."""
+        return Sandbox(self, sandbox_id)
+
+    def list_sandboxes(self, label: Union[str, Tuple[str, str], None] = None
+                       ) -> List[SandboxInfo]:
+        """GET /v1/sandboxes: every sandbox, or those with label "key"
+        (any value) or "key=value" (also as a (key, value) tuple)."""
+        return self._call(_api.list_sandboxes(label))
+
     # ---- transport ----
 
     def _take(self, fresh: bool) -> http.client.HTTPConnection:
@@ -161,31 +192,32 @@ class Client:
                 return
         conn.close()
 
-    def _call(self, call: Call[T]) -> T:
-        body = _http.encode(call.body)
-        hdrs = _http.headers(self._token, body is not None)
+    def _send(self, call: Call[Any]
+              ) -> Tuple[http.client.HTTPConnection,
+                         http.client.HTTPResponse, str]:
+        """Sends the request and reads the reply's head: (connection,
+        response, what). A stale idle connection is retried once, fresh."""
+        body, hdrs = _http.prepare(call, self._token)
         path = self.endpoint.prefix + call.path
         timeout = _http.wait_for(self.timeout, call)
         what = "%s %s%s" % (call.method, self.base_url, call.path)
         for attempt in range(2):
             conn = self._take(fresh=attempt > 0)
             reused = conn.sock is not None
-            resp: Optional[http.client.HTTPResponse] = None
             try:
                 if conn.sock is None:
                     conn.timeout = self.timeout
                     conn.connect()
                 conn.sock.settimeout(timeout)
                 conn.request(call.method, path, body=body, headers=hdrs)
-                resp = conn.getresponse()
-                data = resp.read()
+                return conn, conn.getresponse(), what
             except socket.timeout:
                 conn.close()
                 raise SbxTimeout("%s: no reply within %ss"
                                  % (what, timeout)) from None
             except _STALE as e:
                 conn.close()
-                if reused and resp is None and attempt == 0:
+                if reused and attempt == 0:
                     continue
                 raise SbxConnectionError("%s: %s" % (what, _describe(e))) from e
             except (OSError, http.client.HTTPException) as e:
@@ -194,10 +226,58 @@ class Client:
             except BaseException:
                 conn.close()
                 raise
-            assert resp is not None
-            hdr = {k.lower(): v for k, v in resp.getheaders()}
-            if resp.will_close:
-                conn.close()
-            self._give_back(conn)
-            return _http.finish(call, resp.status, hdr, data)
         raise AssertionError("unreachable")
+
+    def _read(self, conn: http.client.HTTPConnection,
+              resp: http.client.HTTPResponse, what: str,
+              line: bool = False) -> bytes:
+        """The rest of the body, or its next line; errors close conn."""
+        try:
+            return resp.readline() if line else resp.read()
+        except socket.timeout:
+            waited = conn.sock.gettimeout() if conn.sock else None
+            conn.close()
+            raise SbxTimeout("%s: no reply within %ss"
+                             % (what, waited)) from None
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise SbxConnectionError("%s: %s" % (what, _describe(e))) from e
+        except BaseException:
+            conn.close()
+            raise
+
+    def _release(self, conn: http.client.HTTPConnection,
+                 resp: http.client.HTTPResponse) -> Dict[str, str]:
+        """Gives conn back after a whole reply; returns its headers."""
+        hdr = {k.lower(): v for k, v in resp.getheaders()}
+        if resp.will_close:
+            conn.close()
+        self._give_back(conn)
+        return hdr
+
+    def _call(self, call: Call[T]) -> T:
+        conn, resp, what = self._send(call)
+        data = self._read(conn, resp, what)
+        hdr = self._release(conn, resp)
+        return _http.finish(call, resp.status, hdr, data)
+
+    def _stream(self, call: Call[Any]) -> Iterator[bytes]:
+        """Sends call when first iterated, then yields the reply's lines
+        as they arrive. Closing the generator early drops the connection."""
+        conn, resp, what = self._send(call)
+        if not 200 <= resp.status < 300:
+            data = self._read(conn, resp, what)
+            _http.check(call, resp.status, self._release(conn, resp), data)
+        done = False
+        try:
+            while True:
+                line = self._read(conn, resp, what, line=True)
+                if not line:
+                    break
+                yield line
+            done = True
+        finally:
+            if done:
+                self._release(conn, resp)
+            else:
+                conn.close()

@@ -19,9 +19,15 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthorized",
     "NotFound",
+    "Gone",
+    "Conflict",
+    "Forbidden",
     "Busy",
+    "TooManySandboxes",
     "ServerError",
+    "UnsafeArchive",
     "error_from_reply",
+    "error_from_event",
 ]
 
 
@@ -77,7 +83,21 @@ class Unauthorized(SbxError):
 
 
 class NotFound(SbxError):
-    """404: no such route or resource."""
+    """404: no such route or resource (or sandbox, file, process)."""
+
+
+class Gone(SbxError):
+    """410: the sandbox ended (deleted, reaped, out of memory, past its
+    lifetime) while the request was waiting on it."""
+
+
+class Conflict(BadRequest):
+    """409: the path is in the way (a directory that is not empty, a
+    directory where a file was expected, or the other way round)."""
+
+
+class Forbidden(SbxError):
+    """403 "forbidden": the sandbox user may not touch that path."""
 
 
 class Busy(SbxError):
@@ -89,8 +109,22 @@ class Busy(SbxError):
         self.retry_after = retry_after
 
 
+class TooManySandboxes(Busy):
+    """429: the server already runs as many sandboxes as it may; delete
+    one first (a Busy, so `except Busy` covers it)."""
+
+
 class ServerError(SbxError):
     """5xx other than 503, or a reply the client cannot read."""
+
+
+class UnsafeArchive(SbxError):
+    """download_dir() refused an archive member: an absolute name, "..",
+    a link pointing outside the target directory, or a device file.
+    Nothing was extracted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "unsafe_archive", message)
 
 
 _BY_STATUS: Dict[int, Type[SbxError]] = {
@@ -98,10 +132,27 @@ _BY_STATUS: Dict[int, Type[SbxError]] = {
     401: Unauthorized,
     403: Unauthorized,
     404: NotFound,
+    409: Conflict,
+    410: Gone,
     413: PayloadTooLarge,
     422: Unprocessable,
-    429: Busy,
+    429: TooManySandboxes,
     503: Busy,
+}
+
+# Status of each error code the server puts in a streamed "error" event
+# (the stream's HTTP status is already 200 by then).
+_STATUS_BY_CODE: Dict[str, int] = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "gone": 410,
+    "payload_too_large": 413,
+    "unprocessable": 422,
+    "too_many_sandboxes": 429,
+    "busy": 503,
 }
 
 
@@ -141,7 +192,20 @@ def error_from_reply(status: int, headers: Mapping[str, str],
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = BadRequest if 400 <= status < 500 else ServerError
-    if cls is Busy:
-        return Busy(status, code, message, payload,
-                    retry_after=_retry_after(headers.get("retry-after")))
+    if status == 403 and code == "forbidden":
+        cls = Forbidden
+    if issubclass(cls, Busy):
+        return cls(status, code, message, payload,
+                   retry_after=_retry_after(headers.get("retry-after")))
     return cls(status, code, message, payload)
+
+
+def error_from_event(event: Mapping[str, Any]) -> SbxError:
+    """Builds the exception for an {"type": "error", "error": {...}} event
+    of a streamed reply; the HTTP status is guessed from the code."""
+    err = event.get("error")
+    code = str(err.get("code") or "") if isinstance(err, dict) else ""
+    status = _STATUS_BY_CODE.get(code, 500)
+    return error_from_reply(status, {}, {"error": err} if isinstance(
+        err, dict) else {"error": {"code": "stream_error",
+                                   "message": str(err)}})

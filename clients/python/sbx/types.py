@@ -21,6 +21,14 @@ __all__ = [
     "RunResult",
     "Capacity",
     "Health",
+    "SandboxLimits",
+    "SandboxInfo",
+    "ExecResult",
+    "ExecEvent",
+    "ProcessInfo",
+    "FileEntry",
+    "ReplError",
+    "ReplResult",
 ]
 
 
@@ -303,5 +311,233 @@ class Health:
             running=_int(d.get("running")),
             queued=_int(d.get("queued")),
             languages=[str(x) for x in langs] if isinstance(langs, list) else [],
+            raw=dict(d),
+        )
+
+
+# ---- /v1/sandboxes (stateful sandboxes) ----
+
+@dataclass
+class SandboxLimits:
+    """Limits of a stateful sandbox; None leaves the server's default."""
+
+    memory_mb: Optional[int] = None
+    disk_mb: Optional[int] = None
+    pids: Optional[int] = None
+    output_bytes: Optional[int] = None
+    """Cap on each of an exec's stdout and stderr."""
+    nofile: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SandboxLimits":
+        return cls(memory_mb=_int(d.get("memory_mb")),
+                   disk_mb=_int(d.get("disk_mb")),
+                   pids=_int(d.get("pids")),
+                   output_bytes=_int(d.get("output_bytes")),
+                   nofile=_int(d.get("nofile")))
+
+
+@dataclass
+class SandboxInfo:
+    """A sandbox as GET /v1/sandboxes/{id} describes it."""
+
+    id: str
+    status: str = ""
+    """"running" (the server lists no other kind)."""
+    created_at: str = ""
+    """UTC, ISO 8601 ("2025-01-31T12:00:00Z")."""
+    labels: Dict[str, str] = field(default_factory=dict)
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    idle_timeout_s: Optional[float] = None
+    max_lifetime_s: Optional[float] = None
+    idle_s: Optional[float] = None
+    """Seconds since the sandbox was last used."""
+    background_processes: int = 0
+    """Background processes still running."""
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SandboxInfo":
+        return cls(
+            id=str(d.get("id", "")),
+            status=_str(d.get("status")) or "",
+            created_at=_str(d.get("created_at")) or "",
+            labels={str(k): str(v) for k, v in _dict(d.get("labels")).items()},
+            limits=SandboxLimits.from_dict(_dict(d.get("limits"))),
+            idle_timeout_s=_float(d.get("idle_timeout_s")),
+            max_lifetime_s=_float(d.get("max_lifetime_s")),
+            idle_s=_float(d.get("idle_s")),
+            background_processes=_int(d.get("background_processes")) or 0,
+            raw=dict(d),
+        )
+
+
+@dataclass
+class ExecResult(Step):
+    """How a command run in a sandbox ended, with its output.
+
+    status is ok, nonzero_exit, signaled, time_limit, memory_limit,
+    output_limit or sandbox_error; exit_code is None when it did not exit
+    by itself (signal says which signal ended it).
+    """
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ExecResult":
+        return cls(**cls._fields(d))
+
+
+@dataclass
+class ExecEvent:
+    """One event of Sandbox.exec_stream(): type "stdout" or "stderr" with
+    data, and last "exit" with .result (stdout and stderr empty there: the
+    output came in the events before)."""
+
+    type: str
+    data: str = ""
+    result: Optional[ExecResult] = None
+    """With type "exit": how the command ended."""
+
+    @property
+    def status(self) -> Optional[str]:
+        return self.result.status if self.result else None
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self.result.exit_code if self.result else None
+
+    @property
+    def signal(self) -> Optional[int]:
+        return self.result.signal if self.result else None
+
+
+@dataclass
+class ProcessInfo:
+    """A background process (GET .../processes[/{n}])."""
+
+    id: int
+    pid: Optional[int] = None
+    """Its pid inside the sandbox (None until it started)."""
+    argv: List[str] = field(default_factory=list)
+    status: str = ""
+    """"running" or "exited"."""
+    result: Optional[ExecResult] = None
+    """Once exited: how it ended (its output is in .stdout/.stderr)."""
+    stdout: str = ""
+    """Output so far (the first 1 MiB of each stream; only from
+    Process.output(), empty in Sandbox.processes())."""
+    stderr: str = ""
+    output_truncated: bool = False
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self.result.exit_code if self.result else None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ProcessInfo":
+        res, argv = d.get("result"), d.get("argv")
+        return cls(
+            id=_int(d.get("id")) or 0,
+            pid=_int(d.get("pid")) or None,
+            argv=[str(a) for a in argv] if isinstance(argv, list) else [],
+            status=_str(d.get("status")) or "",
+            result=ExecResult.from_dict(res) if isinstance(res, dict) else None,
+            stdout=_str(d.get("stdout")) or "",
+            stderr=_str(d.get("stderr")) or "",
+            output_truncated=bool(d.get("output_truncated", False)),
+            raw=dict(d),
+        )
+
+
+@dataclass
+class FileEntry:
+    """One entry of a directory listing (Sandbox.files.list())."""
+
+    name: str
+    type: str = ""
+    """"file", "dir", "symlink" or "other"."""
+    size: Optional[int] = None
+    mode: Optional[int] = None
+    """Permission bits (0o644 is 420)."""
+    mtime: Optional[float] = None
+    """Seconds since the epoch."""
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "dir"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FileEntry":
+        return cls(name=str(d.get("name", "")),
+                   type=_str(d.get("type")) or "",
+                   size=_int(d.get("size")),
+                   mode=_int(d.get("mode")),
+                   mtime=_float(d.get("mtime")),
+                   raw=dict(d))
+
+
+@dataclass
+class ReplError:
+    """Why a REPL cell failed: the exception's name, value and traceback
+    (Python), or NonZeroExit and the status (Bash)."""
+
+    ename: str = ""
+    evalue: str = ""
+    traceback: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ReplError":
+        return cls(ename=_str(d.get("ename")) or "",
+                   evalue=_str(d.get("evalue")) or "",
+                   traceback=_str(d.get("traceback")) or "")
+
+
+@dataclass
+class ReplResult:
+    """The reply of POST /v1/sandboxes/{id}/repl: one cell."""
+
+    status: str
+    """"ok", "error" or "timeout"."""
+    stdout: str = ""
+    stderr: str = ""
+    result: Optional[str] = None
+    """Python: repr() of the last expression's value, if any."""
+    execution_count: Optional[int] = None
+    error: Optional[ReplError] = None
+    restarted: bool = False
+    """True when the interpreter was restarted and its state lost."""
+    context: str = ""
+    language: str = ""
+    output_truncated: bool = False
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ReplResult":
+        err = d.get("error")
+        res = d.get("result")
+        return cls(
+            status=str(d.get("status", "")),
+            stdout=_str(d.get("stdout")) or "",
+            stderr=_str(d.get("stderr")) or "",
+            result=None if res is None else (res if isinstance(res, str)
+                                             else str(res)),
+            execution_count=_int(d.get("execution_count")),
+            error=ReplError.from_dict(err) if isinstance(err, dict) else None,
+            restarted=bool(d.get("restarted", False)),
+            context=_str(d.get("context")) or "",
+            language=_str(d.get("language")) or "",
+            output_truncated=bool(d.get("output_truncated", False)),
             raw=dict(d),
         )
