@@ -205,28 +205,40 @@ struct runner_job *runner_submit(struct runner *r, struct sandbox_spec *spec,
 	return job;
 }
 
+/* Unlinks job from a singly linked list; returns true when it was there. */
+static bool unlink_job(struct runner_job **head, struct runner_job ***tail,
+		       struct runner_job *job)
+{
+	struct runner_job **pp;
+
+	for (pp = head; *pp; pp = &(*pp)->next)
+		if (*pp == job)
+			break;
+	if (!*pp)
+		return false;
+	*pp = job->next;
+	if (!job->next)
+		*tail = pp;
+	return true;
+}
+
 void runner_cancel(struct runner_job *job, const char *reason)
 {
 	struct runner *r = job->runner;
-	struct runner_job **pp;
+	bool found;
 
 	if (job->sb) {
 		sandbox_kill(job->sb, SANDBOX_ERROR, reason);
 		return;
 	}
-	/* Not started: it is on a list. Pull pending submissions first so
-	 * the job is on the waiting list. */
-	kick(r);
-	for (pp = &r->waiting; *pp; pp = &(*pp)->next)
-		if (*pp == job)
-			break;
-	if (!*pp)
-		return; /* kick() started it; it will be killed below */
-	*pp = job->next;
-	if (!r->waiting)
-		r->waiting_tail = &r->waiting;
-	else if (!job->next)
-		r->waiting_tail = pp;
+	/* Not started: it waits on one of the two lists. */
+	pthread_mutex_lock(&r->lock);
+	found = unlink_job(&r->incoming, &r->incoming_tail, job);
+	pthread_mutex_unlock(&r->lock);
+	if (!found)
+		found = unlink_job(&r->waiting, &r->waiting_tail, job);
+	if (!found)
+		return;
 	__atomic_sub_fetch(&r->queued, 1, __ATOMIC_RELAXED);
 	fail_job(job, reason);
 }

@@ -126,16 +126,24 @@ static void compat_done(struct request *req, struct sandbox_result *res,
 			i < res->nsteps ? &res->steps[i] : &none;
 		size_t slot = cr->has_compile ? i : 1;
 
-		/* A sandbox that failed as a whole reports on the step it
-		 * was at. */
-		if (res->status == SANDBOX_ERROR && !st->ran &&
+		/* A sandbox that ended as a whole before this step could
+		 * run (a setup error, a memory limit hit by the runtime's
+		 * start) reports its fate on that step: never a Success. */
+		if (res->status != SANDBOX_OK && !st->ran &&
 		    (i == 0 || res->steps[i - 1].status == SANDBOX_OK)) {
 			struct sandbox_step_result err = {
-				.ran = true, .status = SANDBOX_ERROR};
+				.ran = true,
+				.status = res->status,
+				.exit_code = -1,
+				.signal = res->signal ? res->signal : SIGKILL,
+				.wall_ms = res->wall_ms,
+				.oom_killed = res->oom_killed};
+			struct buf none_out;
 
+			buf_init(&none_out);
 			json_decref(results[slot]);
-			results[slot] =
-				command_result(&err, NULL, NULL, res->error);
+			results[slot] = command_result(&err, &none_out,
+						       &none_out, res->error);
 			break;
 		}
 		json_decref(results[slot]);

@@ -78,7 +78,8 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 
 	memset(req, 0, sizeof(*req));
 	memset(err, 0, sizeof(*err));
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+			  &jerr);
 	if (!root) {
 		snprintf(msg, sizeof(msg), "the body is not valid JSON: %s",
 			 jerr.text);
@@ -110,6 +111,10 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 		bad(err, "language", "must be a string");
 		goto out;
 	}
+	if (strlen(json_string_value(v)) != json_string_length(v)) {
+		bad(err, "language", "must not contain NUL");
+		goto out;
+	}
 	req->language = xstrdup(json_string_value(v));
 	req->lang = lang_find(req->language);
 
@@ -126,6 +131,13 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 			goto out;
 		}
 		req->memory_mb = json_integer_value(v);
+		/* Below a few MiB no runtime even starts: a request error,
+		 * not a run that looks like it passed. */
+		if (req->memory_mb > 0 && req->memory_mb < 4) {
+			bad(err, "memory_limit_MB",
+			    "must be -1 (the server's default) or at least 4");
+			goto out;
+		}
 	}
 
 	v = json_object_get(root, "stdin");

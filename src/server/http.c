@@ -289,8 +289,13 @@ static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
 	char c;
 	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 
-	if (n > 0 && !(events & (EPOLLHUP | EPOLLERR)))
-		return; /* the next pipelined request: not a hang-up */
+	if (n > 0 && !(events & (EPOLLHUP | EPOLLERR))) {
+		/* A pipelined request is waiting (maybe with the write side
+		 * closed after it): not a hang-up, and the watch would fire
+		 * on every turn of the loop. Stop watching. */
+		unwatch_sock(req);
+		return;
+	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
 	    !(events & (EPOLLHUP | EPOLLERR)))
 		return;
@@ -536,6 +541,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 			conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && parse_u64(cl, &len) == 0 && len > req->max_body)
 			req->too_large = true;
+		/* Refuse before reading (or inviting, with 100 Continue) a
+		 * body that would be thrown away. */
+		if (!token_ok(conn)) {
+			req->started = true;
+			req->route = "unauthorized";
+			request_error(req, 401, "unauthorized",
+				      "a valid 'Authorization: Bearer <token>' "
+				      "header is required");
+			return send_reply(req);
+		}
+		if (req->too_large) {
+			req->started = true;
+			req->route = "other";
+			request_error(req, 413, "payload_too_large",
+				      "the request body is larger than %llu "
+				      "bytes",
+				      (unsigned long long)req->max_body);
+			return send_reply(req);
+		}
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
