@@ -180,10 +180,9 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	 * of the mount (open_tree) can be attached in init's namespace;
 	 * without open_tree, init falls back to the source's path. */
 	for (i = 0; i < (int)spec->nbinds; i++) {
-		int fd = (int)syscall(SYS_open_tree, AT_FDCWD,
-				      spec->binds[i].src,
-				      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
-					      AT_RECURSIVE);
+		int fd = (int)syscall(
+			SYS_open_tree, AT_FDCWD, spec->binds[i].src,
+			OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 
 		if (fd < 0 && errno == ENOSYS)
 			fd = open(spec->binds[i].src, O_PATH | O_CLOEXEC);
