@@ -199,8 +199,9 @@ def test_exec_stream_yields_output_before_exit(client, sb):
     assert sb.exec("echo after").stdout == "after\n"
 
     # with-block, argv form, stdin and env; then leaving early.
-    with sb.exec_stream(["python3", "-c", "import os; print(input() + os.environ['X'])"],
-                        stdin="in", env={"X": "!"}) as s:
+    code = "import os; print(input() + os.environ['X'])"
+    with sb.exec_stream(["python3", "-c", code], stdin="in",
+                        env={"X": "!"}) as s:
         evs = list(s)
     assert "".join(e.data for e in evs) == "in!\n" and s.result.ok
     s = sb.exec_stream("echo first; sleep 20")
@@ -238,14 +239,20 @@ def test_exec_on_deleted_sandbox_is_gone(client):
 
 # ---- background processes ----
 
+def _wait_for_output(p, text):
+    """Polls a Process until its stdout holds text. (A signal sent before
+    the process has set itself up can be lost: see the report.)"""
+    deadline = time.monotonic() + 10
+    while text not in p.output().stdout:
+        assert time.monotonic() < deadline, "no %r from the process" % text
+        time.sleep(0.05)
+
+
 def test_background_process_output_and_signal(sb):
     p = sb.start_process("trap 'echo got TERM; exit 7' TERM; echo ready; "
                          "while :; do sleep 0.05; done")
     assert p.id > 0 and p.argv[:2] == ["/bin/bash", "-c"]
-    deadline = time.monotonic() + 10
-    while "ready" not in p.output().stdout:
-        assert time.monotonic() < deadline, "no output from the process"
-        time.sleep(0.05)
+    _wait_for_output(p, "ready")
     info = p.output()
     assert info.running and info.status == "running" and info.result is None
     assert info.pid and info.stdout == "ready\n"
@@ -259,19 +266,21 @@ def test_background_process_output_and_signal(sb):
     assert done.result.status == "nonzero_exit" and done.exit_code == 7
     assert done.stdout == "ready\ngot TERM\n"
 
-    k = sb.start_process(["sleep", "100"])
+    k = sb.start_process(["sh", "-c", "echo up; exec sleep 100"])
+    _wait_for_output(k, "up")
     k.kill()
     res = k.wait(timeout=10).result
     assert res.status == "signaled" and res.signal == signal.SIGKILL
 
     e = sb.start_process("cat; echo bye >&2", stdin="fed\n", cwd="/tmp")
     out = e.wait(timeout=10)
-    assert out.stdout == "fed\n" and out.stderr == "bye\n" and out.exit_code == 0
+    assert out.stdout == "fed\n" and out.stderr == "bye\n"
+    assert out.exit_code == 0
 
     procs = {q.id: q for q in sb.processes()}
     assert set(procs) == {p.id, k.id, e.id}
     assert all(q.status == "exited" for q in procs.values())
-    assert procs[k.id].argv == ["sleep", "100"]
+    assert procs[k.id].argv == ["sh", "-c", "echo up; exec sleep 100"]
     assert sb.process(p.id).output().stdout == "ready\ngot TERM\n"
     assert sb.info().background_processes == 0
     with pytest.raises(NotFound):
@@ -377,7 +386,8 @@ def test_upload_download_dir_round_trip(sb, tmp_path):
     src = tmp_path / "src"
     files = _make_tree(str(src))
     sb.upload_dir(str(src), "proj/in")
-    listing = sb.exec("cd proj/in && find . -type f | sort").stdout.splitlines()
+    listing = sb.exec("cd proj/in && find . -type f | sort").stdout
+    listing = listing.splitlines()
     assert listing == sorted("./" + k for k in files)
     assert sb.files.read("proj/in/a/b/c/d/three") == b"\x00\x01\x02"
     assert sb.exec("test -d proj/in/a/emptydir && test -x proj/in/a/one.bin"
@@ -465,7 +475,9 @@ def test_extract_rejects_unsafe_members(tmp_path, use_filter, bad):
 # ---- REPL ----
 
 def test_repl_python_state_and_errors(sb):
-    r = sb.repl("import math\nx = 20\ndef f(n):\n    return n * x\nprint('hi')")
+    r = sb.repl("import math\nx = 20\n"
+                "def f(n):\n    return n * x\n"
+                "print('hi')")
     assert isinstance(r, ReplResult)
     assert r.ok and r.status == "ok" and r.stdout == "hi\n", r
     assert r.result is None and r.execution_count == 1
@@ -570,6 +582,8 @@ def test_async_sandbox(server, tmp_path):
                 assert not await s.files.exists("f")
 
                 p = await s.start_process("echo bg; sleep 100")
+                while "bg" not in (await p.output()).stdout:
+                    await asyncio.sleep(0.05)
                 await p.signal(signal.SIGKILL)
                 done = await p.wait(timeout=10)
                 assert done.result.signal == signal.SIGKILL

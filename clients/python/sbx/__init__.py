@@ -5,9 +5,12 @@
         print(sbx.run_code("print(1 + 1)").stdout)
 
 Client is synchronous and thread-safe; AsyncClient has the same methods as
-coroutines. client.create_sandbox() gives a stateful Sandbox (exec, files,
-background processes, REPL cells) that `with` deletes at the end. Both keep connections alive in a bounded pool. Errors are
+coroutines. Both keep connections alive in a bounded pool. Errors are
 SbxError subclasses carrying the server's HTTP status, code and message.
+
+    with Client() as sbx, sbx.create_sandbox() as sb:   # deleted at the end
+        sb.exec("ls / > root.txt")
+        print(sb.files.read("root.txt"), sb.repl("1 + 1").result)
 """
 __version__ = "0.1.0"
 

@@ -46,16 +46,22 @@ def _inside(rel: str) -> bool:
         not posixpath.isabs(rel)
 
 
+def _check_names(members: List[tarfile.TarInfo]) -> None:
+    """No absolute names and no ".." (the data filter would quietly strip
+    a leading "/"; we refuse the archive instead)."""
+    for m in members:
+        name = m.name
+        if posixpath.isabs(name) or os.path.isabs(name):
+            raise UnsafeArchive("member %r has an absolute name" % name)
+        if ".." in name.split("/"):
+            raise UnsafeArchive("member %r has a '..' component" % name)
+
+
 def _check_manually(members: List[tarfile.TarInfo], dest: str) -> None:
     """The data filter's rules, for Pythons without it."""
     real_dest = os.path.realpath(dest)
     for m in members:
         name = m.name
-        if posixpath.isabs(name) or (len(name) > 1 and name[1] == ":") or \
-                "\\" in name:
-            raise UnsafeArchive("member %r has an absolute name" % name)
-        if ".." in name.split("/"):
-            raise UnsafeArchive("member %r has a '..' component" % name)
         target = os.path.realpath(os.path.join(real_dest, name))
         if target != real_dest and \
                 not target.startswith(real_dest + os.sep):
@@ -107,6 +113,7 @@ def extract(data: bytes, local_dir: str, use_filter: bool = True) -> None:
         raise UnsafeArchive("not a tar archive: %s" % e) from e
     with tf:
         members = tf.getmembers()
+        _check_names(members)
         if use_filter and _HAS_DATA_FILTER:
             dest = os.path.realpath(local_dir)
             for m in members:

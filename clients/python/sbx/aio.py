@@ -121,7 +121,8 @@ class _Body:
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise _ProtocolError("bad chunk size %r" % line[:100]) from None
+                raise _ProtocolError("bad chunk size %r"
+                                     % line[:100]) from None
             if size < 0:
                 raise _ProtocolError("bad chunk size %r" % line[:100])
             if size == 0:

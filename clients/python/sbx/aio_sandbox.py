@@ -70,8 +70,8 @@ class AsyncExecStream:
             if ev.type == "exit":
                 self.result = ev.result
                 self._done = True
-                async for _ in self._lines:  # the end: the connection goes back
-                    pass
+                async for _ in self._lines:  # to the end: the connection
+                    pass                     # goes back to the pool
             return ev
         raise StopAsyncIteration
 

@@ -448,7 +448,8 @@ class ProcessInfo:
             pid=_int(d.get("pid")) or None,
             argv=[str(a) for a in argv] if isinstance(argv, list) else [],
             status=_str(d.get("status")) or "",
-            result=ExecResult.from_dict(res) if isinstance(res, dict) else None,
+            result=(ExecResult.from_dict(res) if isinstance(res, dict)
+                    else None),
             stdout=_str(d.get("stdout")) or "",
             stderr=_str(d.get("stderr")) or "",
             output_truncated=bool(d.get("output_truncated", False)),
