@@ -306,7 +306,9 @@ void repl_run(struct repl **list, const struct repl_host *host, void *sctx,
 	struct cell *c, **tail;
 	double secs = DEFAULT_TIMEOUT_MS / 1000.0;
 
-	lang = json_string_value(json_object_get(args, "language"));
+	lang = json_object_get(args, "language")
+		       ? json_string_value(json_object_get(args, "language"))
+		       : "python";
 	code = json_string_value(json_object_get(args, "code"));
 	if (!lang || (strcmp(lang, "python") && strcmp(lang, "bash"))) {
 		reply_error(fn, ctx, 422, "unprocessable",

@@ -85,6 +85,10 @@ struct session {
 	struct repl *repls;
 	session_reply_fn create_fn;
 	void *create_ctx;
+	session_reply_fn delete_fn; /* answered once it is really gone */
+	void *delete_ctx;
+	bool deleting;
+	uint64_t output_cap;
 	char end_reason[128];
 	struct session *next;
 };
@@ -203,8 +207,13 @@ static struct session *find(const char *id, session_reply_fn fn, void *ctx)
 	unsigned i;
 
 	for (s = S.list; s; s = s->next)
-		if (!strcmp(s->id, id) && s->ready)
-			return s;
+		if (!strcmp(s->id, id) && s->ready) {
+			if (!s->deleting)
+				return s;
+			reply_error(fn, ctx, 404, "not_found",
+				    "no sandbox '%s': %s", id, s->end_reason);
+			return NULL;
+		}
 	for (i = 0; i < RECENT; i++)
 		if (!strcmp(S.recent[i].id, id)) {
 			reply_error(fn, ctx, 404, "not_found",
@@ -293,6 +302,9 @@ static void on_done(void *ctx, struct sandbox_result *res)
 		reply_error(s->create_fn, s->create_ctx, 500, "sandbox_error",
 			    "cannot create the sandbox: %s",
 			    res->error[0] ? res->error : why);
+	if (s->delete_fn)
+		reply_json(s->delete_fn, s->delete_ctx, 200,
+			   json_pack("{s:s,s:b}", "id", s->id, "deleted", 1));
 	while (s->ops) {
 		struct op *op = s->ops;
 
@@ -850,7 +862,9 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	if (!s->lifetime_ms)
 		s->lifetime_ms = S.lim.max_lifetime_ms;
 	spec.limits.wall_ms = s->lifetime_ms;
-	spec.limits.output_bytes = 0; /* per exec, see session_exec */
+	/* The output cap is per exec (see op_new), not the sandbox's. */
+	s->output_cap = spec.limits.output_bytes;
+	spec.limits.output_bytes = 0;
 	new_id(s->id, sizeof(s->id));
 	s->labels = json_incref(v && json_is_object(v) ? v : json_object());
 	if (!v || json_is_null(v)) {
@@ -858,11 +872,12 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 		s->labels = json_object();
 	}
 	s->limits =
-		json_pack("{s:I,s:I,s:I,s:I}", "memory_mb",
+		json_pack("{s:I,s:I,s:I,s:I,s:I}", "memory_mb",
 			  (json_int_t)(spec.limits.memory_bytes >> 20),
 			  "disk_mb", (json_int_t)(spec.limits.disk_bytes >> 20),
-			  "pids", (json_int_t)spec.limits.pids, "output_bytes",
-			  (json_int_t)S.lim.limits.output_bytes);
+			  "pids", (json_int_t)spec.limits.pids, "nofile",
+			  (json_int_t)spec.limits.nofile, "output_bytes",
+			  (json_int_t)s->output_cap);
 	s->created = time(NULL);
 	s->last_used_ns = now_ns();
 	s->create_fn = fn;
@@ -886,6 +901,16 @@ bad:
 	sandbox_spec_release(&spec);
 	free(s);
 	reply_error(fn, ctx, 422, "unprocessable", "%s", err);
+}
+
+bool session_exists(const char *id)
+{
+	struct session *s;
+
+	for (s = S.list; s; s = s->next)
+		if (!strcmp(s->id, id) && s->ready && !s->deleting)
+			return true;
+	return false;
 }
 
 void session_get(const char *id, session_reply_fn fn, void *ctx)
@@ -912,7 +937,7 @@ void session_list(const char *label, session_reply_fn fn, void *ctx)
 	for (s = S.list; s; s = s->next) {
 		json_t *lv;
 
-		if (!s->ready)
+		if (!s->ready || s->deleting)
 			continue;
 		if (label) {
 			lv = json_object_get(s->labels, key);
@@ -931,9 +956,10 @@ void session_delete(const char *id, session_reply_fn fn, void *ctx)
 	if (!s)
 		return;
 	str_copy(s->end_reason, sizeof(s->end_reason), "it was deleted");
+	s->deleting = true;
+	s->delete_fn = fn;
+	s->delete_ctx = ctx;
 	sandbox_kill(s->sb, SANDBOX_ERROR, "deleted");
-	reply_json(fn, ctx, 200,
-		   json_pack("{s:s,s:b}", "id", id, "deleted", 1));
 }
 
 /* ---- exec ---- */
@@ -949,7 +975,7 @@ static struct op *op_new(struct session *s, enum op_kind kind,
 	op->ctx = ctx;
 	buf_init(&op->out);
 	buf_init(&op->err);
-	op->cap = S.lim.limits.output_bytes;
+	op->cap = s->output_cap;
 	op->next = s->ops;
 	s->ops = op;
 	s->last_used_ns = now_ns();

@@ -49,6 +49,8 @@ unsigned sessions_count(void);
  * "idle_timeout_s", "max_lifetime_s", "labels": {...}}. */
 void session_create(json_t *args, session_reply_fn fn, void *ctx);
 void session_get(const char *id, session_reply_fn fn, void *ctx);
+/* True when id names a live sandbox (not one being deleted). */
+bool session_exists(const char *id);
 /* label: "key=value" or NULL. */
 void session_list(const char *label, session_reply_fn fn, void *ctx);
 void session_delete(const char *id, session_reply_fn fn, void *ctx);

@@ -66,6 +66,14 @@ struct server {
 	unsigned nexecs;
 };
 
+/* Signals an exec's process group; before the child's setsid() there is no
+ * group yet, so the child itself gets it. */
+static void kill_group(pid_t pid, int sig)
+{
+	if (kill(-pid, sig) < 0 && errno == ESRCH)
+		kill(pid, sig);
+}
+
 static void reply(uint32_t id, json_t *args, const void *payload, size_t len)
 {
 	struct init_msg m = {.kind = INIT_MSG_REPLY, .step = id};
@@ -226,7 +234,7 @@ static void cmd_signal(struct server *s, uint32_t id, json_t *args)
 	int sig = (int)json_integer_value(json_object_get(args, "signal"));
 
 	if (e && !e->reaped && sig > 0 && sig < NSIG)
-		kill(-e->pid, sig);
+		kill_group(e->pid, sig);
 }
 
 static void resolve(char *out, size_t n, json_t *args)
@@ -487,7 +495,7 @@ static void relay(struct sexec *e, int stream)
 		n = (ssize_t)(e->cap - e->sent[stream]);
 		if (e->stop == INIT_STOP_NONE)
 			e->stop = INIT_STOP_OUTPUT;
-		kill(-e->pid, SIGKILL);
+		kill_group(e->pid, SIGKILL);
 		fd_close(&e->out[stream]);
 	}
 	if (n > 0) {
@@ -541,7 +549,7 @@ static void reap(struct server *s)
 				e->ru = ru;
 				e->exit_ns = now_ns();
 				/* The exec's other processes end with it. */
-				kill(-e->pid, SIGKILL);
+				kill_group(e->pid, SIGKILL);
 			}
 	}
 }
@@ -650,7 +658,7 @@ void init_serve(const struct sandbox_spec *spec, void *filter, uid_t uid,
 			if (!e->reaped && e->deadline && now >= e->deadline) {
 				if (e->stop == INIT_STOP_NONE)
 					e->stop = INIT_STOP_TIME;
-				kill(-e->pid, SIGKILL);
+				kill_group(e->pid, SIGKILL);
 				e->deadline = 0;
 			}
 			feed_stdin(e);

@@ -14,6 +14,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -168,6 +169,14 @@ void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg)
 	req->abort_fn = fn;
 	req->abort_arg = arg;
 	pthread_mutex_unlock(&req->lock);
+}
+
+int request_dup_socket(struct request *req)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+	return ci ? fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0) : -1;
 }
 
 const char *request_method(struct request *req)

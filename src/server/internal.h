@@ -61,6 +61,9 @@ void request_stream_end(struct request *req);
  * its end; set by the handler. */
 void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg);
 
+/* A CLOEXEC duplicate of the client's socket (the caller closes it), or
+ * -1: lets another thread notice a hang-up safely. */
+int request_dup_socket(struct request *req);
 const char *request_method(struct request *req);
 const char *request_path(struct request *req);
 /* A query argument, or NULL. */

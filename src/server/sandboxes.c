@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "base/loop.h"
 #include "base/util.h"
@@ -58,10 +60,21 @@ struct call {
 	bool recursive;
 	bool stream;
 	bool stream_started;
+	int sock; /* streams: our dup of the client's socket, watched */
+	bool watching;
 };
+
+static void unwatch(struct call *c)
+{
+	if (c->watching)
+		loop_del_fd(runner_loop(server_state.runner), c->sock);
+	c->watching = false;
+	fd_close(&c->sock);
+}
 
 static void call_free(struct call *c)
 {
+	unwatch(c);
 	free(c->path);
 	free(c->label);
 	free(c->body);
@@ -128,6 +141,22 @@ static void on_stream(void *ctx, const char *stream, const char *data,
 	free(line);
 }
 
+/* A streaming client hung up: seen on our dup of its socket, which MHD
+ * does not watch while the stream waits for output. */
+static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct call *c = arg;
+	char b;
+	ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
+	    !(events & (EPOLLHUP | EPOLLERR)))
+		return;
+	unwatch(c);
+	if (n <= 0 || (events & (EPOLLHUP | EPOLLERR)))
+		session_exec_abandon(c);
+}
+
 static void abandon_cb(struct loop *loop, void *arg)
 {
 	struct call *c = arg;
@@ -160,6 +189,15 @@ static void run_call(struct loop *loop, void *arg)
 		session_delete(c->id, on_reply, c);
 		break;
 	case A_EXEC:
+		/* A stream starts only for a sandbox that exists, so errors
+		 * about the sandbox itself keep their HTTP status. */
+		if (c->stream && !session_exists(c->id)) {
+			c->stream = false;
+			unwatch(c);
+		}
+		if (c->stream && c->sock >= 0 &&
+		    loop_add_fd(loop, c->sock, EPOLLRDHUP, on_sock, c) == 0)
+			c->watching = true;
 		if (c->stream) {
 			c->stream_started = true;
 			request_stream_start(c->req, 200,
@@ -305,6 +343,7 @@ void sandboxes_route(struct request *req)
 	size_t idlen;
 	const char *arg;
 
+	c->sock = -1;
 	if (!strcmp(path, "/v1/sandboxes")) {
 		if (!strcmp(method, "POST")) {
 			c->action = A_CREATE;
@@ -432,6 +471,8 @@ void sandboxes_route(struct request *req)
 		goto out_free;
 	}
 post:
+	if (c->stream)
+		c->sock = request_dup_socket(req);
 	c->req = request_defer(req);
 	loop_post(runner_loop(server_state.runner), run_call, c);
 	return;

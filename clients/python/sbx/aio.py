@@ -3,7 +3,9 @@
 AsyncClient speaks HTTP/1.1 itself over asyncio streams: requests carry a
 Content-Length body; replies may be sized by Content-Length, chunked, or end
 at close. At most max_connections connections are open at once (callers
-beyond that wait for one); idle ones are kept for reuse.
+beyond that wait for one); idle ones are kept for reuse. A streamed reply
+(exec_stream) is read chunk by chunk and handed on line by line as it
+arrives; its connection stays taken until the stream ends or is closed.
 
 A client belongs to one event loop at a time: aclose() it (or use `async
 with`) before that loop ends. Used from a new loop anyway (say, a second
@@ -418,19 +420,25 @@ class AsyncClient:
         timeout = _http.wait_for(self.timeout, call)
         what = "%s %s%s" % (call.method, self.base_url, call.path)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline: Optional[float] = None
 
         def left() -> Optional[float]:
             return None if deadline is None else \
                 max(0.0, deadline - loop.time())
 
         async with self._bind_loop():
+            if timeout is not None:  # from when a connection is free
+                deadline = loop.time() + timeout
             conn: Optional[_Conn] = None
             reusable = False
             try:
                 conn, status, hdrs, keep = await _timed(
                     self._open(request, call.method), left(), what, timeout)
-                body = _Body(conn.reader, hdrs, call.method, status)
+                try:
+                    body = _Body(conn.reader, hdrs, call.method, status)
+                except _ProtocolError as e:
+                    raise SbxConnectionError("%s: %s"
+                                             % (what, describe(e))) from e
                 if not 200 <= status < 300:
                     data = await _timed(body.read_all(), left(), what,
                                         timeout)

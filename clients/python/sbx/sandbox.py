@@ -53,6 +53,9 @@ class ExecStream:
                 raise ServerError(200, "bad_response",
                                   "the exec stream ended without an exit "
                                   "event") from None
+            except BaseException:  # the connection failed: it is over
+                self._done = True
+                raise
             try:
                 ev = _api.parse_event(line)
             except BaseException:
