@@ -45,7 +45,8 @@ LIBS = $(PKG_LIBS) -lpthread
 LIB_SRCS := $(wildcard src/base/*.c src/sandbox/*.c src/runtime/*.c \
 	src/store/*.c src/llm/*.c src/server/*.c)
 CLI_SRCS := $(wildcard src/cli/*.c)
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o \
+	$(BUILD)/gen/init_blob.o
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -84,6 +85,31 @@ $(BUILD)/libsbx.a: $(LIB_OBJS)
 $(BUILD)/sbx: $(CLI_OBJS) $(BUILD)/libsbx.a
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libsbx.a $(LIBS)
 
+# The sandbox's PID 1 is a small binary of its own, embedded in sbx (a
+# static one unless sanitizers are on, which need the dynamic runtime).
+INIT_SRCS := src/sandbox/init/main.c src/sandbox/init.c \
+	src/sandbox/initserve.c src/sandbox/mnt.c src/sandbox/net.c \
+	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/wire.c \
+	src/sandbox/spec.c src/sandbox/bpf.c src/base/util.c src/base/buf.c \
+	src/base/log.c
+INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o)
+ifeq ($(SANITIZE),)
+INIT_LINK := -static-pie -Wl,-z,relro,-z,now -l:libjansson.a
+else
+INIT_LINK := $(ALL_LDFLAGS) -ljansson
+endif
+
+$(BUILD)/sbx-init: $(INIT_OBJS)
+	@echo "  LD $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $(INIT_OBJS) $(INIT_LINK)
+
+$(BUILD)/gen/init_blob.S: $(BUILD)/sbx-init
+	@mkdir -p $(@D)
+	@printf '\t.section .rodata\n\t.balign 16\n\t.globl sbx_init_blob\nsbx_init_blob:\n\t.incbin "%s"\n\t.globl sbx_init_blob_end\nsbx_init_blob_end:\n\t.section .note.GNU-stack,"",@progbits\n' "$(abspath $(BUILD)/sbx-init)" > $@
+
+$(BUILD)/gen/init_blob.o: $(BUILD)/gen/init_blob.S $(BUILD)/sbx-init
+	@$(CC) -c -o $@ $<
+
 # What runs inside sandboxes and is not C (guest/) is embedded as strings.
 $(BUILD)/gen/guest.c: guest/repl.py tools/embed.py
 	@mkdir -p $(@D)
@@ -115,7 +141,8 @@ FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) \
 # Parsers of client bytes live in *_parse.c and need only base/ and the
 # languages table, so each target links just those.
 FUZZ_LIB_SRCS = $(wildcard src/base/*.c) src/runtime/lang.c \
-	$(wildcard src/server/*_parse.c) src/sandbox/wire.c src/sandbox/spec.c
+	$(wildcard src/server/*_parse.c) src/sandbox/wire.c src/sandbox/spec.c \
+	src/sandbox/bpf.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -lpthread

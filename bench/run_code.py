@@ -185,18 +185,25 @@ def probe(target):
         return str(e)
 
 
+def usable(target):
+    """Returns (target, None) when it runs hello world, else (None, why)."""
+    why = probe(target)
+    if why is not None:
+        return None, "unavailable: " + why
+    return target, None
+
+
 def baselines(py):
     """Returns [(name, target or None, note)] in table order."""
     out = []
-    t = bare_target(py)
-    out.append(("bare", *usable(t, None)))
+    out.append(("bare", *usable(bare_target(py))))
     for name, pkg, make in (("bwrap", "bubblewrap", bwrap_target),
                             ("firejail", "firejail", firejail_target)):
         if not shutil.which(name):
             out.append((name, None, "unavailable: %s is not installed "
                         "(apt-get install %s)" % (name, pkg)))
             continue
-        out.append((name, *usable(make(py), None)))
+        out.append((name, *usable(make(py))))
     if not shutil.which("runsc"):
         out.append(("runsc", None, "unavailable: runsc is not installed "
                     "(apt-get install runsc)"))
@@ -214,13 +221,6 @@ def baselines(py):
         else:
             out.append(("runsc", None, "unavailable: " + reasons[0]))
     return out
-
-
-def usable(target, note):
-    why = probe(target)
-    if why is not None:
-        return None, "unavailable: " + why
-    return target, note
 
 
 # ---------------------------------------------------------------- measuring

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,38 @@ static bool userns_available(void)
 	return parse_u64(buf, &v) == 0 && v > 0;
 }
 
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+/* The embedded sbx-init (Makefile: gen/init_blob.S). */
+extern const char sbx_init_blob[], sbx_init_blob_end[];
+
+/* Puts the init binary in a sealed memfd to execute from. Returns the fd or
+ * -errno (the caller falls back to sbx itself). */
+static int init_binary_fd(void)
+{
+	size_t len = (size_t)(sbx_init_blob_end - sbx_init_blob);
+	int fd, r;
+
+	fd = memfd_create("sbx-init",
+			  MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL) /* kernels before MFD_EXEC */
+		fd = memfd_create("sbx-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, sbx_init_blob, len);
+	if (!r &&
+	    fcntl(fd, F_ADD_SEALS,
+		  F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+		r = -errno;
+	if (r) {
+		fd_close(&fd);
+		return r;
+	}
+	return fd;
+}
+
 int sandbox_host_init(char *err, size_t errlen)
 {
 	const char *env;
@@ -44,7 +77,14 @@ int sandbox_host_init(char *err, size_t errlen)
 			 "host uids and creates cgroups");
 		return -EPERM;
 	}
-	sandbox_host.exe_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	sandbox_host.exe_fd = init_binary_fd();
+	if (sandbox_host.exe_fd < 0) {
+		/* sbx itself can be init too (see main.c). */
+		log_debug("cannot use the embedded init: %s",
+			  strerror(-sandbox_host.exe_fd));
+		sandbox_host.exe_fd =
+			open("/proc/self/exe", O_PATH | O_CLOEXEC);
+	}
 	if (sandbox_host.exe_fd < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot open '/proc/self/exe': %s",
@@ -63,10 +103,16 @@ int sandbox_host_init(char *err, size_t errlen)
 	}
 	env = getenv("SBX_NO_USERNS");
 	sandbox_host.userns = userns_available() && !(env && *env == '1');
+	r = seccomp_prog_build(&sandbox_host.seccomp, err, errlen);
+	if (r) {
+		fd_close(&sandbox_host.exe_fd);
+		return r;
+	}
 	r = cgroup_host_detect(&sandbox_host.cg, "/proc/self/mountinfo",
 			       "/proc/self/cgroup", getenv("SBX_CGROUP_DIR"),
 			       err, errlen);
 	if (r) {
+		seccomp_prog_release(&sandbox_host.seccomp);
 		fd_close(&sandbox_host.exe_fd);
 		return r;
 	}
@@ -103,6 +149,7 @@ int sandbox_host_sweep(void)
 
 void sandbox_host_release(void)
 {
+	seccomp_prog_release(&sandbox_host.seccomp);
 	fd_close(&sandbox_host.exe_fd);
 	sandbox_host.ready = false;
 }

@@ -214,7 +214,8 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 
 /* The forked side of a command: becomes the sandbox user and executes. */
 void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
-	       char **env, uint64_t cpu_ms, void *filter, uid_t uid, gid_t gid)
+	       char **env, uint64_t cpu_ms, const struct seccomp_prog *filter,
+	       uid_t uid, gid_t gid)
 {
 	struct child_err ce = {{0}};
 	struct sandbox_limits lim = spec->limits;
@@ -245,7 +246,7 @@ void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
 			 "cannot enter working directory '%s'", cwd);
 	}
 	if (!r) {
-		r = seccomp_filter_load(filter);
+		r = seccomp_prog_load(filter);
 		if (r)
 			str_copy(ce.what, sizeof(ce.what),
 				 "cannot load the seccomp filter");
@@ -358,8 +359,9 @@ static void reap(struct step_run *sr)
 
 /* Runs one step to its end and reports it. Returns true when it ended
  * ok (exit 0). */
-static bool run_step(const struct sandbox_spec *spec, size_t idx, void *filter,
-		     uid_t uid, gid_t gid, int sigfd)
+static bool run_step(const struct sandbox_spec *spec, size_t idx,
+		     const struct seccomp_prog *filter, uid_t uid, gid_t gid,
+		     int sigfd)
 {
 	const struct sandbox_step *step = &spec->steps[idx];
 	struct step_run sr = {.idx = idx, .out = {-1, -1, -1}};
@@ -463,7 +465,6 @@ void sandbox_init_main(void)
 	struct init_msg m = {.kind = INIT_MSG_DONE};
 	struct init_mode mode;
 	sigset_t chld;
-	void *filter;
 	size_t len, i;
 	char *data;
 	uid_t uid;
@@ -496,9 +497,6 @@ void sandbox_init_main(void)
 	if (r)
 		init_fail(-r, ce.what);
 	place_files(&spec, uid, gid);
-	filter = seccomp_filter_new(&ce);
-	if (!filter)
-		init_fail(errno, ce.what);
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
@@ -506,10 +504,10 @@ void sandbox_init_main(void)
 	if (sigfd < 0)
 		init_fail(errno, "cannot watch for children");
 	if (spec.serve)
-		init_serve(&spec, filter, uid, gid, sigfd);
+		init_serve(&spec, &mode.seccomp, uid, gid, sigfd);
 
 	for (i = 0; i < spec.nsteps; i++)
-		if (!run_step(&spec, i, filter, uid, gid, sigfd) &&
+		if (!run_step(&spec, i, &mode.seccomp, uid, gid, sigfd) &&
 		    spec.steps[i].stop_unless_ok)
 			break;
 	fetch_files(&spec, uid, gid);

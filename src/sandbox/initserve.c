@@ -58,7 +58,7 @@ struct sexec {
 
 struct server {
 	const struct sandbox_spec *spec;
-	void *filter;
+	const struct seccomp_prog *filter;
 	uid_t uid;
 	gid_t gid;
 	struct buf in; /* unparsed command bytes */
@@ -582,8 +582,9 @@ static void finish_done(struct server *s)
 	}
 }
 
-void init_serve(const struct sandbox_spec *spec, void *filter, uid_t uid,
-		gid_t gid, int sigfd)
+void init_serve(const struct sandbox_spec *spec,
+		const struct seccomp_prog *filter, uid_t uid, gid_t gid,
+		int sigfd)
 {
 	struct server s = {
 		.spec = spec, .filter = filter, .uid = uid, .gid = gid};

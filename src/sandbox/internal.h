@@ -21,13 +21,20 @@
 #define P_PIDFD 3
 #endif
 
+/* The seccomp filter as a raw BPF program (struct sock_filter array). */
+struct seccomp_prog {
+	char *data;
+	size_t len;
+};
+
 /* Host-wide state, filled by sandbox_host_init(). */
 struct sandbox_host {
 	bool ready;
-	int exe_fd;	   /* sbx itself, O_PATH, for execveat as init */
+	int exe_fd;	   /* the init binary, for execveat */
 	bool userns;	   /* user namespaces usable */
 	uint32_t uid_base; /* host uid of the sandbox's root */
 	struct cgroup_host cg;
+	struct seccomp_prog seccomp;
 };
 extern struct sandbox_host sandbox_host;
 
@@ -90,6 +97,7 @@ struct init_msg {
 struct init_mode {
 	bool userns;
 	uint32_t uid_base;
+	struct seccomp_prog seccomp; /* borrowed when encoding */
 };
 
 /* Encodes what init needs from spec into out. */
@@ -109,11 +117,14 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 		    struct child_err *ce);
 int net_setup_child(struct child_err *ce);
 int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce);
-/* Builds the seccomp filter; returns an opaque filter or NULL with errno
- * set. seccomp_filter_load() returns 0 or -errno. */
-void *seccomp_filter_new(struct child_err *ce);
-int seccomp_filter_load(void *filter);
-void seccomp_filter_free(void *filter);
+/* The seccomp filter as a raw BPF program (struct sock_filter array),
+ * compiled once on the host with libseccomp and sent to every init, which
+ * loads it without libseccomp. */
+/* Host: compiles the filter. Returns 0 or -errno with a message. */
+int seccomp_prog_build(struct seccomp_prog *prog, char *err, size_t errlen);
+void seccomp_prog_release(struct seccomp_prog *prog);
+/* Child: installs the program (no_new_privs must be set). 0 or -errno. */
+int seccomp_prog_load(const struct seccomp_prog *prog);
 
 /* Shared by init.c and initserve.c (inside the sandbox). */
 void init_send(const struct init_msg *m, const void *p1, const void *p2);
@@ -124,11 +135,12 @@ void init_as_user(uid_t uid, gid_t gid, bool on);
 /* In a forked child: becomes the sandbox user and executes argv in cwd
  * (NULL: the spec's) with env added to the sandbox's. */
 void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
-	       char **env, uint64_t cpu_ms, void *filter, uid_t uid, gid_t gid)
-	__attribute__((noreturn));
+	       char **env, uint64_t cpu_ms, const struct seccomp_prog *filter,
+	       uid_t uid, gid_t gid) __attribute__((noreturn));
 /* Serve mode: answers host commands until the host kills the sandbox. */
-void init_serve(const struct sandbox_spec *spec, void *filter, uid_t uid,
-		gid_t gid, int sigfd) __attribute__((noreturn));
+void init_serve(const struct sandbox_spec *spec,
+		const struct seccomp_prog *filter, uid_t uid, gid_t gid,
+		int sigfd) __attribute__((noreturn));
 
 /* Host-side userns step: writes the uid and gid maps of pid. */
 int userns_write_maps(pid_t pid, uint32_t base, char *err, size_t errlen);

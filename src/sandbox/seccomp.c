@@ -11,8 +11,13 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/util.h"
 #include "sandbox/internal.h"
@@ -84,13 +89,16 @@ static const unsigned long clone_ns_flags[] = {
 	CLONE_NEWIPC,  CLONE_NEWUTS, CLONE_NEWCGROUP, CLONE_NEWTIME,
 };
 
-void *seccomp_filter_new(struct child_err *ce)
+int seccomp_prog_build(struct seccomp_prog *prog, char *err, size_t errlen)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	const char *step = "seccomp_init";
-	int r = 0;
+	int r = -ENOMEM, fd = -1;
+	struct stat st;
 	size_t i;
 
+	prog->data = NULL;
+	prog->len = 0;
 	if (!ctx)
 		goto fail;
 	/* Syscalls of other ABIs answer ENOSYS, so "int 0x80" fails
@@ -100,6 +108,9 @@ void *seccomp_filter_new(struct child_err *ce)
 			     SCMP_ACT_ERRNO(ENOSYS));
 	if (r)
 		goto fail;
+	/* A binary tree of syscall numbers: every syscall the sandbox
+	 * makes pays for the filter. */
+	seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	step = "seccomp deny list";
 	for (i = 0; i < ARRAY_SIZE(denied); i++) {
 		int nr = seccomp_syscall_resolve_name(denied[i]);
@@ -144,22 +155,30 @@ void *seccomp_filter_new(struct child_err *ce)
 			SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_RAW));
 	if (r)
 		goto fail;
-	return ctx;
+	/* libseccomp 2.5 exports only to an fd. */
+	step = "seccomp export";
+	fd = memfd_create("sbx-seccomp", MFD_CLOEXEC);
+	r = fd < 0 ? -errno : seccomp_export_bpf(ctx, fd);
+	if (!r && (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size % 8 ||
+		   lseek(fd, 0, SEEK_SET) < 0))
+		r = -EIO;
+	if (r)
+		goto fail;
+	prog->data = xmalloc((size_t)st.st_size);
+	if (read_full(fd, prog->data, (size_t)st.st_size) != st.st_size) {
+		r = -EIO;
+		goto fail;
+	}
+	prog->len = (size_t)st.st_size;
+	fd_close(&fd);
+	seccomp_release(ctx);
+	return 0;
 fail:
-	snprintf(ce->what, sizeof(ce->what), "cannot build filter (%s)", step);
+	snprintf(err, errlen, "cannot build the seccomp filter (%s): %s", step,
+		 strerror(r < 0 ? -r : ENOMEM));
+	fd_close(&fd);
+	seccomp_prog_release(prog);
 	if (ctx)
 		seccomp_release(ctx);
-	errno = r ? -r : ENOMEM;
-	return NULL;
-}
-
-int seccomp_filter_load(void *ctx)
-{
-	return seccomp_load(ctx);
-}
-
-void seccomp_filter_free(void *ctx)
-{
-	if (ctx)
-		seccomp_release(ctx);
+	return r < 0 ? r : -ENOMEM;
 }

@@ -460,6 +460,10 @@ static void finish(struct sandbox *sb)
 	unwatch(sb, &sb->wall_fd);
 	unwatch(sb, &sb->cpu_fd);
 	decide(sb);
+	/* Report first: removing the cgroup is housekeeping the caller
+	 * need not wait for. */
+	if (sb->ops.done)
+		sb->ops.done(sb->ctx, &sb->res);
 	if (sb->have_cg) {
 		int r = cgroup_destroy(&sb->cg);
 
@@ -467,8 +471,6 @@ static void finish(struct sandbox *sb)
 			log_warn("sandbox %llu: cannot remove its cgroup: %s",
 				 (unsigned long long)sb->id, strerror(-r));
 	}
-	if (sb->ops.done)
-		sb->ops.done(sb->ctx, &sb->res);
 	sandbox_result_release(&sb->res);
 	buf_release(&sb->status_buf);
 	buf_release(&sb->outq);

@@ -52,6 +52,7 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	put_u64(out, WIRE_MAGIC);
 	put_u64(out, mode->userns);
 	put_u64(out, mode->uid_base);
+	put_bytes(out, mode->seccomp.data, mode->seccomp.len);
 	put_u64(out, spec->serve);
 	if (spec->serve) {
 		put_u64(out, 0);
@@ -202,6 +203,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 		return -EINVAL;
 	mode->userns = get_u64(&r) != 0;
 	mode->uid_base = (uint32_t)get_u64(&r);
+	mode->seccomp.data = get_bytes(&r, &mode->seccomp.len);
 	spec->serve = get_u64(&r) != 0;
 	n = get_count(&r);
 	if (!r.err && n) {
@@ -269,8 +271,11 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 	}
 	if (!r.err && ((spec->nsteps == 0 && !spec->serve) || r.left))
 		r.err = -EINVAL;
+	if (!r.err && mode->seccomp.len % 8)
+		r.err = -EINVAL;
 	if (r.err) {
 		sandbox_spec_release(spec);
+		seccomp_prog_release(&mode->seccomp);
 		return r.err;
 	}
 	return 0;

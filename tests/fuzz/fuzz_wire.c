@@ -21,12 +21,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (wire_decode_spec((const char *)data, size, &spec, &mode))
 		return 0;
+	seccomp_prog_release(&mode.seccomp);
+	mode.seccomp = (struct seccomp_prog){0};
 	buf_init(&once);
 	buf_init(&twice);
 	wire_encode_spec(&once, &spec, &mode);
 	/* What sbx encodes, init must decode. */
 	if (wire_decode_spec(once.data, once.len, &spec2, &mode2))
 		abort();
+	seccomp_prog_release(&mode2.seccomp);
+	mode2.seccomp = (struct seccomp_prog){0};
 	wire_encode_spec(&twice, &spec2, &mode2);
 	if (once.len != twice.len || memcmp(once.data, twice.data, once.len))
 		abort();
