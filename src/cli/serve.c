@@ -48,6 +48,8 @@ static const char usage[] =
 	"  --max-upload=SIZE    largest file or archive upload "
 	"(SBX_MAX_UPLOAD, "
 	"512M)\n"
+	"  --max-disk=SIZE      most disk a stateful sandbox may ask for\n"
+	"                       (SBX_MAX_DISK, 4G; tmpfs, counted as memory)\n"
 	"  --port-file=FILE     write the bound port to FILE\n"
 	"  --verbose            log debug lines\n";
 
@@ -71,6 +73,7 @@ enum {
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_LIFETIME,
 	OPT_MAX_UPLOAD,
+	OPT_MAX_DISK,
 };
 
 static const struct option options[] = {
@@ -93,6 +96,7 @@ static const struct option options[] = {
 	{"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	{"max-lifetime", required_argument, NULL, OPT_MAX_LIFETIME},
 	{"max-upload", required_argument, NULL, OPT_MAX_UPLOAD},
+	{"max-disk", required_argument, NULL, OPT_MAX_DISK},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -117,6 +121,7 @@ static const char *const env_names[] = {
 	[OPT_IDLE_TIMEOUT - 256] = "SBX_IDLE_TIMEOUT",
 	[OPT_MAX_LIFETIME - 256] = "SBX_MAX_LIFETIME",
 	[OPT_MAX_UPLOAD - 256] = "SBX_MAX_UPLOAD",
+	[OPT_MAX_DISK - 256] = "SBX_MAX_DISK",
 };
 
 static int set_count(const char *what, const char *v, uint64_t min,
@@ -221,6 +226,8 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 		return set_time("lifetime", v, &cfg->max_lifetime_ms);
 	case OPT_MAX_UPLOAD:
 		return set_size("upload size", v, 1024, &cfg->max_upload);
+	case OPT_MAX_DISK:
+		return set_size("disk size", v, 1 << 20, &cfg->max_disk);
 	}
 	return -1;
 }

@@ -172,6 +172,8 @@ static void reply_errno(session_reply_fn fn, void *ctx, int err,
 	case EINVAL:
 	case ENAMETOOLONG:
 	case ELOOP:
+	case ENXIO: /* a FIFO without a reader */
+	case EXDEV: /* a magic link */
 		status = 400;
 		code = "bad_request";
 		break;

@@ -49,6 +49,17 @@ void init_fail(int err, const char *what)
 {
 	struct init_msg m = {.kind = INIT_MSG_ERROR, .err = err};
 
+	/* A process forked for an exec of a stateful sandbox must not write
+	 * on init's channel: its failure goes to its own stderr. */
+	if (init_serving && getpid() != 1) {
+		char line[512];
+
+		snprintf(line, sizeof(line), "sbx: %s: %s\n", what,
+			 strerror(err));
+		write_full(STDERR_FILENO, line, strlen(line));
+		_exit(127);
+	}
+
 	m.len1 = (uint32_t)strlen(what);
 	init_send(&m, what, NULL);
 	_exit(127);
@@ -224,9 +235,13 @@ void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
 	char msg[PATH_MAX + 64];
 	char **all_env;
 	size_t n1 = 0, n2 = 0, i;
+	char cwdbuf[PATH_MAX];
 
 	if (!cwd)
 		cwd = spec->cwd ? spec->cwd : SANDBOX_WORK_DIR;
+	/* Relative to the work dir, like the file commands' paths. */
+	init_full_path(cwdbuf, sizeof(cwdbuf), cwd);
+	cwd = cwdbuf;
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	for (sig = 1; sig < NSIG; sig++)
@@ -243,7 +258,7 @@ void init_exec(const struct sandbox_spec *spec, char **argv, const char *cwd,
 	if (!r && chdir(cwd) < 0) {
 		r = -errno;
 		snprintf(ce.what, sizeof(ce.what),
-			 "cannot enter working directory '%s'", cwd);
+			 "cannot enter working directory '%.150s'", cwd);
 	}
 	if (!r) {
 		r = seccomp_prog_load(filter);

@@ -22,7 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -237,6 +242,31 @@ static void cmd_signal(struct server *s, uint32_t id, json_t *args)
 		kill_group(e->pid, sig);
 }
 
+/* Opens a path for a file command. Symlinks are followed (they can only
+ * lead within the sandbox) but magic links are not, and procfs is off
+ * limits: init's own /proc/1 entries are readable by init whatever its
+ * filesystem ids, and they are not the sandbox's files. */
+static int open_file(const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {.flags = (uint64_t)flags,
+			       .mode = (flags & O_CREAT) ? mode : 0,
+			       .resolve = RESOLVE_NO_MAGICLINKS};
+	struct statfs sfs;
+	int fd;
+
+	fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS)
+		fd = open(path, flags, mode);
+	if (fd < 0)
+		return -errno;
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type == PROC_SUPER_MAGIC ||
+	    sfs.f_type == SYSFS_MAGIC) {
+		fd_close(&fd);
+		return -EACCES;
+	}
+	return fd;
+}
+
 static void resolve(char *out, size_t n, json_t *args)
 {
 	const char *p = json_string_value(json_object_get(args, "path"));
@@ -260,12 +290,13 @@ static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
 	if (json_is_true(json_object_get(args, "mkdirs")))
 		r = init_make_parents(path);
 	if (!r) {
-		fd = open(path,
-			  O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY |
-				  O_NONBLOCK | (append ? O_APPEND : O_TRUNC),
-			  mode & 0777);
+		fd = open_file(path,
+			       O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY |
+				       O_NONBLOCK |
+				       (append ? O_APPEND : O_TRUNC),
+			       mode & 0777);
 		if (fd < 0) {
-			r = -errno;
+			r = fd;
 		} else {
 			struct stat st;
 
@@ -298,9 +329,9 @@ static void cmd_file_read(struct server *s, uint32_t id, json_t *args)
 		max = READ_CHUNK_MAX;
 	resolve(path, sizeof(path), args);
 	init_as_user(s->uid, s->gid, true);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	fd = open_file(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
 	if (fd < 0) {
-		err = errno;
+		err = -fd;
 	} else if (fstat(fd, &st) < 0) {
 		err = errno;
 	} else if (S_ISDIR(st.st_mode)) {
@@ -381,9 +412,17 @@ static void cmd_file_list(struct server *s, uint32_t id, json_t *args)
 
 	resolve(path, sizeof(path), args);
 	init_as_user(s->uid, s->gid, true);
-	d = opendir(path);
-	if (!d)
-		err = errno;
+	{
+		int fd = open_file(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+
+		d = fd < 0 ? NULL : fdopendir(fd);
+		if (fd < 0)
+			err = -fd;
+		else if (!d) {
+			err = errno;
+			close(fd);
+		}
+	}
 	while (d && (de = readdir(d))) {
 		struct stat st;
 
@@ -451,7 +490,8 @@ static bool read_commands(struct server *s)
 	size_t off = 0;
 
 	for (;;) {
-		ssize_t n = read(INIT_FD_STATUS, chunk, sizeof(chunk));
+		ssize_t n = recv(INIT_FD_STATUS, chunk, sizeof(chunk),
+				 MSG_DONTWAIT);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -582,6 +622,8 @@ static void finish_done(struct server *s)
 	}
 }
 
+bool init_serving;
+
 void init_serve(const struct sandbox_spec *spec,
 		const struct seccomp_prog *filter, uid_t uid, gid_t gid,
 		int sigfd)
@@ -593,7 +635,9 @@ void init_serve(const struct sandbox_spec *spec,
 	struct sexec **owner = xcalloc(2 + 3 * MAX_EXECS, sizeof(*owner));
 
 	buf_init(&s.in);
-	fd_set_nonblock(INIT_FD_STATUS);
+	init_serving = true;
+	/* Reads of commands never block (recv with MSG_DONTWAIT); writes
+	 * to the host do, so no message is ever cut short. */
 	/* Writes to the host stay blocking: the host always reads, and a
 	 * slow host should slow the sandbox, not lose its output. */
 	init_send(&ready, NULL, NULL);

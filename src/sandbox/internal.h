@@ -127,6 +127,7 @@ void seccomp_prog_release(struct seccomp_prog *prog);
 int seccomp_prog_load(const struct seccomp_prog *prog);
 
 /* Shared by init.c and initserve.c (inside the sandbox). */
+extern bool init_serving; /* serve mode: children must not use fd 3 */
 void init_send(const struct init_msg *m, const void *p1, const void *p2);
 void init_fail(int err, const char *what) __attribute__((noreturn));
 void init_full_path(char *out, size_t n, const char *path);

@@ -647,6 +647,7 @@ void server_config_init(struct server_config *cfg)
 	cfg->max_wall_ms = 600000;
 	cfg->max_memory = 8ull << 30;
 	cfg->max_upload = 512ull << 20;
+	cfg->max_disk = 4ull << 30;
 	cfg->max_sandboxes = 64;
 	cfg->idle_timeout_ms = 600000;
 	cfg->max_lifetime_ms = 6 * 3600000ull;

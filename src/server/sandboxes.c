@@ -253,8 +253,8 @@ void sandboxes_start(const struct server_config *cfg)
 	lim.max_lifetime_ms = cfg->max_lifetime_ms;
 	lim.limits = cfg->limits;
 	lim.max_memory = cfg->max_memory;
-	lim.max_disk = cfg->max_upload > cfg->limits.disk_bytes
-			       ? cfg->max_upload
+	lim.max_disk = cfg->max_disk > cfg->limits.disk_bytes
+			       ? cfg->max_disk
 			       : cfg->limits.disk_bytes;
 	/* The table belongs to the runner's thread. */
 	loop_post(runner_loop(server_state.runner), start_cb, &lim);
@@ -286,7 +286,8 @@ static json_t *body_json(struct request *req)
 
 	if (len == 0)
 		return json_object();
-	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+		       &jerr);
 	if (!j) {
 		request_error(req, 422, "unprocessable",
 			      "the body is not valid JSON: %s", jerr.text);

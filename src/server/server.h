@@ -25,6 +25,7 @@ struct server_config {
 	uint64_t max_memory;
 	char *port_file;	  /* write the bound port here once listening */
 	uint64_t max_upload;	  /* file and archive bodies */
+	uint64_t max_disk;	  /* most disk a stateful sandbox may ask for */
 	unsigned max_sandboxes;	  /* live stateful sandboxes */
 	uint64_t idle_timeout_ms; /* default for stateful sandboxes */
 	uint64_t max_lifetime_ms; /* cap for stateful sandboxes */
