@@ -6,7 +6,9 @@
 # SANITIZE=address,undefined builds everything with those sanitizers.
 
 CC ?= cc
-BUILD ?= build
+# Sanitizer builds keep their own objects.
+BUILD ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+comma := ,
 SANITIZE ?=
 PYTEST_ARGS ?=
 # Debian's interpreter, where python3-pytest installs (not a pyenv one).

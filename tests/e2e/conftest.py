@@ -5,7 +5,7 @@ host where sandboxes can be made; when they cannot, the whole suite is
 skipped with the reason `sbx check` gives.
 
 Fixtures:
-  sbx  path of the binary (env SBX, default /work/main/build/sbx)
+  sbx  path of the binary (env SBX, default build/sbx of this checkout)
   run  run(args, input=None, timeout=60, **kw) -> (CompletedProcess, dict)
   py   py(code, *argv, opts=(), **kw): run(opts + ['--', 'python3', '-c',
        code, *argv], **kw)
@@ -18,7 +18,8 @@ import tempfile
 
 import pytest
 
-SBX = os.environ.get("SBX", "/work/main/build/sbx")
+REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SBX = os.environ.get("SBX", os.path.join(REPO, "build", "sbx"))
 SANDBOX_UID = 1000
 # The sandbox's uids 0..65535 are host uids UID_BASE.. (sbx's SBX_UID_BASE).
 UID_BASE = int(os.environ.get("SBX_UID_BASE") or 100000)
@@ -148,3 +149,16 @@ def x86_64():
     if not IS_X86_64:
         pytest.skip("uses x86_64 syscall numbers; this host is %s"
                     % platform.machine())
+
+
+def pytest_report_header(config):
+    """Says what the host gives the suite: the cgroup version and
+    controllers decide which limits are tried for real."""
+    try:
+        out = subprocess.run([SBX, "check"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "sbx check: %s" % e
+    lines = [l for l in out.splitlines()
+             if l.startswith(("cgroup", "user namespaces", "swap limit"))]
+    return ["sbx host: " + " | ".join(" ".join(l.split()) for l in lines)]

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import (SANDBOX_HOST_UID, SANDBOX_UID, SBX, describe,
+from conftest import (REPO, SANDBOX_HOST_UID, SANDBOX_UID, SBX, describe,
                       host_cmdline_pids, out_lines, unique_marker)
 
 # Python helpers every probe below starts with: raw syscalls through ctypes
@@ -337,8 +337,8 @@ def test_no_network_to_host(py):
 def test_host_files_hidden(py):
     host_home = sorted(os.listdir("/home")) if os.path.isdir("/home") else []
     body = """\
-        for path in ["/root", "/etc/shadow", "/etc/gshadow", "/work/main",
-                     "/work/main/Makefile", "/etc/sudoers", "/oldroot",
+        for path in ["/root", "/etc/shadow", "/etc/gshadow", REPO_PATH,
+                     REPO_PATH + "/Makefile", "/etc/sudoers", "/oldroot",
                      "/sys", "/home/" + "cloudsdk"]:
             oserr("open:" + path, lambda p: open(p, "rb").close(), path)
             oserr("stat:" + path, os.stat, path)
@@ -350,10 +350,10 @@ def test_host_files_hidden(py):
         oserr("write:/etc/passwd", lambda p: open(p, "ab").close(),
               "/etc/passwd")
         oserr("chmod:/usr/bin/python3", os.chmod, "/usr/bin/python3", 0o777)
-        """
+        """.replace("REPO_PATH", repr(REPO))
     p = run_probe(py, body)
-    for path in ["/root", "/etc/shadow", "/etc/gshadow", "/work/main",
-                 "/work/main/Makefile", "/etc/sudoers", "/oldroot", "/sys"]:
+    for path in ["/root", "/etc/shadow", "/etc/gshadow", REPO,
+                 os.path.join(REPO, "Makefile"), "/etc/sudoers", "/oldroot", "/sys"]:
         assert p["stat:" + path] in ("ENOENT", "EACCES"), (path, p)
         assert p["open:" + path] in ("ENOENT", "EACCES", "EISDIR") and \
             (p["open:" + path] != "EISDIR" or
