@@ -23,6 +23,8 @@ static const char usage[] =
 	"  --queue=N            runs waiting behind them (SBX_QUEUE, default "
 	"2048);\n"
 	"                       past that, 503 with Retry-After\n"
+	"  --warm=N             sandboxes kept built and waiting for runs\n"
+	"                       (SBX_WARM, default: the concurrency; 0: none)\n"
 	"  --token=TOKEN        require 'Authorization: Bearer TOKEN' "
 	"(SBX_TOKEN);\n"
 	"                       mandatory when listening beyond loopback\n"
@@ -74,6 +76,7 @@ enum {
 	OPT_MAX_LIFETIME,
 	OPT_MAX_UPLOAD,
 	OPT_MAX_DISK,
+	OPT_WARM,
 };
 
 static const struct option options[] = {
@@ -97,6 +100,7 @@ static const struct option options[] = {
 	{"max-lifetime", required_argument, NULL, OPT_MAX_LIFETIME},
 	{"max-upload", required_argument, NULL, OPT_MAX_UPLOAD},
 	{"max-disk", required_argument, NULL, OPT_MAX_DISK},
+	{"warm", required_argument, NULL, OPT_WARM},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -122,6 +126,7 @@ static const char *const env_names[] = {
 	[OPT_MAX_LIFETIME - 256] = "SBX_MAX_LIFETIME",
 	[OPT_MAX_UPLOAD - 256] = "SBX_MAX_UPLOAD",
 	[OPT_MAX_DISK - 256] = "SBX_MAX_DISK",
+	[OPT_WARM - 256] = "SBX_WARM",
 };
 
 static int set_count(const char *what, const char *v, uint64_t min,
@@ -226,6 +231,9 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 		return set_time("lifetime", v, &cfg->max_lifetime_ms);
 	case OPT_MAX_UPLOAD:
 		return set_size("upload size", v, 1024, &cfg->max_upload);
+	case OPT_WARM:
+		cfg->warm_set = true;
+		return set_count("warm sandboxes", v, 0, 1024, &cfg->warm);
 	case OPT_MAX_DISK:
 		return set_size("disk size", v, 1 << 20, &cfg->max_disk);
 	}

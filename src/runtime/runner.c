@@ -25,6 +25,14 @@ struct runner_job {
 	bool queued;
 };
 
+/* A warm sandbox waiting for a job. */
+struct warm {
+	struct runner *runner;
+	struct sandbox *sb;
+	bool ready;
+	struct warm *next;
+};
+
 struct runner {
 	struct loop *loop;
 	pthread_t thread;
@@ -35,9 +43,17 @@ struct runner {
 	struct runner_job *waiting, **waiting_tail; /* runner thread only */
 	struct runner_job *running_list;	    /* runner thread only */
 	bool stopping;
+	/* warm sandboxes, runner thread only (the counts are read as
+	 * atomics) */
+	struct warm *pool;
+	unsigned warm_target, warm_count, warm_ready;
+	unsigned warm_failures; /* in a row: stop rebuilding after a few */
+	struct sandbox_limits warm_limits;
+	unsigned long long warm_used;
 };
 
 static void kick(struct runner *r);
+static void pool_fill_cb(struct loop *loop, void *arg);
 
 static void *thread_main(void *arg)
 {
@@ -47,7 +63,9 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-struct runner *runner_new(unsigned max_running, unsigned max_queued, char *err,
+struct runner *runner_new(unsigned max_running, unsigned max_queued,
+			  unsigned warm,
+			  const struct sandbox_limits *warm_limits, char *err,
 			  size_t errlen)
 {
 	struct runner *r = xcalloc(1, sizeof(*r));
@@ -55,6 +73,9 @@ struct runner *runner_new(unsigned max_running, unsigned max_queued, char *err,
 
 	r->max_running = max_running ? max_running : 1;
 	r->max_queued = max_queued;
+	r->warm_target = warm;
+	if (warm_limits)
+		r->warm_limits = *warm_limits;
 	r->loop = loop_new();
 	if (!r->loop) {
 		snprintf(err, errlen, "cannot create the event loop: %s",
@@ -65,6 +86,7 @@ struct runner *runner_new(unsigned max_running, unsigned max_queued, char *err,
 	pthread_mutex_init(&r->lock, NULL);
 	r->incoming_tail = &r->incoming;
 	r->waiting_tail = &r->waiting;
+	loop_post(r->loop, pool_fill_cb, r);
 	e = pthread_create(&r->thread, NULL, thread_main, r);
 	if (e) {
 		snprintf(err, errlen, "cannot start the runner thread: %s",
@@ -118,13 +140,127 @@ static void on_done(void *ctx, struct sandbox_result *res)
 	job->ops.done(job->ctx, res);
 	job_free(job);
 	if (__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED) == 0 &&
-	    r->stopping)
+	    r->stopping && !r->pool)
 		loop_stop(r->loop);
 	kick(r);
 }
 
 static const struct sandbox_ops job_ops = {.output = on_output,
 					   .done = on_done};
+
+/* ---- warm sandboxes ---- */
+
+static void pool_fill(struct runner *r);
+
+static void warm_unlink(struct warm *w)
+{
+	struct runner *r = w->runner;
+	struct warm **pp;
+
+	for (pp = &r->pool; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			r->warm_count--;
+			if (w->ready)
+				__atomic_sub_fetch(&r->warm_ready, 1,
+						   __ATOMIC_RELAXED);
+			return;
+		}
+}
+
+static void warm_event(void *ctx, const struct sandbox_event *ev)
+{
+	struct warm *w = ctx;
+
+	if (ev->kind != SANDBOX_EV_READY || w->ready)
+		return;
+	w->ready = true;
+	__atomic_add_fetch(&w->runner->warm_ready, 1, __ATOMIC_RELAXED);
+	w->runner->warm_failures = 0;
+	kick(w->runner); /* a job may be waiting for it */
+}
+
+/* A warm sandbox ended before it got a job: setup failed, or shutdown. */
+static void warm_done(void *ctx, struct sandbox_result *res)
+{
+	struct warm *w = ctx;
+	struct runner *r = w->runner;
+
+	if (!r->stopping && ++r->warm_failures == 3)
+		log_warn("warm sandboxes keep failing (%s%s%s); running "
+			 "without them",
+			 sandbox_status_name(res->status),
+			 res->error[0] ? ": " : "", res->error);
+	warm_unlink(w);
+	free(w);
+	if (r->stopping && !r->pool &&
+	    __atomic_load_n(&r->running, __ATOMIC_RELAXED) == 0)
+		loop_stop(r->loop);
+	pool_fill(r);
+}
+
+static const struct sandbox_ops warm_ops = {.done = warm_done,
+					    .event = warm_event};
+
+/* Builds warm sandboxes until there are warm_target of them. */
+static void pool_fill(struct runner *r)
+{
+	while (!r->stopping && r->warm_count < r->warm_target &&
+	       r->warm_failures < 3) {
+		struct warm *w = xcalloc(1, sizeof(*w));
+		struct sandbox_spec spec;
+		char err[256];
+
+		sandbox_spec_init(&spec);
+		spec.standby = true;
+		spec.limits = r->warm_limits;
+		spec.limits.wall_ms = 0; /* the run's own limit applies */
+		w->runner = r;
+		w->sb = sandbox_start(r->loop, &spec, &warm_ops, w, err,
+				      sizeof(err));
+		sandbox_spec_release(&spec);
+		if (!w->sb) {
+			free(w);
+			log_debug("cannot build a warm sandbox: %s", err);
+			if (++r->warm_failures == 3)
+				log_warn("cannot build warm sandboxes (%s); "
+					 "running without them",
+					 err);
+			return;
+		}
+		w->next = r->pool;
+		r->pool = w;
+		r->warm_count++;
+	}
+}
+
+static void pool_fill_cb(struct loop *loop, void *arg)
+{
+	pool_fill(arg);
+}
+
+/* Hands job to a ready warm sandbox; returns it, or NULL. */
+static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
+{
+	struct warm *w;
+	struct sandbox *sb;
+
+	if (!__atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED) ||
+	    !sandbox_spec_is_warmable(&job->spec))
+		return NULL;
+	for (w = r->pool; w && !w->ready; w = w->next)
+		;
+	if (!w)
+		return NULL;
+	sb = w->sb;
+	if (sandbox_assign(sb, &job->spec, &job_ops, job))
+		return NULL; /* it stays in the pool; its end removes it */
+	warm_unlink(w);
+	free(w);
+	__atomic_add_fetch(&r->warm_used, 1, __ATOMIC_RELAXED);
+	pool_fill(r);
+	return sb;
+}
 
 /* Moves submitted jobs onto the waiting list and starts what fits. */
 static void kick(struct runner *r)
@@ -155,8 +291,10 @@ static void kick(struct runner *r)
 		job->queued = false;
 		__atomic_sub_fetch(&r->queued, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&r->running, 1, __ATOMIC_RELAXED);
-		job->sb = sandbox_start(r->loop, &job->spec, &job_ops, job, err,
-					sizeof(err));
+		job->sb = take_warm(r, job);
+		if (!job->sb)
+			job->sb = sandbox_start(r->loop, &job->spec, &job_ops,
+						job, err, sizeof(err));
 		if (!job->sb) {
 			__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED);
 			log_warn("cannot start a sandbox: %s", err);
@@ -243,6 +381,13 @@ void runner_cancel(struct runner_job *job, const char *reason)
 	fail_job(job, reason);
 }
 
+void runner_warm_counts(struct runner *r, unsigned *ready,
+			unsigned long long *used)
+{
+	*ready = __atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED);
+	*used = __atomic_load_n(&r->warm_used, __ATOMIC_RELAXED);
+}
+
 struct loop *runner_loop(struct runner *r)
 {
 	return r->loop;
@@ -274,7 +419,9 @@ static void stop_cb(struct loop *loop, void *arg)
 	for (struct runner_job *j = r->running_list; j; j = j->run_next)
 		sandbox_kill(j->sb, SANDBOX_ERROR,
 			     "the server is shutting down");
-	if (__atomic_load_n(&r->running, __ATOMIC_RELAXED) == 0)
+	for (struct warm *w = r->pool; w; w = w->next)
+		sandbox_kill(w->sb, SANDBOX_ERROR, "shutdown");
+	if (__atomic_load_n(&r->running, __ATOMIC_RELAXED) == 0 && !r->pool)
 		loop_stop(loop);
 }
 

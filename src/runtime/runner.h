@@ -15,8 +15,14 @@ struct loop;
 struct runner;
 struct runner_job;
 
-/* Starts the runner's thread. Returns NULL with a message in err. */
-struct runner *runner_new(unsigned max_running, unsigned max_queued, char *err,
+/* Starts the runner's thread. warm sandboxes are kept built and waiting
+ * (0: none); a job that fits one starts without the cost of building its
+ * view, and a new one is built behind it. warm_limits are the limits they
+ * are built with (their disk size; memory and processes are set per job).
+ * Returns NULL with a message in err. */
+struct runner *runner_new(unsigned max_running, unsigned max_queued,
+			  unsigned warm,
+			  const struct sandbox_limits *warm_limits, char *err,
 			  size_t errlen);
 /* Kills what runs, fails what waits (done() is called for each), stops
  * the thread and frees the runner. */
@@ -36,5 +42,8 @@ void runner_cancel(struct runner_job *job, const char *reason);
 struct loop *runner_loop(struct runner *r);
 void runner_counts(struct runner *r, unsigned *running, unsigned *queued,
 		   unsigned *max_running, unsigned *max_queued);
+/* Warm sandboxes ready now, and runs that started on one so far. */
+void runner_warm_counts(struct runner *r, unsigned *ready,
+			unsigned long long *used);
 
 #endif

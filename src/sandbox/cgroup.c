@@ -829,6 +829,54 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
 	return r;
 }
 
+int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim)
+{
+	char mem[24], pids[24], err[8];
+	int r = 0;
+
+	snprintf(mem, sizeof(mem), "%" PRIu64,
+		 lim->memory_bytes ? lim->memory_bytes : UINT64_MAX >> 1);
+	snprintf(pids, sizeof(pids), "%" PRIu64, lim->pids);
+	if (cg->v2[0]) {
+		if (file_exists(cg->v2, "memory.max"))
+			r = set_value(cg->v2, "memory.max",
+				      lim->memory_bytes ? mem : "max", err,
+				      sizeof(err));
+		if (!r && file_exists(cg->v2, "pids.max"))
+			r = set_value(cg->v2, "pids.max",
+				      lim->pids ? pids : "max", err,
+				      sizeof(err));
+		return r;
+	}
+	if (cg->memory[0]) {
+		bool memsw =
+			file_exists(cg->memory, "memory.memsw.limit_in_bytes");
+		/* memsw may never be below the limit: raise it first, or
+		 * lower the limit first. Try one order, then the other. */
+		if (memsw)
+			r = set_value(cg->memory, "memory.memsw.limit_in_bytes",
+				      mem, err, sizeof(err));
+		r = set_value(cg->memory, "memory.limit_in_bytes", mem, err,
+			      sizeof(err));
+		if (!r && memsw)
+			r = set_value(cg->memory, "memory.memsw.limit_in_bytes",
+				      mem, err, sizeof(err));
+	}
+	if (!r && cg->pids[0])
+		r = set_value(cg->pids, "pids.max", lim->pids ? pids : "max",
+			      err, sizeof(err));
+	return r;
+}
+
+void cgroup_reset_peak(const struct cgroup *cg)
+{
+	/* v1 resets on any write; v2 (6.12+) on a write to memory.peak. */
+	if (cg->memory[0])
+		write_at(cg->memory, "memory.max_usage_in_bytes", "0", false);
+	else if (cg->v2[0] && file_exists(cg->v2, "memory.peak"))
+		write_at(cg->v2, "memory.peak", "0", false);
+}
+
 int cgroup_attach(const struct cgroup *cg, pid_t pid)
 {
 	const char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct};

@@ -73,6 +73,12 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
 		  const char *name, const struct cgroup_limits *lim, char *err,
 		  size_t errlen);
 
+/* Changes the memory and pids limits of a live group (warm sandboxes get
+ * their run's limits this way). 0 means no limit. Returns 0 or -errno. */
+int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim);
+/* Starts the peak-memory reading afresh, where the kernel allows. */
+void cgroup_reset_peak(const struct cgroup *cg);
+
 /* Moves pid into the group (cgroup.procs in every hierarchy). Returns 0 or
  * -errno. */
 int cgroup_attach(const struct cgroup *cg, pid_t pid);

@@ -23,6 +23,7 @@
 #include <sys/prctl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -473,6 +474,45 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 	       WEXITSTATUS(sr.status) == 0;
 }
 
+/* A warm sandbox: the view is built; wait for the run it is given (its
+ * steps, files, environment and limits) and take it as our spec. */
+static void standby(struct sandbox_spec *spec)
+{
+	struct init_msg ready = {.kind = INIT_MSG_READY}, m;
+	struct sandbox_spec run;
+	struct init_mode ignored;
+	char *data, opts[64];
+	ssize_t n;
+
+	init_send(&ready, NULL, NULL);
+	n = read_full(INIT_FD_STATUS, &m, sizeof(m));
+	if (n == 0)
+		_exit(0); /* the host is gone, or never needed us */
+	if (n != (ssize_t)sizeof(m) || m.kind != INIT_CMD_RUN || m.len1 ||
+	    m.len2 > (64u << 20))
+		init_fail(EPROTO, "cannot read the run");
+	data = xmalloc((size_t)m.len2 + 1);
+	if (read_full(INIT_FD_STATUS, data, (size_t)m.len2) !=
+		    (ssize_t)m.len2 ||
+	    wire_decode_spec(data, (size_t)m.len2, &run, &ignored) < 0)
+		init_fail(EPROTO, "cannot decode the run");
+	free(data);
+	seccomp_prog_release(&ignored.seccomp);
+	/* One tmpfs is behind /tmp, /work, $HOME and /dev/shm: resize it
+	 * through any of them. */
+	if (run.limits.disk_bytes != spec->limits.disk_bytes) {
+		snprintf(opts, sizeof(opts), "size=%llu,nr_inodes=%llu",
+			 (unsigned long long)run.limits.disk_bytes,
+			 (unsigned long long)(run.limits.disk_bytes / 4096 +
+					      1024));
+		if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV,
+			  opts) < 0)
+			init_fail(errno, "cannot resize the scratch space");
+	}
+	sandbox_spec_release(spec);
+	*spec = run;
+}
+
 void sandbox_init_main(void)
 {
 	struct sandbox_spec spec;
@@ -511,6 +551,8 @@ void sandbox_init_main(void)
 		r = mnt_setup_child(&spec, uid, gid, &ce);
 	if (r)
 		init_fail(-r, ce.what);
+	if (spec.standby)
+		standby(&spec);
 	place_files(&spec, uid, gid);
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);

@@ -67,9 +67,10 @@ enum init_msg_kind {
 	INIT_CMD_FILE_READ = 24,  /* host: read a file */
 	INIT_CMD_FILE_DELETE = 25,
 	INIT_CMD_FILE_LIST = 26,
-	INIT_MSG_READY = 40,	 /* init: the view is built, commands welcome */
-	INIT_MSG_EXEC_END = 41,	 /* init: an exec ended (like STEP_END) */
-	INIT_MSG_REPLY = 42,	 /* init: answer to a file command */
+	INIT_CMD_RUN = 27,	/* host: a warm sandbox's run (payload: spec) */
+	INIT_MSG_READY = 40,	/* init: the view is built, commands welcome */
+	INIT_MSG_EXEC_END = 41, /* init: an exec ended (like STEP_END) */
+	INIT_MSG_REPLY = 42,	/* init: answer to a file command */
 	INIT_MSG_EXEC_START = 43 /* init: an exec started (value: its pid) */
 };
 

@@ -88,6 +88,7 @@ struct sandbox_spec {
 	struct sandbox_limits limits;
 	int stdin_fd; /* borrowed; step 0's stdin; -1: empty */
 	bool serve; /* stateful: no steps; init answers commands until killed */
+	bool standby; /* warm: build the view, then wait for sandbox_assign() */
 };
 
 /* A file read back from the sandbox after the run (spec->fetch). */
@@ -228,6 +229,16 @@ enum sandbox_cmd {
 	SANDBOX_CMD_FILE_DELETE,
 	SANDBOX_CMD_FILE_LIST,
 };
+
+/* Warm sandboxes. A sandbox started from a spec with standby set builds its
+ * view and waits; ops->event gets SANDBOX_EV_READY then. sandbox_assign()
+ * gives it a real spec (steps, files, fetches, env, cwd and limits; not
+ * binds or stdin_fd) with new ops; from then on it is like a sandbox
+ * started with that spec. Returns 0 or -errno (the sandbox is unchanged). */
+int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
+		   const struct sandbox_ops *ops, void *ctx);
+/* Whether spec can be given to a warm sandbox. */
+bool sandbox_spec_is_warmable(const struct sandbox_spec *spec);
 
 /* Queues a command (loop thread only). Returns 0 or -EPIPE when the
  * sandbox is gone. */

@@ -50,7 +50,10 @@ struct sandbox {
 
 	struct buf status_buf; /* unparsed bytes from init */
 	bool serve;
-	struct buf outq; /* commands not yet written to init */
+	bool standby;	   /* warm: waiting for sandbox_assign() */
+	uint64_t cpu_base; /* cgroup CPU time spent before the run */
+	uint64_t oom_base; /* OOM kills counted before the run */
+	struct buf outq;   /* commands not yet written to init */
 	size_t outoff;
 	bool got_done;
 	bool got_error;
@@ -226,7 +229,7 @@ static void parse_status(struct sandbox *sb)
 		case INIT_MSG_EXEC_START:
 		case INIT_MSG_EXEC_END:
 		case INIT_MSG_REPLY:
-			if (sb->serve)
+			if (sb->serve || sb->standby)
 				serve_event(sb, &m, payload);
 			break;
 		case INIT_MSG_OUTPUT:
@@ -363,7 +366,7 @@ static void on_cpu(struct loop *loop, int fd, uint32_t events, void *arg)
 		/* EAGAIN: spurious wake-up */
 	}
 	if (sb->have_cg && cgroup_cpu_ns(&sb->cg, &ns) == 0 &&
-	    ns / 1000000 >= sb->limits.cpu_ms) {
+	    (ns - sb->cpu_base) / 1000000 >= sb->limits.cpu_ms) {
 		unwatch(sb, &sb->cpu_fd);
 		sandbox_kill(sb, SANDBOX_TIME_LIMIT, "cpu time limit reached");
 	}
@@ -408,9 +411,10 @@ static void decide(struct sandbox *sb)
 		cpu_us += last->cpu_ms * 1000;
 		res->output_truncated |= last->output_truncated;
 	}
-	res->cpu_ms = st.has_cpu ? st.cpu_ns / 1000000 : cpu_us / 1000;
+	res->cpu_ms = st.has_cpu ? (st.cpu_ns - sb->cpu_base) / 1000000
+				 : cpu_us / 1000;
 	res->peak_memory_bytes = st.peak_bytes;
-	res->oom_killed = st.oom_kills > 0;
+	res->oom_killed = st.oom_kills > sb->oom_base;
 	res->pids_limit_hit = st.pids_max_events > 0;
 	if (last && sb->got_done) {
 		res->status = last->status;
@@ -482,6 +486,79 @@ static int watch(struct sandbox *sb, int fd, loop_fd_fn fn)
 	return loop_add_fd(sb->loop, fd, EPOLLIN, fn, sb);
 }
 
+/* The wall and CPU limits run from the start of the run. */
+static int arm_timers(struct sandbox *sb)
+{
+	int r = 0;
+
+	if (sb->limits.wall_ms) {
+		sb->wall_fd = timer_fd_new(sb->limits.wall_ms, false);
+		r = sb->wall_fd < 0 ? sb->wall_fd
+				    : watch(sb, sb->wall_fd, on_wall);
+	}
+	if (!r && sb->limits.cpu_ms && sb->have_cg && sandbox_host.cg.has_cpu) {
+		sb->cpu_fd = timer_fd_new(CPU_SAMPLE_MS, true);
+		r = sb->cpu_fd < 0 ? sb->cpu_fd : watch(sb, sb->cpu_fd, on_cpu);
+	}
+	return r;
+}
+
+bool sandbox_spec_is_warmable(const struct sandbox_spec *spec)
+{
+	return !spec->nbinds && spec->stdin_fd < 0 && !spec->serve &&
+	       !spec->standby;
+}
+
+int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
+		   const struct sandbox_ops *ops, void *ctx)
+{
+	struct init_mode mode = {0};
+	struct buf enc;
+	int r;
+
+	if (!sb->standby || sb->exited || sb->kill_status >= 0 ||
+	    !sandbox_spec_is_warmable(spec))
+		return -EINVAL;
+	if (sb->have_cg) {
+		struct cgroup_limits cl = {.memory_bytes =
+						   spec->limits.memory_bytes,
+					   .pids = spec->limits.pids};
+		struct cgroup_stats st;
+
+		r = cgroup_set_limits(&sb->cg, &cl);
+		if (r)
+			return r;
+		cgroup_reset_peak(&sb->cg);
+		if (cgroup_read_stats(&sb->cg, &st) == 0) {
+			sb->cpu_base = st.cpu_ns;
+			sb->oom_base = st.oom_kills;
+			sb->oom_seen = st.oom_kills;
+		}
+	}
+	buf_init(&enc);
+	wire_encode_spec(&enc, spec, &mode);
+	r = sandbox_command(sb, (enum sandbox_cmd)INIT_CMD_RUN, 0, NULL,
+			    enc.data, enc.len);
+	buf_release(&enc);
+	if (r)
+		return r;
+	sb->standby = false;
+	sb->ops = *ops;
+	sb->ctx = ctx;
+	sb->limits = spec->limits;
+	sandbox_result_release(&sb->res);
+	sandbox_result_init(&sb->res);
+	sb->nsteps = spec->nsteps ? spec->nsteps : 1;
+	sb->res.steps = xcalloc(sb->nsteps, sizeof(*sb->res.steps));
+	sb->res.nsteps = sb->nsteps;
+	sb->start_ns = now_ns();
+	r = arm_timers(sb);
+	if (r) /* the run goes on; only its limits are at risk: stop it */
+		sandbox_kill(sb, SANDBOX_ERROR,
+			     "cannot arm the sandbox's timers");
+	return 0;
+}
+
 struct sandbox *sandbox_start(struct loop *loop,
 			      const struct sandbox_spec *spec,
 			      const struct sandbox_ops *ops, void *ctx,
@@ -495,7 +572,8 @@ struct sandbox *sandbox_start(struct loop *loop,
 		snprintf(err, errlen, "sandbox host not initialised");
 		return NULL;
 	}
-	if ((!spec->argv || !spec->argv[0]) && !spec->nsteps && !spec->serve) {
+	if ((!spec->argv || !spec->argv[0]) && !spec->nsteps && !spec->serve &&
+	    !spec->standby) {
 		snprintf(err, errlen, "no command given");
 		return NULL;
 	}
@@ -506,6 +584,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->ctx = ctx;
 	sb->limits = spec->limits;
 	sb->serve = spec->serve;
+	sb->standby = spec->standby;
 	buf_init(&sb->outq);
 	sb->nsteps = spec->nsteps ? spec->nsteps : 1;
 	sb->res.steps = xcalloc(sb->nsteps, sizeof(*sb->res.steps));
@@ -537,16 +616,8 @@ struct sandbox *sandbox_start(struct loop *loop,
 		goto fail;
 	fd_set_nonblock(sb->proc.status_fd);
 	r = watch(sb, sb->proc.status_fd, on_status);
-	if (!r && spec->limits.wall_ms) {
-		sb->wall_fd = timer_fd_new(spec->limits.wall_ms, false);
-		r = sb->wall_fd < 0 ? sb->wall_fd
-				    : watch(sb, sb->wall_fd, on_wall);
-	}
-	if (!r && spec->limits.cpu_ms && sb->have_cg &&
-	    sandbox_host.cg.has_cpu) {
-		sb->cpu_fd = timer_fd_new(CPU_SAMPLE_MS, true);
-		r = sb->cpu_fd < 0 ? sb->cpu_fd : watch(sb, sb->cpu_fd, on_cpu);
-	}
+	if (!r && !spec->standby)
+		r = arm_timers(sb);
 	if (!r)
 		r = watch(sb, sb->proc.pidfd, on_exit_event);
 	if (r) {

@@ -54,7 +54,8 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	put_u64(out, mode->uid_base);
 	put_bytes(out, mode->seccomp.data, mode->seccomp.len);
 	put_u64(out, spec->serve);
-	if (spec->serve) {
+	put_u64(out, spec->standby);
+	if (spec->serve || (spec->standby && !spec->nsteps)) {
 		put_u64(out, 0);
 	} else if (spec->nsteps == 0) {
 		put_u64(out, 1);
@@ -205,6 +206,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 	mode->uid_base = (uint32_t)get_u64(&r);
 	mode->seccomp.data = get_bytes(&r, &mode->seccomp.len);
 	spec->serve = get_u64(&r) != 0;
+	spec->standby = get_u64(&r) != 0;
 	n = get_count(&r);
 	if (!r.err && n) {
 		spec->steps = xcalloc(n, sizeof(*spec->steps));
@@ -269,7 +271,8 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 				r.err = -EINVAL;
 		}
 	}
-	if (!r.err && ((spec->nsteps == 0 && !spec->serve) || r.left))
+	if (!r.err &&
+	    ((spec->nsteps == 0 && !spec->serve && !spec->standby) || r.left))
 		r.err = -EINVAL;
 	if (!r.err && mode->seccomp.len % 8)
 		r.err = -EINVAL;

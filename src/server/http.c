@@ -705,7 +705,9 @@ int server_run(const struct server_config *cfg)
 	server_state.cfg = cfg;
 	server_state.started_ns = now_ns();
 	server_state.runner =
-		runner_new(cfg->concurrency, cfg->queue, err, sizeof(err));
+		runner_new(cfg->concurrency, cfg->queue,
+			   cfg->warm_set ? cfg->warm : cfg->concurrency,
+			   &cfg->limits, err, sizeof(err));
 	if (!server_state.runner) {
 		fprintf(stderr, "sbx serve: %s\n", err);
 		return 1;

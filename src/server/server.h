@@ -16,8 +16,10 @@ struct server_config {
 	uint16_t port;	      /* default 8080; 0 picks a free port */
 	unsigned concurrency; /* sandboxes at once, default: cores */
 	unsigned queue;	      /* runs waiting behind them */
-	char *token;	      /* bearer token, NULL: none */
-	uint64_t max_body;    /* bytes */
+	unsigned warm; /* warm sandboxes kept ready, default: concurrency */
+	bool warm_set;
+	char *token;	   /* bearer token, NULL: none */
+	uint64_t max_body; /* bytes */
 	unsigned http_threads;
 	unsigned client_timeout_s;    /* idle connections are closed */
 	struct sandbox_limits limits; /* defaults for every run */

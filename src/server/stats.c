@@ -89,19 +89,23 @@ void stats_health(struct request *req)
 	const struct lang *l;
 	json_t *langs = json_array();
 
+	unsigned warm;
+	unsigned long long warm_used;
+
 	runner_counts(server_state.runner, &running, &queued, &maxr, &maxq);
+	runner_warm_counts(server_state.runner, &warm, &warm_used);
 	for (i = 0; (l = lang_at(i)); i++)
 		if (lang_available(l))
 			json_array_append_new(langs, json_string(l->name));
 	request_reply(
 		req, 200,
-		json_pack("{s:s,s:s,s:I,s:{s:i,s:i},s:i,s:i,s:o}", "status",
+		json_pack("{s:s,s:s,s:I,s:{s:i,s:i},s:i,s:i,s:i,s:o}", "status",
 			  "ok", "version", SBX_VERSION, "uptime_s",
 			  (json_int_t)((now_ns() - server_state.started_ns) /
 				       1000000000ull),
 			  "capacity", "sandboxes", (int)maxr, "queue",
 			  (int)maxq, "running", (int)running, "queued",
-			  (int)queued, "languages", langs));
+			  (int)queued, "warm", (int)warm, "languages", langs));
 }
 
 void stats_metrics(struct request *req)
@@ -110,7 +114,11 @@ void stats_metrics(struct request *req)
 	struct buf b;
 	size_t r, c, k;
 
+	unsigned warm;
+	unsigned long long warm_used;
+
 	runner_counts(server_state.runner, &running, &queued, &maxr, &maxq);
+	runner_warm_counts(server_state.runner, &warm, &warm_used);
 	buf_init(&b);
 	buf_adds(&b, "# HELP sbx_requests_total HTTP requests by route and "
 		     "status code.\n# TYPE sbx_requests_total counter\n");
@@ -175,8 +183,15 @@ void stats_metrics(struct request *req)
 		 "sbx_sandboxes_queued %u\n"
 		 "# HELP sbx_sandboxes_capacity Sandboxes that may run at "
 		 "once.\n# TYPE sbx_sandboxes_capacity gauge\n"
-		 "sbx_sandboxes_capacity %u\n",
-		 (unsigned long long)load(&disconnects), running, queued, maxr);
+		 "sbx_sandboxes_capacity %u\n"
+		 "# HELP sbx_warm_sandboxes Warm sandboxes ready for a run.\n"
+		 "# TYPE sbx_warm_sandboxes gauge\n"
+		 "sbx_warm_sandboxes %u\n"
+		 "# HELP sbx_warm_runs_total Runs that started on a warm "
+		 "sandbox.\n# TYPE sbx_warm_runs_total counter\n"
+		 "sbx_warm_runs_total %llu\n",
+		 (unsigned long long)load(&disconnects), running, queued, maxr,
+		 warm, warm_used);
 	request_reply_raw(req, 200, "text/plain; version=0.0.4", b.data, b.len);
 	buf_release(&b);
 }
