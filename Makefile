@@ -94,7 +94,7 @@ INIT_SRCS := src/sandbox/init/main.c src/sandbox/init.c \
 	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/wire.c \
 	src/sandbox/spec.c src/sandbox/bpf.c src/base/util.c src/base/buf.c \
 	src/base/log.c
-INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o)
+INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o
 ifeq ($(SANITIZE),)
 INIT_LINK := -static-pie -Wl,-z,relro,-z,now -l:libjansson.a
 else
@@ -113,9 +113,10 @@ $(BUILD)/gen/init_blob.o: $(BUILD)/gen/init_blob.S $(BUILD)/sbx-init
 	@$(CC) -c -o $@ $<
 
 # What runs inside sandboxes and is not C (guest/) is embedded as strings.
-$(BUILD)/gen/guest.c: guest/repl.py tools/embed.py
+$(BUILD)/gen/guest.c: guest/repl.py guest/zygote.py tools/embed.py
 	@mkdir -p $(@D)
-	@$(PYTHON) tools/embed.py guest_repl_py guest/repl.py > $@
+	@{ $(PYTHON) tools/embed.py guest_repl_py guest/repl.py && \
+	   $(PYTHON) tools/embed.py guest_zygote_py guest/zygote.py; } > $@
 
 $(BUILD)/gen/guest.o: $(BUILD)/gen/guest.c
 	@echo "  CC $<"

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/guest.h"
 #include "base/loop.h"
 #include "base/text.h"
 #include "base/util.h"

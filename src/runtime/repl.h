@@ -39,8 +39,4 @@ bool repl_busy(const struct repl *list);
 /* The sandbox is gone: fails waiting cells with why, frees everything. */
 void repl_free_all(struct repl *list, const char *why);
 
-/* guest/repl.py, embedded at build time. */
-extern const char guest_repl_py[];
-extern const unsigned long guest_repl_py_len;
-
 #endif

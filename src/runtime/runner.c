@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/loop.h"
@@ -139,9 +141,7 @@ static void on_done(void *ctx, struct sandbox_result *res)
 		job->run_next->run_prev = job->run_prev;
 	job->ops.done(job->ctx, res);
 	job_free(job);
-	if (__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED) == 0 &&
-	    r->stopping && !r->pool)
-		loop_stop(r->loop);
+	__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED);
 	kick(r);
 }
 
@@ -193,9 +193,6 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 			 res->error[0] ? ": " : "", res->error);
 	warm_unlink(w);
 	free(w);
-	if (r->stopping && !r->pool &&
-	    __atomic_load_n(&r->running, __ATOMIC_RELAXED) == 0)
-		loop_stop(r->loop);
 	pool_fill(r);
 }
 
@@ -228,8 +225,14 @@ static void pool_fill(struct runner *r)
 					 err);
 			return;
 		}
-		w->next = r->pool;
-		r->pool = w;
+		/* Appended: the oldest, most surely ready, is taken first. */
+		{
+			struct warm **tail = &r->pool;
+
+			while (*tail)
+				tail = &(*tail)->next;
+			*tail = w;
+		}
 		r->warm_count++;
 	}
 }
@@ -402,6 +405,23 @@ void runner_counts(struct runner *r, unsigned *running, unsigned *queued,
 	*max_queued = r->max_queued;
 }
 
+/* Shutting down: stop the loop once nothing is left to clean up. */
+static void on_stop_tick(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct runner *r = arg;
+	uint64_t ticks;
+
+	if (read(fd, &ticks, sizeof(ticks)) < 0) {
+		/* EAGAIN */
+	}
+	if (__atomic_load_n(&r->running, __ATOMIC_RELAXED) == 0 && !r->pool &&
+	    sandbox_live() == 0) {
+		loop_del_fd(loop, fd);
+		close(fd);
+		loop_stop(loop);
+	}
+}
+
 static void stop_cb(struct loop *loop, void *arg)
 {
 	struct runner *r = arg;
@@ -421,8 +441,13 @@ static void stop_cb(struct loop *loop, void *arg)
 			     "the server is shutting down");
 	for (struct warm *w = r->pool; w; w = w->next)
 		sandbox_kill(w->sb, SANDBOX_ERROR, "shutdown");
-	if (__atomic_load_n(&r->running, __ATOMIC_RELAXED) == 0 && !r->pool)
-		loop_stop(loop);
+	{
+		int fd = timer_fd_new(10, true);
+
+		if (fd < 0 ||
+		    loop_add_fd(loop, fd, EPOLLIN, on_stop_tick, r) < 0)
+			loop_stop(loop); /* cannot wait: leave the rest */
+	}
 }
 
 void runner_free(struct runner *r)

@@ -26,10 +26,14 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "base/guest.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
 #include "base/banned.h"
@@ -375,6 +379,164 @@ static void reap(struct step_run *sr)
 
 /* Runs one step to its end and reports it. Returns true when it ended
  * ok (exit 0). */
+/* A Python interpreter a warm sandbox starts ahead of its run (the
+ * zygote, guest/zygote.py): already the sandbox user, filtered and
+ * limited, waiting on a pipe for the program it is to become. */
+static struct {
+	pid_t pid;
+	int ctl;    /* socket: "R" when started, then the run's JSON line */
+	int out[3]; /* read ends of its stdout (1) and stderr (2) */
+} zygote = {.pid = -1, .ctl = -1, .out = {-1, -1, -1}};
+
+#define ZYGOTE_START_MS 10000
+
+static void zygote_stop(void);
+
+static void zygote_start(const struct sandbox_spec *spec,
+			 const struct seccomp_prog *filter, uid_t uid,
+			 gid_t gid)
+{
+	char *argv[] = {"python3", "-c", (char *)guest_zygote_py, NULL};
+	int ctl[2], pout[2], perr[2], in;
+	pid_t pid;
+
+	if (access("/usr/bin/python3", X_OK) < 0)
+		return;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0)
+		return;
+	if (pipe2(pout, O_CLOEXEC) < 0) {
+		close(ctl[0]);
+		close(ctl[1]);
+		return;
+	}
+	if (pipe2(perr, O_CLOEXEC) < 0 ||
+	    (in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+		close(ctl[0]);
+		close(ctl[1]);
+		close(pout[0]);
+		close(pout[1]);
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		if (dup2(in, STDIN_FILENO) < 0 ||
+		    dup2(pout[1], STDOUT_FILENO) < 0 ||
+		    dup2(perr[1], STDERR_FILENO) < 0 || dup2(ctl[0], 3) < 0)
+			_exit(127);
+		init_exec(spec, argv, NULL, NULL, 0, filter, uid, gid);
+	}
+	close(in);
+	close(ctl[0]);
+	close(pout[1]);
+	close(perr[1]);
+	if (pid < 0) {
+		close(ctl[1]);
+		close(pout[0]);
+		close(perr[0]);
+		return;
+	}
+	zygote.pid = pid;
+	zygote.ctl = ctl[1];
+	zygote.out[1] = pout[0];
+	zygote.out[2] = perr[0];
+	/* A warm sandbox is ready when its interpreter is. */
+	{
+		struct pollfd pfd = {.fd = zygote.ctl, .events = POLLIN};
+		char c = 0;
+
+		if (poll(&pfd, 1, ZYGOTE_START_MS) != 1 ||
+		    read(zygote.ctl, &c, 1) != 1 || c != 'R')
+			zygote_stop();
+	}
+}
+
+static void zygote_stop(void)
+{
+	if (zygote.pid > 0) {
+		kill(zygote.pid, SIGKILL);
+		while (waitpid(zygote.pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	zygote.pid = -1;
+	fd_close(&zygote.ctl);
+	fd_close(&zygote.out[1]);
+	fd_close(&zygote.out[2]);
+}
+
+/* The zygote can be a step that runs `python3 SCRIPT [ARGS]` alone, with
+ * no PYTHON* variable that would have changed the interpreter's start. */
+static bool zygote_fits(const struct sandbox_spec *spec,
+			const struct sandbox_step *step)
+{
+	size_t i;
+
+	if (zygote.pid < 0 || spec->nsteps != 1 || !step->argv[0] ||
+	    !step->argv[1] || strcmp(step->argv[0], "python3") ||
+	    step->argv[1][0] == '-')
+		return false;
+	for (i = 0; spec->env && spec->env[i]; i++)
+		if (str_starts_with(spec->env[i], "PYTHON"))
+			return false;
+	return true;
+}
+
+/* Tells the zygote which program to become. Returns 0 or -errno. */
+static int zygote_go(const struct sandbox_spec *spec,
+		     const struct sandbox_step *step, uid_t uid, gid_t gid)
+{
+	json_t *req = json_object(), *arr = json_array(), *env = json_array();
+	char cwd[PATH_MAX], path[64] = "";
+	char **envv = build_env(spec->env);
+	char *line;
+	size_t i;
+	int r = 0;
+
+	/* stdin waits in a file the zygote opens and unlinks. */
+	if (step->stdin_data && step->stdin_len) {
+		int fd;
+
+		snprintf(path, sizeof(path), "/dev/shm/.sbx-stdin-%d",
+			 (int)zygote.pid);
+		init_as_user(uid, gid, true);
+		fd = open(path,
+			  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			  0600);
+		r = fd < 0 ? -errno
+			   : write_full(fd, step->stdin_data, step->stdin_len);
+		fd_close(&fd);
+		init_as_user(uid, gid, false);
+	}
+	for (i = 0; step->argv[i]; i++)
+		json_array_append_new(arr, json_string(step->argv[i]));
+	for (i = 0; envv[i]; i++)
+		json_array_append_new(env, json_string(envv[i]));
+	free(envv);
+	init_full_path(cwd, sizeof(cwd),
+		       spec->cwd ? spec->cwd : SANDBOX_WORK_DIR);
+	json_object_set_new(req, "argv", arr);
+	json_object_set_new(req, "env", env);
+	json_object_set_new(req, "cwd", json_string(cwd));
+	json_object_set_new(req, "stdin",
+			    path[0] ? json_string(path) : json_null());
+	json_object_set_new(
+		req, "rlimits",
+		json_pack("{s:I,s:I,s:I}", "fsize",
+			  (json_int_t)spec->limits.fsize_bytes, "nofile",
+			  (json_int_t)spec->limits.nofile, "cpu",
+			  (json_int_t)((step->cpu_ms + 999) / 1000)));
+	line = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!r && !line)
+		r = -ENOMEM;
+	if (!r)
+		r = write_full(zygote.ctl, line, strlen(line));
+	if (!r)
+		r = write_full(zygote.ctl, "\n", 1);
+	free(line);
+	fd_close(&zygote.ctl);
+	return r;
+}
+
 static bool run_step(const struct sandbox_spec *spec, size_t idx,
 		     const struct seccomp_prog *filter, uid_t uid, gid_t gid,
 		     int sigfd)
@@ -390,6 +552,16 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 					   : UINT64_MAX;
 	deadline = step->wall_ms ? t0 + step->wall_ms * 1000000ull : 0;
 	getrusage(RUSAGE_CHILDREN, &before);
+	if (idx == 0 && zygote_fits(spec, step) &&
+	    zygote_go(spec, step, uid, gid) == 0) {
+		sr.pid = zygote.pid;
+		sr.out[1] = zygote.out[1];
+		sr.out[2] = zygote.out[2];
+		zygote.pid = -1;
+		zygote.out[1] = zygote.out[2] = -1;
+		goto relay;
+	}
+	zygote_stop();
 	in = step_stdin(step, idx);
 	if (in < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
 		init_fail(errno, "cannot set up the step's stdio");
@@ -409,7 +581,7 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 	close(perr[1]);
 	sr.out[1] = pout[0];
 	sr.out[2] = perr[0];
-
+relay:
 	/* Relay output until the command has ended and both pipes are at
 	 * EOF (the step's other processes are killed when it ends). */
 	while (sr.out[1] >= 0 || sr.out[2] >= 0 || !sr.reaped) {
@@ -476,7 +648,8 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 
 /* A warm sandbox: the view is built; wait for the run it is given (its
  * steps, files, environment and limits) and take it as our spec. */
-static void standby(struct sandbox_spec *spec)
+static void standby(struct sandbox_spec *spec,
+		    const struct seccomp_prog *filter, uid_t uid, gid_t gid)
 {
 	struct init_msg ready = {.kind = INIT_MSG_READY}, m;
 	struct sandbox_spec run;
@@ -484,6 +657,7 @@ static void standby(struct sandbox_spec *spec)
 	char *data, opts[64];
 	ssize_t n;
 
+	zygote_start(spec, filter, uid, gid);
 	init_send(&ready, NULL, NULL);
 	n = read_full(INIT_FD_STATUS, &m, sizeof(m));
 	if (n == 0)
@@ -529,8 +703,11 @@ void sandbox_init_main(void)
 	close(INIT_FD_EXE);
 	fcntl(INIT_FD_STATUS, F_SETFD, FD_CLOEXEC);
 	fcntl(STDIN_FILENO, F_SETFD, FD_CLOEXEC);
-	close(STDOUT_FILENO);
-	close(STDERR_FILENO);
+	/* fds 1 and 2 (the host's /dev/null) stay open: with 0..3 taken,
+	 * every pipe init makes is above them, so the dup2()s that set up a
+	 * child's 0..3 can never clobber one another. */
+	fcntl(STDOUT_FILENO, F_SETFD, FD_CLOEXEC);
+	fcntl(STDERR_FILENO, F_SETFD, FD_CLOEXEC);
 	prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
 	data = read_spec(&len);
@@ -552,7 +729,7 @@ void sandbox_init_main(void)
 	if (r)
 		init_fail(-r, ce.what);
 	if (spec.standby)
-		standby(&spec);
+		standby(&spec, &mode.seccomp, uid, gid);
 	place_files(&spec, uid, gid);
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);

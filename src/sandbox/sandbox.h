@@ -256,6 +256,10 @@ struct sandbox *sandbox_start(struct loop *loop,
 			      const struct sandbox_spec *spec,
 			      const struct sandbox_ops *ops, void *ctx,
 			      char *err, size_t errlen);
+/* Sandboxes whose processes or cgroup are not yet cleaned up (a sandbox
+ * may report its result before its init has finished exiting). */
+unsigned sandbox_live(void);
+
 /* Kills everything in the sandbox; done() follows with the status given
  * (SANDBOX_ERROR with reason, or a limit). Safe to call more than once. */
 void sandbox_kill(struct sandbox *sb, enum sandbox_status status,

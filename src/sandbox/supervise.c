@@ -44,7 +44,8 @@ struct sandbox {
 	size_t nsteps;
 	uint64_t oom_seen; /* oom kills counted at the last step end */
 	bool exited;	   /* init reaped */
-	bool finished;	   /* done() called */
+	bool reported;	   /* done() called */
+	bool finished;	   /* cleaned up: about to be freed */
 	int kill_status;   /* -1 or the enum sandbox_status that killed it */
 	char kill_reason[128];
 
@@ -65,6 +66,7 @@ struct sandbox {
 static uint64_t next_id;
 
 static void finish(struct sandbox *sb);
+static void report(struct sandbox *sb);
 
 static void do_kill(struct sandbox *sb)
 {
@@ -249,6 +251,11 @@ static void parse_status(struct sandbox *sb)
 			break;
 		case INIT_MSG_DONE:
 			sb->got_done = true;
+			if (!sb->serve && !sb->standby) {
+				sb->res.wall_ms =
+					(now_ns() - sb->start_ns) / 1000000;
+				report(sb);
+			}
 			break;
 		default:
 			break; /* INIT_MSG_MISSING: omitted from the result */
@@ -383,7 +390,8 @@ static void on_exit_event(struct loop *loop, int fd, uint32_t events, void *arg)
 	    si.si_pid == 0)
 		return;
 	sb->exited = true;
-	sb->res.wall_ms = (now_ns() - sb->start_ns) / 1000000;
+	if (!sb->reported)
+		sb->res.wall_ms = (now_ns() - sb->start_ns) / 1000000;
 	unwatch(sb, &sb->proc.pidfd);
 	/* Every writer is gone: drain what is left, then report. */
 	if (sb->proc.status_fd >= 0) {
@@ -456,18 +464,40 @@ static void decide(struct sandbox *sb)
 	}
 }
 
+static unsigned live; /* sandboxes not yet freed, atomic */
+
+unsigned sandbox_live(void)
+{
+	return __atomic_load_n(&live, __ATOMIC_RELAXED);
+}
+
+/* Decides the result and hands it over: when init has said DONE (every
+ * result is in by then; init's exit and the namespaces' teardown follow
+ * without the caller), or when the sandbox ended otherwise. */
+static void report(struct sandbox *sb)
+{
+	if (sb->reported)
+		return;
+	sb->reported = true;
+	unwatch(sb, &sb->wall_fd);
+	unwatch(sb, &sb->cpu_fd);
+	if (!sb->res.wall_ms)
+		sb->res.wall_ms = (now_ns() - sb->start_ns) / 1000000;
+	decide(sb);
+	if (sb->ops.done)
+		sb->ops.done(sb->ctx, &sb->res);
+	memset(&sb->ops, 0, sizeof(sb->ops)); /* ctx may be gone */
+	sandbox_result_release(&sb->res);
+}
+
 static void finish(struct sandbox *sb)
 {
 	if (sb->finished)
 		return;
+	report(sb);
 	sb->finished = true;
-	unwatch(sb, &sb->wall_fd);
-	unwatch(sb, &sb->cpu_fd);
-	decide(sb);
-	/* Report first: removing the cgroup is housekeeping the caller
-	 * need not wait for. */
-	if (sb->ops.done)
-		sb->ops.done(sb->ctx, &sb->res);
+	/* Removing the cgroup is housekeeping the caller did not wait
+	 * for. */
 	if (sb->have_cg) {
 		int r = cgroup_destroy(&sb->cg);
 
@@ -475,10 +505,10 @@ static void finish(struct sandbox *sb)
 			log_warn("sandbox %llu: cannot remove its cgroup: %s",
 				 (unsigned long long)sb->id, strerror(-r));
 	}
-	sandbox_result_release(&sb->res);
 	buf_release(&sb->status_buf);
 	buf_release(&sb->outq);
 	free(sb);
+	__atomic_sub_fetch(&live, 1, __ATOMIC_RELAXED);
 }
 
 static int watch(struct sandbox *sb, int fd, loop_fd_fn fn)
@@ -594,6 +624,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->proc.pidfd = sb->proc.status_fd = -1;
 	buf_init(&sb->status_buf);
 	sb->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&live, 1, __ATOMIC_RELAXED);
 
 	if (sandbox_host.cg.version != CGROUP_NONE) {
 		struct cgroup_limits cl = {
@@ -636,6 +667,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 	}
 	return sb;
 fail:
+	__atomic_sub_fetch(&live, 1, __ATOMIC_RELAXED);
 	if (sb->have_cg)
 		cgroup_destroy(&sb->cg);
 	buf_release(&sb->status_buf);
@@ -691,7 +723,9 @@ void sandbox_run(const struct sandbox_spec *spec, sandbox_output_fn output,
 		res->status = SANDBOX_ERROR;
 		st.done = true;
 	}
-	while (!st.done)
+	/* Then wait for the cleanup (init's exit, the cgroup's removal),
+	 * which may come after the result. */
+	while (!st.done || sandbox_live())
 		if (loop_run_once(loop, -1) < 0)
 			break;
 	loop_free(loop);
