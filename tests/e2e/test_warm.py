@@ -100,3 +100,68 @@ def test_without_warm_sandboxes_runs_still_work():
         assert status == 200 and r["run"]["stdout"] == "cold\n", r
         assert s.get("/v1/health")[2]["warm"] == 0
         assert metric(s, "sbx_warm_runs_total") == 0
+
+
+# The Python zygote: a warm sandbox's interpreter, started early, becomes
+# the run's program. Whatever a program can observe must be what a fresh
+# `python3 main.py` shows, so each program runs on a warm server and on a
+# cold one and the answers must match.
+ZYGOTE_PROGRAMS = {
+    "identity": ("import sys, os\n"
+                 "print(sys.argv, __file__, __name__, sys.path[0], os.getcwd())\n"
+                 "print(sorted(k for k in os.environ))", None, []),
+    "stdin": ("import sys\nprint(sys.stdin.read()[::-1])", "olleh\nworld", []),
+    "exit_code": ("import sys\nprint('bye')\nsys.exit(3)", None, []),
+    "traceback": ("def f():\n    raise ValueError('boom')\n\nf()\n", None, []),
+    "syntax_error": ("print('x'\n", None, []),
+    "pickle_and_pool": ("import multiprocessing as mp, pickle\n"
+                        "def sq(x):\n    return x * x\n"
+                        "if __name__ == '__main__':\n"
+                        "    assert pickle.loads(pickle.dumps(sq))(4) == 16\n"
+                        "    with mp.Pool(2) as p:\n"
+                        "        print(p.map(sq, [1, 2, 3]))", None, []),
+    "unclosed_file": ("f = open('out.txt', 'w')\nf.write('kept')", None,
+                      ["out.txt"]),
+    "atexit_and_threads": ("import atexit, threading, time\n"
+                           "atexit.register(lambda: print('atexit'))\n"
+                           "threading.Thread(target=lambda: (time.sleep(0.2),"
+                           " print('thread'))).start()\nprint('main')",
+                           None, []),
+    "imports_from_files": ("import helper\nprint(helper.X)", None, []),
+}
+
+
+@pytest.fixture(scope="module")
+def cold():
+    with SbxServer(extra_args=["--warm", "0"]) as s:
+        yield s
+
+
+def compat(srv, code, stdin, fetch):
+    body = {"code": code, "language": "python",
+            "files": {"helper.py": "WD0gNDI="},  # "X = 42"
+            "fetch_files": fetch}
+    if stdin is not None:
+        body["stdin"] = stdin
+    status, _, r = srv.post("/run_code", body)
+    assert status == 200, r
+    run = r["run_result"]
+    return (r["status"], run["return_code"], run["stdout"], run["stderr"],
+            r["files"])
+
+
+@pytest.mark.parametrize("name", sorted(ZYGOTE_PROGRAMS))
+def test_zygote_runs_like_a_fresh_interpreter(srv, cold, name):
+    code, stdin, fetch = ZYGOTE_PROGRAMS[name]
+    wait_warm(srv, 1)
+    warm = compat(srv, code, stdin, fetch)
+    assert warm == compat(cold, code, stdin, fetch)
+
+
+def test_zygote_is_what_runs_on_warm_sandboxes(srv, cold):
+    code = "import sys\nprint(sys.orig_argv[1])"
+    wait_warm(srv, 1)
+    # A started interpreter was given the program (python3 -c <zygote>)...
+    assert compat(srv, code, None, [])[2] == "-c\n"
+    # ...where a cold sandbox runs `python3 main.py`.
+    assert compat(cold, code, None, [])[2] == "main.py\n"
