@@ -52,6 +52,9 @@ struct runner {
 	unsigned warm_failures; /* in a row: stop rebuilding after a few */
 	struct sandbox_limits warm_limits;
 	unsigned long long warm_used;
+	/* Share of recent warm runs that were Python, in 1/256: warm
+	 * sandboxes start a Python zygote only while it is at least half. */
+	unsigned python_share;
 };
 
 static void kick(struct runner *r);
@@ -76,6 +79,7 @@ struct runner *runner_new(unsigned max_running, unsigned max_queued,
 	r->max_running = max_running ? max_running : 1;
 	r->max_queued = max_queued;
 	r->warm_target = warm;
+	r->python_share = 256;
 	if (warm_limits)
 		r->warm_limits = *warm_limits;
 	r->loop = loop_new();
@@ -210,6 +214,7 @@ static void pool_fill(struct runner *r)
 
 		sandbox_spec_init(&spec);
 		spec.standby = true;
+		spec.zygote = r->python_share >= 128;
 		spec.limits = r->warm_limits;
 		spec.limits.wall_ms = 0; /* the run's own limit applies */
 		w->runner = r;
@@ -248,8 +253,12 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	struct warm *w;
 	struct sandbox *sb;
 
-	if (!__atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED) ||
-	    !sandbox_spec_is_warmable(&job->spec))
+	if (!sandbox_spec_is_warmable(&job->spec))
+		return NULL;
+	/* A moving average over about the last 16 warmable runs. */
+	r->python_share = r->python_share * 15 / 16 +
+			  (sandbox_spec_is_python(&job->spec) ? 16 : 0);
+	if (!__atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED))
 		return NULL;
 	for (w = r->pool; w && !w->ready; w = w->next)
 		;

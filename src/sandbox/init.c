@@ -31,8 +31,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "base/guest.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
@@ -400,7 +398,7 @@ static void zygote_start(const struct sandbox_spec *spec,
 	int ctl[2], pout[2], perr[2], in;
 	pid_t pid;
 
-	if (access("/usr/bin/python3", X_OK) < 0)
+	if (!spec->zygote || access("/usr/bin/python3", X_OK) < 0)
 		return;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0)
 		return;
@@ -480,15 +478,28 @@ static bool zygote_fits(const struct sandbox_spec *spec,
 	return true;
 }
 
-/* Tells the zygote which program to become. Returns 0 or -errno. */
+static void add_field(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s) + 1); /* with its NUL */
+}
+
+static void add_number(struct buf *b, uint64_t v)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
+	add_field(b, num);
+}
+
+/* Tells the zygote which program to become (see guest/zygote.py for the
+ * fields). Returns 0 or -errno. */
 static int zygote_go(const struct sandbox_spec *spec,
 		     const struct sandbox_step *step, uid_t uid, gid_t gid)
 {
-	json_t *req = json_object(), *arr = json_array(), *env = json_array();
 	char cwd[PATH_MAX], path[64] = "";
 	char **envv = build_env(spec->env);
-	char *line;
-	size_t i;
+	size_t i, n;
+	struct buf b;
 	int r = 0;
 
 	/* stdin waits in a file the zygote opens and unlinks. */
@@ -506,34 +517,29 @@ static int zygote_go(const struct sandbox_spec *spec,
 		fd_close(&fd);
 		init_as_user(uid, gid, false);
 	}
-	for (i = 0; step->argv[i]; i++)
-		json_array_append_new(arr, json_string(step->argv[i]));
-	for (i = 0; envv[i]; i++)
-		json_array_append_new(env, json_string(envv[i]));
-	free(envv);
 	init_full_path(cwd, sizeof(cwd),
 		       spec->cwd ? spec->cwd : SANDBOX_WORK_DIR);
-	json_object_set_new(req, "argv", arr);
-	json_object_set_new(req, "env", env);
-	json_object_set_new(req, "cwd", json_string(cwd));
-	json_object_set_new(req, "stdin",
-			    path[0] ? json_string(path) : json_null());
-	json_object_set_new(
-		req, "rlimits",
-		json_pack("{s:I,s:I,s:I}", "fsize",
-			  (json_int_t)spec->limits.fsize_bytes, "nofile",
-			  (json_int_t)spec->limits.nofile, "cpu",
-			  (json_int_t)((step->cpu_ms + 999) / 1000)));
-	line = json_dumps(req, JSON_COMPACT);
-	json_decref(req);
-	if (!r && !line)
-		r = -ENOMEM;
+	buf_init(&b);
+	add_field(&b, cwd);
+	add_field(&b, path);
+	add_number(&b, spec->limits.fsize_bytes);
+	add_number(&b, spec->limits.nofile);
+	add_number(&b, (step->cpu_ms + 999) / 1000);
+	for (n = 0; step->argv[n]; n++)
+		;
+	add_number(&b, n);
+	for (i = 0; i < n; i++)
+		add_field(&b, step->argv[i]);
+	for (n = 0; envv[n]; n++)
+		;
+	add_number(&b, n);
+	for (i = 0; i < n; i++)
+		add_field(&b, envv[i]);
+	free(envv);
 	if (!r)
-		r = write_full(zygote.ctl, line, strlen(line));
-	if (!r)
-		r = write_full(zygote.ctl, "\n", 1);
-	free(line);
-	fd_close(&zygote.ctl);
+		r = write_full(zygote.ctl, b.data, b.len);
+	buf_release(&b);
+	fd_close(&zygote.ctl); /* EOF ends the request */
 	return r;
 }
 

@@ -89,6 +89,8 @@ struct sandbox_spec {
 	int stdin_fd; /* borrowed; step 0's stdin; -1: empty */
 	bool serve; /* stateful: no steps; init answers commands until killed */
 	bool standby; /* warm: build the view, then wait for sandbox_assign() */
+	bool zygote;  /* warm: start a Python interpreter too (guest/zygote.py)
+		       */
 };
 
 /* A file read back from the sandbox after the run (spec->fetch). */
@@ -239,6 +241,9 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		   const struct sandbox_ops *ops, void *ctx);
 /* Whether spec can be given to a warm sandbox. */
 bool sandbox_spec_is_warmable(const struct sandbox_spec *spec);
+/* Whether spec would run on a warm sandbox's Python zygote: one step,
+ * `python3 SCRIPT [ARGS]`. */
+bool sandbox_spec_is_python(const struct sandbox_spec *spec);
 
 /* Queues a command (loop thread only). Returns 0 or -EPIPE when the
  * sandbox is gone. */

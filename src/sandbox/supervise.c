@@ -539,6 +539,16 @@ bool sandbox_spec_is_warmable(const struct sandbox_spec *spec)
 	       !spec->standby;
 }
 
+bool sandbox_spec_is_python(const struct sandbox_spec *spec)
+{
+	char *const *argv = spec->nsteps == 1	? spec->steps[0].argv
+			    : spec->nsteps == 0 ? spec->argv
+						: NULL;
+
+	return argv && argv[0] && argv[1] && !strcmp(argv[0], "python3") &&
+	       argv[1][0] != '-';
+}
+
 int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		   const struct sandbox_ops *ops, void *ctx)
 {

@@ -55,6 +55,7 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	put_bytes(out, mode->seccomp.data, mode->seccomp.len);
 	put_u64(out, spec->serve);
 	put_u64(out, spec->standby);
+	put_u64(out, spec->zygote);
 	if (spec->serve || (spec->standby && !spec->nsteps)) {
 		put_u64(out, 0);
 	} else if (spec->nsteps == 0) {
@@ -207,6 +208,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 	mode->seccomp.data = get_bytes(&r, &mode->seccomp.len);
 	spec->serve = get_u64(&r) != 0;
 	spec->standby = get_u64(&r) != 0;
+	spec->zygote = get_u64(&r) != 0;
 	n = get_count(&r);
 	if (!r.err && n) {
 		spec->steps = xcalloc(n, sizeof(*spec->steps));
