@@ -95,6 +95,23 @@ const struct lang *lang_at(unsigned i)
 	return i < ARRAY_SIZE(langs) ? &langs[i] : NULL;
 }
 
+void lang_list(char *out, size_t n)
+{
+	size_t used = 0, i;
+
+	if (!n)
+		return;
+	out[0] = '\0';
+	for (i = 0; i < ARRAY_SIZE(langs); i++) {
+		int w = snprintf(out + used, n - used, "%s%s", used ? ", " : "",
+				 langs[i].name);
+
+		if (w < 0 || (size_t)w >= n - used)
+			break;
+		used += (size_t)w;
+	}
+}
+
 char **lang_argv(const char *recipe, char *const *extra)
 {
 	size_t n = 0, cap = 8;

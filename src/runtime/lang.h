@@ -7,6 +7,7 @@
 #define SBX_LANG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct lang {
 	const char *name;    /* as clients spell it: "python", "cpp" */
@@ -24,6 +25,9 @@ const struct lang *lang_find(const char *name);
 bool lang_available(const struct lang *lang);
 /* Iterates over the table: returns the i-th language or NULL past the end. */
 const struct lang *lang_at(unsigned i);
+/* Writes every language's name, comma-separated, into out (n bytes,
+ * cut short if need be), for error messages. */
+void lang_list(char *out, size_t n);
 
 /* Splits a recipe into a NULL-terminated argv (caller frees with
  * lang_argv_free); extra (may be NULL) is appended. */

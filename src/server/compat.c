@@ -198,23 +198,6 @@ static void unprocessable(struct request *req, const char *field,
 	request_reply(req, 422, o);
 }
 
-static void supported_list(char *out, size_t n)
-{
-	const struct lang *l;
-	size_t used = 0;
-	unsigned i;
-
-	out[0] = '\0';
-	for (i = 0; (l = lang_at(i)); i++) {
-		int w = snprintf(out + used, n - used, "%s%s", used ? ", " : "",
-				 l->name);
-
-		if (w < 0 || (size_t)w >= n - used)
-			break;
-		used += (size_t)w;
-	}
-}
-
 void compat_run_code(struct request *req)
 {
 	const struct server_config *cfg = server_state.cfg;
@@ -236,7 +219,7 @@ void compat_run_code(struct request *req)
 		return;
 	}
 	if (!cq.lang) {
-		supported_list(names, sizeof(names));
+		lang_list(names, sizeof(names));
 		snprintf(err.message, sizeof(err.message),
 			 "unknown language '%.64s' (sbx runs: %s)", cq.language,
 			 names);

@@ -100,23 +100,6 @@ static bool path_ok(const char *p)
 	}
 }
 
-static void supported_list(char *out, size_t n)
-{
-	const struct lang *l;
-	size_t used = 0;
-	unsigned i;
-
-	out[0] = '\0';
-	for (i = 0; (l = lang_at(i)); i++) {
-		int w = snprintf(out + used, n - used, "%s%s", used ? ", " : "",
-				 l->name);
-
-		if (w < 0 || (size_t)w >= n - used)
-			break;
-		used += (size_t)w;
-	}
-}
-
 static int parse_language(json_t *root, struct native_req *req,
 			  struct native_error *err)
 {
@@ -129,7 +112,7 @@ static int parse_language(json_t *root, struct native_req *req,
 		return bad(err, "language", "must be a string");
 	req->lang = has_nul(v) ? NULL : lang_find(json_string_value(v));
 	if (!req->lang) {
-		supported_list(names, sizeof(names));
+		lang_list(names, sizeof(names));
 		snprintf(msg, sizeof(msg),
 			 "unknown language '%.40s' (sbx runs: %s)",
 			 json_string_value(v), names);
