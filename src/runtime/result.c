@@ -1,8 +1,21 @@
 /*
  * Result serialisation.
  */
+#include "base/text.h"
 #include "runtime/result.h"
 #include "base/banned.h"
+
+json_t *json_text(const char *data, size_t len)
+{
+	struct buf b;
+	json_t *s;
+
+	buf_init(&b);
+	utf8_repair(&b, data ? data : "", data ? len : 0);
+	s = json_stringn(b.data ? b.data : "", b.len);
+	buf_release(&b);
+	return s ? s : json_string("");
+}
 
 json_t *result_to_json(const struct sandbox_result *res)
 {

@@ -15,4 +15,8 @@
  * decrefs. */
 json_t *result_to_json(const struct sandbox_result *res);
 
+/* Returns a new JSON string of data, made valid UTF-8 (bad bytes become
+ * U+FFFD): program output is arbitrary bytes. */
+json_t *json_text(const char *data, size_t len);
+
 #endif

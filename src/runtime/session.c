@@ -23,6 +23,7 @@
 #include "base/text.h"
 #include "base/util.h"
 #include "runtime/repl.h"
+#include "runtime/result.h"
 #include "runtime/session.h"
 #include "base/banned.h"
 
@@ -179,18 +180,6 @@ static void reply_errno(session_reply_fn fn, void *ctx, int err,
 		break;
 	}
 	reply_error(fn, ctx, status, code, "'%s': %s", path, strerror(err));
-}
-
-static json_t *text_json(const char *data, size_t len)
-{
-	struct buf b;
-	json_t *j;
-
-	buf_init(&b);
-	utf8_repair(&b, data ? data : "", data ? len : 0);
-	j = json_stringn(b.data ? b.data : "", b.len);
-	buf_release(&b);
-	return j ? j : json_string("");
 }
 
 /* ---- the table ---- */
@@ -430,10 +419,10 @@ static void exec_ended(struct session *s, struct op *op,
 		if (!op->stream) {
 			json_object_set_new(
 				o, "stdout",
-				text_json(op->out.data, op->out.len));
+				json_text(op->out.data, op->out.len));
 			json_object_set_new(
 				o, "stderr",
-				text_json(op->err.data, op->err.len));
+				json_text(op->err.data, op->err.len));
 		}
 		reply_json(op->fn, op->ctx, 200, o);
 		return;
@@ -1162,9 +1151,9 @@ static json_t *proc_json(const struct proc *p, bool output)
 		json_object_set_new(o, "result", step_json(&p->result));
 	if (output) {
 		json_object_set_new(o, "stdout",
-				    text_json(p->out.data, p->out.len));
+				    json_text(p->out.data, p->out.len));
 		json_object_set_new(o, "stderr",
-				    text_json(p->err.data, p->err.len));
+				    json_text(p->err.data, p->err.len));
 		json_object_set_new(o, "output_truncated",
 				    json_boolean(p->truncated));
 	}
@@ -1327,15 +1316,11 @@ void session_archive_put(const char *id, const char *dir, const char *data,
 	op->path = xstrdup(dir);
 	/* GNU tar refuses absolute names and ".." by default; as the
 	 * sandbox user inside the sandbox it can write nowhere else. */
-	argv = json_pack("[s,s,s,s,s,s,s,s,s]", "/bin/sh", "-c",
+	argv = json_pack("[s,s,s,s,s]", "/bin/sh", "-c",
 			 "mkdir -p -- \"$1\" && exec tar -x -f - "
 			 "--no-same-owner --no-same-permissions "
 			 "--no-overwrite-dir -C \"$1\"",
-			 "sh", dir, "", "", "", "");
-	json_array_remove(argv, 8);
-	json_array_remove(argv, 7);
-	json_array_remove(argv, 6);
-	json_array_remove(argv, 5);
+			 "sh", dir);
 	if (send_exec(s, op->id, argv, NULL, NULL, DEFAULT_EXEC_MS, 1 << 20,
 		      data, len, true)) {
 		drop_op(s, op);

@@ -244,18 +244,6 @@ const char *request_body(struct request *req, size_t *len)
 	return req->body.data ? req->body.data : "";
 }
 
-json_t *json_text(const char *data, size_t len)
-{
-	struct buf b;
-	json_t *s;
-
-	buf_init(&b);
-	utf8_repair(&b, data ? data : "", data ? len : 0);
-	s = json_stringn(b.data, b.len);
-	buf_release(&b);
-	return s ? s : json_string("");
-}
-
 /* ---- runs ---- */
 
 static void unwatch_sock(struct request *req)

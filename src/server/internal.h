@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 
+#include "runtime/result.h"
 #include "runtime/runner.h"
 #include "server/server.h"
 
@@ -86,8 +87,5 @@ void sandboxes_stop(void);
 void metrics_request(const char *route, unsigned status, uint64_t ns);
 void metrics_run(enum sandbox_status status);
 void metrics_disconnect(void);
-
-/* Appends a step result's output to obj as UTF-8-safe strings. */
-json_t *json_text(const char *data, size_t len);
 
 #endif
