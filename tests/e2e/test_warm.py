@@ -165,3 +165,25 @@ def test_zygote_is_what_runs_on_warm_sandboxes(srv, cold):
     assert compat(srv, code, None, [])[2] == "-c\n"
     # ...where a cold sandbox runs `python3 main.py`.
     assert compat(cold, code, None, [])[2] == "main.py\n"
+
+
+def test_zygotes_follow_the_mix_of_runs():
+    """Warm sandboxes start a Python interpreter only while most recent
+    runs are Python: after a stretch of other runs they stop (no
+    interpreter started and killed for nothing), and start again when
+    Python comes back."""
+    probe = "import sys\nprint(sys.orig_argv[1])"
+    with SbxServer(extra_args=["--concurrency", "1", "--warm", "1"]) as s:
+        def python_run():
+            wait_warm(s, 1)
+            return compat(s, probe, None, [])[2]
+
+        assert python_run() == "-c\n"
+        for _ in range(24):
+            wait_warm(s, 1)
+            status, _, r = s.post("/run_code", {"code": "echo 1",
+                                                "language": "bash"})
+            assert status == 200 and r["status"] == "Success", r
+        assert python_run() == "main.py\n"
+        seen = [python_run() for _ in range(24)]
+        assert seen[-1] == "-c\n", seen
