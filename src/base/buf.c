@@ -74,15 +74,3 @@ void buf_addf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 	b->len += (size_t)n;
 }
-
-char *buf_detach(struct buf *b, size_t *len)
-{
-	char *p;
-
-	buf_grow(b, 0);
-	p = b->data;
-	if (len)
-		*len = b->len;
-	buf_init(b);
-	return p;
-}

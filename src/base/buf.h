@@ -22,7 +22,5 @@ void buf_add(struct buf *b, const void *data, size_t n);
 void buf_adds(struct buf *b, const char *s);
 void buf_addf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Hands the bytes to the caller, who frees them; the buffer is empty after. */
-char *buf_detach(struct buf *b, size_t *len);
 
 #endif

@@ -24,7 +24,6 @@ struct runner_job {
 	struct sandbox *sb; /* while running */
 	struct runner_job *next;
 	struct runner_job *run_next, *run_prev; /* the running list */
-	bool queued;
 };
 
 /* A warm sandbox waiting for a job. */
@@ -265,8 +264,12 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	if (!w)
 		return NULL;
 	sb = w->sb;
-	if (sandbox_assign(sb, &job->spec, &job_ops, job))
-		return NULL; /* it stays in the pool; its end removes it */
+	if (sandbox_assign(sb, &job->spec, &job_ops, job)) {
+		/* Its limits may be half-changed: retire it (its end removes
+		 * it from the pool and builds another); the job starts cold. */
+		sandbox_kill(sb, SANDBOX_ERROR, "cannot assign a run");
+		return NULL;
+	}
 	warm_unlink(w);
 	free(w);
 	__atomic_add_fetch(&r->warm_used, 1, __ATOMIC_RELAXED);
@@ -300,7 +303,6 @@ static void kick(struct runner *r)
 		if (!r->waiting)
 			r->waiting_tail = &r->waiting;
 		job->next = NULL;
-		job->queued = false;
 		__atomic_sub_fetch(&r->queued, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&r->running, 1, __ATOMIC_RELAXED);
 		job->sb = take_warm(r, job);
@@ -345,7 +347,6 @@ struct runner_job *runner_submit(struct runner *r, struct sandbox_spec *spec,
 	sandbox_spec_init(spec);
 	job->ops = *ops;
 	job->ctx = ctx;
-	job->queued = true;
 	pthread_mutex_lock(&r->lock);
 	*r->incoming_tail = job;
 	r->incoming_tail = &job->next;
@@ -454,8 +455,11 @@ static void stop_cb(struct loop *loop, void *arg)
 		int fd = timer_fd_new(10, true);
 
 		if (fd < 0 ||
-		    loop_add_fd(loop, fd, EPOLLIN, on_stop_tick, r) < 0)
+		    loop_add_fd(loop, fd, EPOLLIN, on_stop_tick, r) < 0) {
+			if (fd >= 0)
+				close(fd);
 			loop_stop(loop); /* cannot wait: leave the rest */
+		}
 	}
 }
 

@@ -66,7 +66,6 @@ struct proc {
 	struct sandbox_step_result result;
 	struct buf out, err;
 	bool truncated;
-	time_t started;
 	struct proc *next;
 };
 
@@ -500,11 +499,16 @@ static void file_reply(struct session *s, struct op *op,
 			}
 			/* A directory: ask for its listing instead. */
 			done = false;
-			sandbox_command(
-				s->sb, SANDBOX_CMD_FILE_LIST, op->id,
-				json_dumps(json_pack("{s:s}", "path", op->path),
-					   0),
-				NULL, 0);
+			{
+				json_t *a =
+					json_pack("{s:s}", "path", op->path);
+				char *text = json_dumps(a, JSON_COMPACT);
+
+				sandbox_command(s->sb, SANDBOX_CMD_FILE_LIST,
+						op->id, text, NULL, 0);
+				free(text);
+				json_decref(a);
+			}
 			break;
 		}
 		if (err) {
@@ -643,11 +647,6 @@ void sessions_shutdown(void)
 		loop_del_fd(S.loop, S.idle_fd);
 		fd_close(&S.idle_fd);
 	}
-}
-
-unsigned sessions_count(void)
-{
-	return S.count;
 }
 
 /* ---- lifecycle ---- */
@@ -857,11 +856,7 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	s->output_cap = spec.limits.output_bytes;
 	spec.limits.output_bytes = 0;
 	new_id(s->id, sizeof(s->id));
-	s->labels = json_incref(v && json_is_object(v) ? v : json_object());
-	if (!v || json_is_null(v)) {
-		json_decref(s->labels);
-		s->labels = json_object();
-	}
+	s->labels = json_is_object(v) ? json_incref(v) : json_object();
 	s->limits =
 		json_pack("{s:I,s:I,s:I,s:I,s:I}", "memory_mb",
 			  (json_int_t)(spec.limits.memory_bytes >> 20),
@@ -1090,7 +1085,6 @@ void session_exec(const char *id, json_t *args, session_stream_fn stream,
 		p->id = s->next_id++;
 		p->argv = json_incref(argv);
 		p->running = true;
-		p->started = time(NULL);
 		buf_init(&p->out);
 		buf_init(&p->err);
 		p->next = s->procs;
@@ -1098,10 +1092,17 @@ void session_exec(const char *id, json_t *args, session_stream_fn stream,
 		s->last_used_ns = now_ns();
 		/* No time limit but the sandbox's; no output cap (the host
 		 * keeps the first PROC_KEEP bytes of each stream). */
-		send_exec(s, p->id, argv, cwd, envj, 0, 0, in, inlen, true);
-		reply_json(fn, ctx, 201,
-			   json_pack("{s:I,s:O,s:s}", "id", (json_int_t)p->id,
-				     "argv", argv, "status", "running"));
+		if (send_exec(s, p->id, argv, cwd, envj, 0, 0, in, inlen,
+			      true)) {
+			s->procs = p->next;
+			proc_free(p);
+			reply_error(fn, ctx, 410, "gone",
+				    "the sandbox is gone");
+		} else
+			reply_json(fn, ctx, 201,
+				   json_pack("{s:I,s:O,s:s}", "id",
+					     (json_int_t)p->id, "argv", argv,
+					     "status", "running"));
 	} else {
 		op = op_new(s, OP_EXEC, fn, ctx);
 		op->stream = stream;

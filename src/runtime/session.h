@@ -43,7 +43,6 @@ struct session_limits {
 void sessions_init(struct loop *loop, const struct session_limits *lim);
 /* Kills every session (server shutdown). */
 void sessions_shutdown(void);
-unsigned sessions_count(void);
 
 /* POST /v1/sandboxes. args: {"limits": {...}, "env": {...},
  * "idle_timeout_s", "max_lifetime_s", "labels": {...}}. */

@@ -148,7 +148,7 @@ struct sandbox_result {
 
 /* Fills a caller-owned spec with the defaults and no command. */
 void sandbox_spec_init(struct sandbox_spec *spec);
-/* Frees everything the spec owns (argv, steps, env, binds, files). */
+/* Frees everything the spec owns (argv, steps, env, binds, files, fetch). */
 void sandbox_spec_release(struct sandbox_spec *spec);
 /* Appenders; they copy their arguments. */
 void sandbox_spec_add_env(struct sandbox_spec *spec, const char *name_value);
@@ -236,7 +236,8 @@ enum sandbox_cmd {
  * view and waits; ops->event gets SANDBOX_EV_READY then. sandbox_assign()
  * gives it a real spec (steps, files, fetches, env, cwd and limits; not
  * binds or stdin_fd) with new ops; from then on it is like a sandbox
- * started with that spec. Returns 0 or -errno (the sandbox is unchanged). */
+ * started with that spec. Returns 0 or -errno; on failure the sandbox may
+ * be half-changed and should be killed. */
 int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		   const struct sandbox_ops *ops, void *ctx);
 /* Whether spec can be given to a warm sandbox. */
@@ -249,10 +250,6 @@ bool sandbox_spec_is_python(const struct sandbox_spec *spec);
  * sandbox is gone. */
 int sandbox_command(struct sandbox *sb, enum sandbox_cmd cmd, uint32_t id,
 		    const char *json, const void *payload, size_t len);
-/* Bytes queued towards the sandbox and not yet written (back-pressure). */
-size_t sandbox_pending(const struct sandbox *sb);
-
-struct sandbox;
 
 /* Starts a sandbox supervised by loop. The spec is copied as needed and may
  * be released when this returns. On failure before anything ran, returns

@@ -3,8 +3,8 @@
  *
  * A sandbox is watched through its fds on a struct loop: the init's pidfd
  * (readable when init has exited, by which time the kernel has killed and
- * reaped everything else in the pid namespace), the stdout and stderr
- * pipes, the status pipe carrying init's messages, a one-shot timerfd for
+ * reaped everything else in the pid namespace), the channel carrying
+ * init's messages (each step's output included), a one-shot timerfd for
  * the wall limit and, with a CPU limit, a periodic timerfd that samples the
  * cgroup's CPU usage. The first limit hit wins: init is SIGKILLed and the
  * result names that limit.
@@ -349,11 +349,6 @@ int sandbox_command(struct sandbox *sb, enum sandbox_cmd cmd, uint32_t id,
 		buf_add(&sb->outq, payload, len);
 	flush_commands(sb);
 	return 0;
-}
-
-size_t sandbox_pending(const struct sandbox *sb)
-{
-	return sb->outq.len - sb->outoff;
 }
 
 static void on_wall(struct loop *loop, int fd, uint32_t events, void *arg)

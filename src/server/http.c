@@ -65,8 +65,13 @@ struct request {
 	void (*abort_fn)(void *arg);
 	void *abort_arg;
 
-	/* runner thread only */
+	/* The job, set by the HTTP thread once submitted and cleared by the
+	 * runner thread when it ends; both under lock, since the job may end
+	 * before runner_submit() has even returned. */
 	struct runner_job *job;
+	bool run_finished;
+
+	/* runner thread only */
 	int sock;
 	bool watching;
 	bool hung_up;
@@ -267,7 +272,10 @@ static void run_done(void *ctx, struct sandbox_result *res)
 {
 	struct request *req = ctx;
 
+	pthread_mutex_lock(&req->lock);
 	req->job = NULL;
+	req->run_finished = true;
+	pthread_mutex_unlock(&req->lock);
 	unwatch_sock(req);
 	metrics_run(res->status);
 	req->hooks.done(req, res, req->ctx);
@@ -283,6 +291,7 @@ static const struct sandbox_ops run_ops = {.output = run_output,
 static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
 {
 	struct request *req = arg;
+	struct runner_job *job;
 	char c;
 	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 
@@ -297,12 +306,15 @@ static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
 	    !(events & (EPOLLHUP | EPOLLERR)))
 		return;
 	unwatch_sock(req);
-	if (req->job && !req->hung_up) {
+	pthread_mutex_lock(&req->lock);
+	job = req->job;
+	pthread_mutex_unlock(&req->lock);
+	if (job && !req->hung_up) {
 		req->hung_up = true;
 		metrics_disconnect();
 		log_info("request %s: client disconnected, killing its sandbox",
 			 req->route);
-		runner_cancel(req->job, "client disconnected");
+		runner_cancel(job, "client disconnected");
 	}
 }
 
@@ -310,8 +322,12 @@ static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
 static void watch_cb(struct loop *loop, void *arg)
 {
 	struct request *req = arg;
+	bool running;
 
-	if (req->job && req->sock >= 0 &&
+	pthread_mutex_lock(&req->lock);
+	running = req->job && !req->run_finished;
+	pthread_mutex_unlock(&req->lock);
+	if (running && req->sock >= 0 &&
 	    loop_add_fd(loop, req->sock, EPOLLRDHUP, on_sock, req) == 0)
 		req->watching = true;
 	request_unref(req);
@@ -321,6 +337,7 @@ void request_run(struct request *req, struct sandbox_spec *spec,
 		 const struct run_hooks *hooks, void *ctx)
 {
 	const union MHD_ConnectionInfo *ci;
+	struct runner_job *job;
 	int err;
 
 	req->hooks = *hooks;
@@ -335,9 +352,13 @@ void request_run(struct request *req, struct sandbox_spec *spec,
 	req->suspended = true;
 	MHD_suspend_connection(req->conn);
 	pthread_mutex_unlock(&req->lock);
-	req->job =
-		runner_submit(server_state.runner, spec, &run_ops, req, &err);
-	if (!req->job) {
+	job = runner_submit(server_state.runner, spec, &run_ops, req, &err);
+	if (job) {
+		pthread_mutex_lock(&req->lock);
+		if (!req->run_finished)
+			req->job = job;
+		pthread_mutex_unlock(&req->lock);
+	} else {
 		unsigned running, queued, maxr, maxq;
 
 		__atomic_sub_fetch(&req->refs, 2, __ATOMIC_ACQ_REL);

@@ -88,21 +88,15 @@ static void on_reply(void *ctx, struct session_reply *r)
 
 	if (c->stream_started) {
 		/* The exit event closes a streamed exec. */
-		char *text = r->json ? json_dumps(r->json, JSON_COMPACT) : NULL;
-
-		if (text) {
-			json_t *ev = json_loads(text, 0, NULL);
+		if (r->json) {
 			char *line;
 
-			free(text);
-			if (!json_object_get(ev, "error"))
-				json_object_set_new(ev, "type",
-						    json_string("exit"));
-			else
-				json_object_set_new(ev, "type",
-						    json_string("error"));
-			line = json_dumps(ev, JSON_COMPACT);
-			json_decref(ev);
+			json_object_set_new(
+				r->json, "type",
+				json_string(json_object_get(r->json, "error")
+						    ? "error"
+						    : "exit"));
+			line = json_dumps(r->json, JSON_COMPACT);
 			if (line) {
 				request_stream_write(c->req, line,
 						     strlen(line));
@@ -302,7 +296,7 @@ static json_t *body_json(struct request *req)
 	return j;
 }
 
-static bool take_body(struct request *req, struct call *c)
+static void take_body(struct request *req, struct call *c)
 {
 	size_t len;
 	const char *body = request_body(req, &len);
@@ -310,7 +304,6 @@ static bool take_body(struct request *req, struct call *c)
 	c->body = xmalloc(len + 1);
 	memcpy(c->body, body, len);
 	c->body_len = len;
-	return true;
 }
 
 static bool parse_u32(const char *s, size_t n, uint32_t *out)
