@@ -42,6 +42,10 @@ struct sandbox_limits {
 	uint64_t nofile;       /* open files per process */
 	uint64_t output_bytes; /* per stream; past it the sandbox is killed */
 	uint64_t disk_bytes;   /* /tmp, the work dir, $HOME and /dev/shm */
+	uint64_t cpu_quota_milli; /* CPU bandwidth in thousandths of a core
+				   * (1000: one core), 0: none */
+	uint64_t cpu_weight; /* share under contention on the cgroup v2 scale
+			      * (1..10000, 100 normal), 0: the default */
 };
 
 #define SANDBOX_MAX_BINDS 32
