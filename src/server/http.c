@@ -35,7 +35,18 @@
 #include "server/internal.h"
 #include "base/banned.h"
 
+/* A stream's buffer larger than this is freed once drained. */
+#define STREAM_KEEP (256 * 1024)
+
 struct server_state server_state;
+
+/* A writer waiting for a stream to drain (request_stream_when_drained). */
+struct drain_waiter {
+	size_t low;
+	void (*fn)(void *arg);
+	void *arg;
+	struct drain_waiter *next;
+};
 
 struct request {
 	int refs;
@@ -64,6 +75,7 @@ struct request {
 	size_t stream_off;
 	void (*abort_fn)(void *arg);
 	void *abort_arg;
+	struct drain_waiter *waiters;
 
 	/* The job, set by the HTTP thread once submitted and cleared by the
 	 * runner thread when it ends; both under lock, since the job may end
@@ -148,6 +160,79 @@ static void wake_reader(struct request *req)
 		req->reader_waiting = false;
 		MHD_resume_connection(req->conn);
 	}
+}
+
+/* Bytes of a stream not yet handed to MHD. Lock held. */
+static size_t stream_pending(const struct request *req)
+{
+	return req->stream.len - req->stream_off;
+}
+
+/* Unlinks the waiters whose level is reached (all of them once the client
+ * is gone), to be called by run_waiters() after the lock is dropped. Lock
+ * held. */
+static struct drain_waiter *take_waiters(struct request *req)
+{
+	struct drain_waiter **pp = &req->waiters, *ready = NULL, *w;
+	size_t pending = stream_pending(req);
+
+	while ((w = *pp)) {
+		if (req->closed || pending <= w->low) {
+			*pp = w->next;
+			w->next = ready;
+			ready = w;
+		} else {
+			pp = &w->next;
+		}
+	}
+	return ready;
+}
+
+static void run_waiters(struct drain_waiter *w)
+{
+	while (w) {
+		struct drain_waiter *next = w->next;
+
+		w->fn(w->arg);
+		free(w);
+		w = next;
+	}
+}
+
+size_t request_stream_pending(struct request *req)
+{
+	size_t n;
+
+	pthread_mutex_lock(&req->lock);
+	n = stream_pending(req);
+	pthread_mutex_unlock(&req->lock);
+	return n;
+}
+
+void request_stream_when_drained(struct request *req, size_t low,
+				 void (*fn)(void *arg), void *arg)
+{
+	struct drain_waiter *w = xmalloc(sizeof(*w));
+
+	w->low = low;
+	w->fn = fn;
+	w->arg = arg;
+	pthread_mutex_lock(&req->lock);
+	w->next = req->waiters;
+	req->waiters = w;
+	w = take_waiters(req);
+	pthread_mutex_unlock(&req->lock);
+	run_waiters(w);
+}
+
+bool request_stream_closed(struct request *req)
+{
+	bool closed;
+
+	pthread_mutex_lock(&req->lock);
+	closed = req->closed;
+	pthread_mutex_unlock(&req->lock);
+	return closed;
 }
 
 void request_stream_write(struct request *req, const char *data, size_t len)
@@ -475,6 +560,7 @@ static void dispatch(struct request *req)
 static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 {
 	struct request *req = cls;
+	struct drain_waiter *ready = NULL;
 	ssize_t n;
 
 	pthread_mutex_lock(&req->lock);
@@ -485,9 +571,13 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 		memcpy(out, req->stream.data + req->stream_off, (size_t)n);
 		req->stream_off += (size_t)n;
 		if (req->stream_off == req->stream.len) {
+			/* Give a large buffer back rather than keep it. */
+			if (req->stream.cap > STREAM_KEEP)
+				buf_release(&req->stream);
 			buf_reset(&req->stream);
 			req->stream_off = 0;
 		}
+		ready = take_waiters(req);
 	} else if (req->stream_ended) {
 		n = MHD_CONTENT_READER_END_OF_STREAM;
 	} else {
@@ -496,6 +586,7 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 		n = 0;
 	}
 	pthread_mutex_unlock(&req->lock);
+	run_waiters(ready);
 	return n;
 }
 
@@ -608,12 +699,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct request *req = *con_cls;
 	void (*abort_fn)(void *arg) = NULL;
 	void *abort_arg = NULL;
+	struct drain_waiter *ready;
 
 	if (!req)
 		return;
 	*con_cls = NULL;
 	pthread_mutex_lock(&req->lock);
 	req->closed = true;
+	ready = take_waiters(req);
 	if (req->streaming && !req->stream_ended) {
 		abort_fn = req->abort_fn;
 		abort_arg = req->abort_arg;
@@ -622,6 +715,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	pthread_mutex_unlock(&req->lock);
 	if (abort_fn)
 		abort_fn(abort_arg);
+	run_waiters(ready);
 	request_unref(req);
 }
 

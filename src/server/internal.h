@@ -58,6 +58,16 @@ void request_stream_start(struct request *req, unsigned status,
 			  const char *content_type);
 void request_stream_write(struct request *req, const char *data, size_t len);
 void request_stream_end(struct request *req);
+/* Backpressure for streamed replies: a writer waits for the client
+ * instead of buffering without bound. */
+/* Bytes written to a streamed reply and not yet taken by the client. */
+size_t request_stream_pending(struct request *req);
+/* Calls fn(arg) once, from any thread and with no lock held, as soon as the
+ * stream's pending bytes are at most low (at once if they already are) or
+ * the client has gone away (check request_stream_closed()). */
+void request_stream_when_drained(struct request *req, size_t low,
+				 void (*fn)(void *arg), void *arg);
+bool request_stream_closed(struct request *req);
 /* Called (on an MHD thread) when the client of a stream goes away before
  * its end; set by the handler. */
 void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg);
