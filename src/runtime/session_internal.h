@@ -1,0 +1,166 @@
+/*
+ * What the stateful-sandbox files share: the session, operation and
+ * background-process records, the table on the runner's loop thread, and
+ * the helpers each file lends the others. session.c owns the table and
+ * the events from each sandbox and dispatches them to the file that owns
+ * the operation: session_exec.c (processes waited for), session_procs.c
+ * (background processes), session_files.c (file reads, writes, listings,
+ * deletes), session_archive.c (trees as tar) and session_repl.c (REPL
+ * glue). Everything here runs on the runner's loop thread.
+ */
+#ifndef SBX_SESSION_INTERNAL_H
+#define SBX_SESSION_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "base/buf.h"
+#include "runtime/session.h"
+
+#define SESSION_CHUNK (1u << 20)
+#define SESSION_PROC_KEEP (1u << 20) /* output kept per background stream */
+#define SESSION_RECENT 256
+#define SESSION_DEFAULT_EXEC_MS 60000
+
+struct repl;
+
+enum session_op_kind {
+	SESSION_OP_EXEC,
+	SESSION_OP_PUT,
+	SESSION_OP_GET,
+	SESSION_OP_DELETE,
+	SESSION_OP_ARCHIVE_PUT,
+	SESSION_OP_ARCHIVE_GET,
+};
+
+struct session_op {
+	enum session_op_kind kind;
+	uint32_t id;
+	session_reply_fn fn;
+	session_stream_fn stream;
+	void *ctx;
+	struct buf out, err;
+	uint64_t cap;
+	bool truncated;
+	/* file transfers */
+	char *path;
+	size_t len;
+	unsigned pending; /* PUT: chunks not yet acknowledged */
+	bool failed;
+	struct session_op *next;
+};
+
+struct session_proc {
+	uint32_t id;
+	int pid;
+	json_t *argv;
+	bool running;
+	struct sandbox_step_result result;
+	struct buf out, err;
+	bool truncated;
+	struct session_proc *next;
+};
+
+struct session {
+	char id[48];
+	struct sandbox *sb;
+	bool ready;
+	time_t created;
+	uint64_t last_used_ns;
+	uint64_t idle_ms;
+	uint64_t lifetime_ms;
+	json_t *labels;
+	json_t *limits;
+	uint32_t next_id;
+	struct session_op *ops;
+	struct session_proc *procs;
+	struct repl *repls;
+	session_reply_fn create_fn;
+	void *create_ctx;
+	session_reply_fn delete_fn; /* answered once it is really gone */
+	void *delete_ctx;
+	bool deleting;
+	uint64_t output_cap;
+	char end_reason[128];
+	struct session *next;
+};
+
+/* The table of sessions; only the loop thread touches it. */
+struct session_table {
+	struct loop *loop;
+	struct session_limits lim;
+	struct session *list;
+	unsigned count;
+	char boot[9];
+	int idle_fd;
+	struct {
+		char id[48];
+		char why[128];
+	} recent[SESSION_RECENT];
+	unsigned recent_next;
+};
+extern struct session_table session_table;
+
+/* ---- session.c ---- */
+
+/* Replies once with body (the reference is taken); fn may be NULL. */
+void session_reply_json(session_reply_fn fn, void *ctx, unsigned status,
+			json_t *body);
+void session_reply_error(session_reply_fn fn, void *ctx, unsigned status,
+			 const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+/* Replies with the error a file operation on path failed with. */
+void session_reply_errno(session_reply_fn fn, void *ctx, int err,
+			 const char *path);
+/* The live session id, or NULL after replying 404 with the reason. */
+struct session *session_find(const char *id, session_reply_fn fn, void *ctx);
+/* A new operation on s, linked into its list, with a fresh id. */
+struct session_op *session_op_new(struct session *s, enum session_op_kind kind,
+				  session_reply_fn fn, void *ctx);
+struct session_op *session_op_find(struct session *s, uint32_t id, bool unlink);
+/* Unlinks and frees op. */
+void session_op_drop(struct session *s, struct session_op *op);
+void session_op_free(struct session_op *op);
+/* Parses a number of seconds at obj.key into milliseconds (def when
+ * absent); fills err and returns -1 past max. */
+int session_get_ms(json_t *obj, const char *key, uint64_t def, uint64_t max,
+		   uint64_t *out, char *err, size_t errlen);
+/* Checks an {"NAME": "value"} object; adds each entry to spec and/or
+ * stores "NAME=value" strings (caller frees) into envv. */
+int session_apply_env(json_t *j, struct sandbox_spec *spec, char **envv,
+		      char *err, size_t errlen);
+
+/* ---- session_exec.c ---- */
+
+/* Sends an EXEC command for process id. */
+int session_send_exec(struct session *s, uint32_t id, json_t *argv,
+		      const char *cwd, json_t *env, uint64_t timeout_ms,
+		      uint64_t cap, const char *in, size_t inlen, bool close);
+/* A process's result as JSON (new reference). */
+json_t *session_step_json(const struct sandbox_step_result *r);
+/* The process of an exec operation ended: replies. */
+void session_exec_ended(struct session *s, struct session_op *op,
+			const struct sandbox_event *ev);
+
+/* ---- session_procs.c ---- */
+
+struct session_proc *session_proc_find(struct session *s, uint32_t id);
+void session_proc_free(struct session_proc *p);
+
+/* ---- session_files.c ---- */
+
+/* False (after replying 400) for an empty or overlong path. */
+bool session_path_ok(const char *path, session_reply_fn fn, void *ctx);
+/* Init answered a file command of op. */
+void session_file_reply(struct session *s, struct session_op *op,
+			const struct sandbox_event *ev);
+
+/* ---- session_archive.c ---- */
+
+/* The tar process of an archive operation ended: replies. */
+void session_archive_ended(struct session *s, struct session_op *op,
+			   const struct sandbox_event *ev);
+
+#endif
