@@ -61,47 +61,71 @@ session_reply_error(session_reply_fn fn, void *ctx, unsigned status,
 	buf_release(&b);
 }
 
+/* Every errno a file operation can end with, as the client should see it:
+ * 4xx for what the client asked (a missing path, a mount point, a full
+ * sandbox), 503 for a passing shortage, 500 only for faults. */
+static const struct {
+	int err;
+	unsigned status;
+	const char *code;
+	const char *hint; /* said after strerror, or NULL */
+} errno_map[] = {
+	{ENOENT, 404, "not_found", NULL},
+	{ENOTDIR, 404, "not_found", "a component is not a directory"},
+	{EACCES, 403, "forbidden", NULL},
+	{EPERM, 403, "forbidden", NULL},
+	{EROFS, 403, "forbidden", "read-only outside the writable roots"},
+	{EBUSY, 409, "conflict", "a mount point or in use"},
+	{ETXTBSY, 409, "conflict", NULL},
+	{EISDIR, 409, "conflict", NULL},
+	{ENOTEMPTY, 409, "conflict", "use recursive=1"},
+	{EEXIST, 409, "conflict", NULL},
+	{EMLINK, 409, "conflict", NULL},
+	{EINVAL, 400, "bad_request", NULL},
+	{ENAMETOOLONG, 400, "bad_request", NULL},
+	{ELOOP, 400, "bad_request", "too many symbolic links"},
+	{ENXIO, 400, "bad_request", "a FIFO without a reader or a device"},
+	{EXDEV, 400, "bad_request", "a magic link or another filesystem"},
+	{ENODEV, 400, "bad_request", NULL},
+	{ESPIPE, 400, "bad_request", NULL},
+	{EOPNOTSUPP, 400, "bad_request", NULL},
+	{EILSEQ, 400, "bad_request", NULL},
+	{ENOSPC, 413, "payload_too_large", "the sandbox's disk is full"},
+	{EDQUOT, 413, "payload_too_large", "the sandbox's disk is full"},
+	{EFBIG, 413, "payload_too_large", NULL},
+	{EOVERFLOW, 413, "payload_too_large", NULL},
+	{EAGAIN, 503, "busy", "try again"},
+	{ENOMEM, 503, "busy", "the sandbox is out of memory"},
+	{EMFILE, 503, "busy", NULL},
+	{ENFILE, 503, "busy", NULL},
+	{EINTR, 503, "busy", "try again"},
+};
+
+unsigned session_errno_status(int err, const char **code)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(errno_map); i++)
+		if (errno_map[i].err == err) {
+			*code = errno_map[i].code;
+			return errno_map[i].status;
+		}
+	*code = "sandbox_error";
+	return 500;
+}
+
 void session_reply_errno(session_reply_fn fn, void *ctx, int err,
 			 const char *path)
 {
-	unsigned status = 500;
-	const char *code = "internal";
+	const char *code, *hint = NULL;
+	unsigned status = session_errno_status(err, &code);
+	size_t i;
 
-	switch (err) {
-	case ENOENT:
-	case ENOTDIR:
-		status = 404;
-		code = "not_found";
-		break;
-	case EACCES:
-	case EPERM:
-	case EROFS:
-		status = 403;
-		code = "forbidden";
-		break;
-	case ENOSPC:
-	case EFBIG:
-	case EDQUOT:
-		status = 413;
-		code = "payload_too_large";
-		break;
-	case EISDIR:
-	case ENOTEMPTY:
-	case EEXIST:
-		status = 409;
-		code = "conflict";
-		break;
-	case EINVAL:
-	case ENAMETOOLONG:
-	case ELOOP:
-	case ENXIO: /* a FIFO without a reader */
-	case EXDEV: /* a magic link */
-		status = 400;
-		code = "bad_request";
-		break;
-	}
-	session_reply_error(fn, ctx, status, code, "'%s': %s", path,
-			    strerror(err));
+	for (i = 0; i < ARRAY_SIZE(errno_map); i++)
+		if (errno_map[i].err == err)
+			hint = errno_map[i].hint;
+	session_reply_error(fn, ctx, status, code, "'%s': %s%s%s", path,
+			    strerror(err), hint ? ": " : "", hint ? hint : "");
 }
 
 /* ---- the table ---- */

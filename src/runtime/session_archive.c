@@ -18,9 +18,7 @@ void session_archive_ended(struct session *s, struct session_op *op,
 			   const struct sandbox_event *ev)
 {
 	if (ev->err) {
-		session_reply_error(op->fn, op->ctx, 400, "bad_request",
-				    "cannot start the process: %s",
-				    strerror(ev->err));
+		session_reply_start_error(op->fn, op->ctx, ev->err);
 		return;
 	}
 	switch (op->kind) {

@@ -4,6 +4,7 @@
  * tar, REPL drivers) is started with. A waited-for exec keeps its output up
  * to the sandbox's per-exec cap and answers with it when the process ends.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,15 +54,28 @@ json_t *session_step_json(const struct sandbox_step_result *r)
 			 "output_truncated", r->output_truncated);
 }
 
+void session_reply_start_error(session_reply_fn fn, void *ctx, int err)
+{
+	const char *code;
+	unsigned status = session_errno_status(err, &code);
+
+	/* EAGAIN: init runs too many processes at once, or fork met the
+	 * sandbox's pids limit; both are the client's to wait out. */
+	if (err == EAGAIN) {
+		status = 429;
+		code = "too_many_processes";
+	}
+	session_reply_error(fn, ctx, status, code,
+			    "cannot start the process: %s", strerror(err));
+}
+
 void session_exec_ended(struct session *s, struct session_op *op,
 			const struct sandbox_event *ev)
 {
 	json_t *o = session_step_json(&ev->result);
 
 	if (ev->err) {
-		session_reply_error(op->fn, op->ctx, 400, "bad_request",
-				    "cannot start the process: %s",
-				    strerror(ev->err));
+		session_reply_start_error(op->fn, op->ctx, ev->err);
 		json_decref(o);
 		return;
 	}

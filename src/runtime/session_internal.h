@@ -111,6 +111,9 @@ void session_reply_json(session_reply_fn fn, void *ctx, unsigned status,
 void session_reply_error(session_reply_fn fn, void *ctx, unsigned status,
 			 const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+/* The HTTP status and error code for an errno from a file operation
+ * (every such errno is mapped here, in one table). */
+unsigned session_errno_status(int err, const char **code);
 /* Replies with the error a file operation on path failed with. */
 void session_reply_errno(session_reply_fn fn, void *ctx, int err,
 			 const char *path);
@@ -140,6 +143,8 @@ int session_send_exec(struct session *s, uint32_t id, json_t *argv,
 		      uint64_t cap, const char *in, size_t inlen, bool close);
 /* A process's result as JSON (new reference). */
 json_t *session_step_json(const struct sandbox_step_result *r);
+/* Replies for a process init could not start (err from init). */
+void session_reply_start_error(session_reply_fn fn, void *ctx, int err);
 /* The process of an exec operation ended: replies. */
 void session_exec_ended(struct session *s, struct session_op *op,
 			const struct sandbox_event *ev);
