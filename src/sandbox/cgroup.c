@@ -1,11 +1,11 @@
 /*
  * Control groups for sandboxes. At start-up cgroup_host_detect() reads
  * /proc/self/mountinfo and /proc/self/cgroup, picks v2 when the unified
- * hierarchy carries the memory controller (else the v1 memory, pids and
- * cpuacct hierarchies) and makes an "sbx" directory under sbx's own cgroup.
- * Each sandbox then gets one group below it: created with its limits before
- * the sandbox's init is attached, read for usage afterwards, and killed and
- * removed at the end. Leftovers of a crashed server are swept at start-up.
+ * hierarchy carries the memory controller (else the v1 memory, pids,
+ * cpuacct and cpu hierarchies) and makes an "sbx" directory under sbx's own
+ * cgroup. Each sandbox then gets one group below it: created with its limits
+ * before the sandbox's init is attached, read for usage afterwards, and killed
+ * and removed at the end. Leftovers of a crashed server are swept at start-up.
  *
  * Every path comes from struct cgroup_host, so the unit tests run all of
  * this against a tree of plain directories and files.
@@ -30,8 +30,9 @@
 #include "base/banned.h"
 
 /* The v1 hierarchies sbx uses, in the order of struct cgroup's fields. */
-enum { CTRL_MEMORY, CTRL_PIDS, CTRL_CPUACCT, NCTRL };
-static const char *const ctrl_names[NCTRL] = {"memory", "pids", "cpuacct"};
+enum { CTRL_MEMORY, CTRL_PIDS, CTRL_CPUACCT, CTRL_CPU, NCTRL };
+static const char *const ctrl_names[NCTRL] = {"memory", "pids", "cpuacct",
+					      "cpu"};
 
 /* rmdir of a group whose processes were just killed is retried this many
  * times, 1 ms apart, while the kernel still counts them. */
@@ -458,18 +459,24 @@ static int setup_v2(struct cgroup_host *host, const struct scan *sc,
 	host->has_memory = list_has(buf, " \t\n", "memory");
 	host->has_pids = list_has(buf, " \t\n", "pids");
 	host->has_cpu = list_has(buf, " \t\n", "cpu");
+	/* The cpu controller in sbx's directory is what gives each sandbox's
+	 * group cpu.max and cpu.weight (enabled in its subtree above). */
+	host->has_cpu_limit = host->has_cpu;
 	host->has_swap_limit =
 		host->has_memory && file_exists(dir, "memory.swap.max");
 	return 0;
 }
 
-/* With an override, its "memory", "pids" and "cpuacct" subdirectories are
- * used as they are: they stand for directories in three different
- * hierarchies, so sbx must not make them as plain directories. */
+/* With an override, its "memory", "pids", "cpuacct" and "cpu"
+ * subdirectories are used as they are: they stand for directories in
+ * different hierarchies, so sbx must not make them as plain directories.
+ * cpu and cpuacct are often mounted together: then both are one
+ * directory. */
 static int setup_v1(struct cgroup_host *host, const struct scan *sc,
 		    const char *override_dir, char *err, size_t errlen)
 {
-	char *dst[NCTRL] = {host->v1_memory, host->v1_pids, host->v1_cpuacct};
+	char *dst[NCTRL] = {host->v1_memory, host->v1_pids, host->v1_cpuacct,
+			    host->v1_cpu};
 	char dir[CGROUP_PATH_MAX];
 	bool any = false;
 	int r;
@@ -507,6 +514,7 @@ static int setup_v1(struct cgroup_host *host, const struct scan *sc,
 	host->has_memory = host->v1_memory[0];
 	host->has_pids = host->v1_pids[0];
 	host->has_cpu = host->v1_cpuacct[0];
+	host->has_cpu_limit = host->v1_cpu[0];
 	host->has_swap_limit =
 		host->has_memory &&
 		file_exists(host->v1_memory, "memory.memsw.limit_in_bytes");
@@ -564,13 +572,17 @@ void cgroup_host_describe(const struct cgroup_host *host, char *buf, size_t len)
 		 "cgroup: %s\n"
 		 "cgroup memory: %s%s\n"
 		 "cgroup pids: %s\n"
-		 "cgroup cpu accounting: %s\n",
+		 "cgroup cpu accounting: %s\n"
+		 "cgroup cpu limits: %s\n",
 		 v < ARRAY_SIZE(versions) ? versions[v] : "unknown",
 		 host->has_memory ? "yes" : "no",
 		 !host->has_memory	? ""
 		 : host->has_swap_limit ? " (swap capped: yes)"
 					: " (swap capped: no)",
-		 host->has_pids ? "yes" : "no", host->has_cpu ? "yes" : "no");
+		 host->has_pids ? "yes" : "no", host->has_cpu ? "yes" : "no",
+		 host->has_cpu_limit ? "yes"
+				     : "no (no cpu controller: CPU quota and "
+				       "weight are skipped, runs go on)");
 }
 
 /* Whether d's entry de is a directory (or, with want_dir false, a regular
@@ -753,6 +765,69 @@ static int set_value(const char *dir, const char *name, const char *val,
 	return r;
 }
 
+uint64_t cgroup_weight_to_shares(uint64_t weight)
+{
+	uint64_t shares;
+
+	if (!weight)
+		return 1024;
+	shares = weight > 10000 ? 10000 * 1024 / 100 : weight * 1024 / 100;
+	return shares < 2 ? 2 : shares;
+}
+
+/* Sets the CPU bandwidth and weight in the v2 group dir; a quota of 0
+ * lifts it, a weight of 0 is the default. */
+static int set_cpu_v2(const char *dir, const struct cgroup_limits *lim,
+		      char *err, size_t errlen)
+{
+	char val[48];
+	int r;
+
+	if (lim->cpu_quota_milli)
+		snprintf(val, sizeof(val), "%llu %llu",
+			 (unsigned long long)lim->cpu_quota_milli *
+				 (CGROUP_CPU_PERIOD_US / 1000),
+			 CGROUP_CPU_PERIOD_US);
+	else
+		snprintf(val, sizeof(val), "max %llu", CGROUP_CPU_PERIOD_US);
+	r = set_value(dir, "cpu.max", val, err, errlen);
+	if (r)
+		return r;
+	snprintf(val, sizeof(val), "%" PRIu64,
+		 lim->cpu_weight ? lim->cpu_weight : 100);
+	return set_value(dir, "cpu.weight", val, err, errlen);
+}
+
+/* The same in the v1 cpu hierarchy: CFS bandwidth and shares. */
+static int set_cpu_v1(const char *dir, const struct cgroup_limits *lim,
+		      char *err, size_t errlen)
+{
+	char val[32];
+	int r;
+
+	snprintf(val, sizeof(val), "%llu", CGROUP_CPU_PERIOD_US);
+	r = set_value(dir, "cpu.cfs_period_us", val, err, errlen);
+	if (r)
+		return r;
+	if (lim->cpu_quota_milli)
+		snprintf(val, sizeof(val), "%llu",
+			 (unsigned long long)lim->cpu_quota_milli *
+				 (CGROUP_CPU_PERIOD_US / 1000));
+	else
+		snprintf(val, sizeof(val), "-1");
+	r = set_value(dir, "cpu.cfs_quota_us", val, err, errlen);
+	if (r)
+		return r;
+	snprintf(val, sizeof(val), "%" PRIu64,
+		 cgroup_weight_to_shares(lim->cpu_weight));
+	return set_value(dir, "cpu.shares", val, err, errlen);
+}
+
+static bool cpu_limited(const struct cgroup_limits *lim)
+{
+	return lim->cpu_quota_milli || lim->cpu_weight;
+}
+
 static int create_v2(struct cgroup *cg, const struct cgroup_host *host,
 		     const char *name, const struct cgroup_limits *lim,
 		     const char *mem, const char *pids, char *err,
@@ -766,6 +841,8 @@ static int create_v2(struct cgroup *cg, const struct cgroup_host *host,
 		r = set_value(cg->v2, "memory.swap.max", "0", err, errlen);
 	if (!r && lim->pids && host->has_pids)
 		r = set_value(cg->v2, "pids.max", pids, err, errlen);
+	if (!r && cpu_limited(lim) && host->has_cpu_limit)
+		r = set_cpu_v2(cg->v2, lim, err, errlen);
 	return r;
 }
 
@@ -783,6 +860,14 @@ static int create_v1(struct cgroup *cg, const struct cgroup_host *host,
 	if (!r && host->v1_cpuacct[0])
 		r = make_group(cg->cpuacct, host->v1_cpuacct, name, err,
 			       errlen);
+	if (!r && host->v1_cpu[0]) {
+		/* Co-mounted with cpuacct: the same group. */
+		if (!strcmp(host->v1_cpu, host->v1_cpuacct))
+			str_copy(cg->cpu, sizeof(cg->cpu), cg->cpuacct);
+		else
+			r = make_group(cg->cpu, host->v1_cpu, name, err,
+				       errlen);
+	}
 	if (!r && lim->memory_bytes && cg->memory[0]) {
 		/* memsw may never be below the limit, so it comes second. */
 		r = set_value(cg->memory, "memory.limit_in_bytes", mem, err,
@@ -796,6 +881,8 @@ static int create_v1(struct cgroup *cg, const struct cgroup_host *host,
 	}
 	if (!r && lim->pids && cg->pids[0])
 		r = set_value(cg->pids, "pids.max", pids, err, errlen);
+	if (!r && cpu_limited(lim) && cg->cpu[0])
+		r = set_cpu_v1(cg->cpu, lim, err, errlen);
 	return r;
 }
 
@@ -846,6 +933,8 @@ int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim)
 			r = set_value(cg->v2, "pids.max",
 				      lim->pids ? pids : "max", err,
 				      sizeof(err));
+		if (!r && file_exists(cg->v2, "cpu.max"))
+			r = set_cpu_v2(cg->v2, lim, err, sizeof(err));
 		return r;
 	}
 	if (cg->memory[0]) {
@@ -865,6 +954,8 @@ int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim)
 	if (!r && cg->pids[0])
 		r = set_value(cg->pids, "pids.max", lim->pids ? pids : "max",
 			      err, sizeof(err));
+	if (!r && cg->cpu[0])
+		r = set_cpu_v1(cg->cpu, lim, err, sizeof(err));
 	return r;
 }
 
@@ -879,7 +970,8 @@ void cgroup_reset_peak(const struct cgroup *cg)
 
 int cgroup_attach(const struct cgroup *cg, pid_t pid)
 {
-	const char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct};
+	const char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct,
+			      cg->cpu};
 	char val[24];
 
 	if (pid <= 0)
@@ -888,7 +980,7 @@ int cgroup_attach(const struct cgroup *cg, pid_t pid)
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
 		int r;
 
-		if (!dirs[i][0])
+		if (!dirs[i][0] || (i == 4 && !strcmp(dirs[i], cg->cpuacct)))
 			continue;
 		r = write_at(dirs[i], "cgroup.procs", val, false);
 		if (r)
@@ -944,9 +1036,12 @@ int cgroup_read_stats(const struct cgroup *cg, struct cgroup_stats *st)
 
 int cgroup_destroy(struct cgroup *cg)
 {
-	char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct};
+	char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct, cg->cpu};
 	int first = 0;
 
+	/* A co-mounted cpu group is the cpuacct one: removed once. */
+	if (!strcmp(cg->cpu, cg->cpuacct))
+		cg->cpu[0] = '\0';
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
 		int r;
 
@@ -963,7 +1058,7 @@ int cgroup_destroy(struct cgroup *cg)
 int cgroup_sweep(const struct cgroup_host *host, bool (*keep)(const char *name))
 {
 	const char *dirs[] = {host->v2_dir, host->v1_memory, host->v1_pids,
-			      host->v1_cpuacct};
+			      host->v1_cpuacct, host->v1_cpu};
 	int count = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
@@ -976,8 +1071,8 @@ int cgroup_sweep(const struct cgroup_host *host, bool (*keep)(const char *name))
 		 * it from all of them at once and count it once. */
 		for (char **p = names; p && *p; p++) {
 			struct cgroup cg = {.version = host->version};
-			char *cgdirs[] = {cg.v2, cg.memory, cg.pids,
-					  cg.cpuacct};
+			char *cgdirs[] = {cg.v2, cg.memory, cg.pids, cg.cpuacct,
+					  cg.cpu};
 			bool ok = true;
 
 			if (keep && keep(*p))

@@ -1,7 +1,8 @@
 /*
  * Control groups for sandboxes, v2 (unified) and v1 (one hierarchy per
  * controller). The host side creates one cgroup per sandbox under sbx's own
- * cgroup, sets memory (with swap capped), pids and CPU accounting, attaches
+ * cgroup, sets memory (with swap capped), pids, CPU bandwidth and weight
+ * and CPU accounting, attaches
  * the sandbox's init, reads usage afterwards and removes the group.
  *
  * Everything takes paths from a struct cgroup_host so tests can point it at
@@ -28,8 +29,10 @@ struct cgroup_host {
 	char v1_memory[CGROUP_PATH_MAX];
 	char v1_pids[CGROUP_PATH_MAX];
 	char v1_cpuacct[CGROUP_PATH_MAX];
+	char v1_cpu[CGROUP_PATH_MAX]; /* may be v1_cpuacct (co-mounted) */
 	bool has_memory, has_pids, has_cpu;
 	bool has_swap_limit; /* memory.swap.max or memory.memsw.* exists */
+	bool has_cpu_limit;  /* v2 cpu controller, or the v1 cpu hierarchy */
 };
 
 /* Finds the cgroup setup. mountinfo and self_cgroup are the paths of
@@ -56,25 +59,35 @@ struct cgroup {
 	char memory[CGROUP_PATH_MAX];
 	char pids[CGROUP_PATH_MAX];
 	char cpuacct[CGROUP_PATH_MAX];
+	char cpu[CGROUP_PATH_MAX]; /* may equal cpuacct (co-mounted) */
 };
 
+/* The period CPU quotas are set over, in microseconds. */
+#define CGROUP_CPU_PERIOD_US 100000ull
+
 struct cgroup_limits {
-	uint64_t memory_bytes; /* 0: no limit */
-	uint64_t pids;	       /* 0: no limit */
+	uint64_t memory_bytes;	  /* 0: no limit */
+	uint64_t pids;		  /* 0: no limit */
+	uint64_t cpu_quota_milli; /* thousandths of a core, 0: no limit */
+	uint64_t cpu_weight;	  /* 1..10000 (v2 scale), 0: the default */
 };
 
 /* Creates the group "name" under every available controller and applies
- * the limits: v2 memory.max, memory.swap.max=0, pids.max; v1
- * memory.limit_in_bytes, memory.memsw.limit_in_bytes (same value) when it
- * exists or else memory.swappiness=0, pids.max. Returns 0 or -errno with a
+ * the limits: v2 memory.max, memory.swap.max=0, pids.max, cpu.max,
+ * cpu.weight; v1 memory.limit_in_bytes, memory.memsw.limit_in_bytes (same
+ * value) when it exists or else memory.swappiness=0, pids.max,
+ * cpu.cfs_period_us and cpu.cfs_quota_us, cpu.shares (the weight scaled so
+ * that 100 is 1024). CPU limits are skipped where the host has no cpu
+ * controller (has_cpu_limit). Returns 0 or -errno with a
  * message ("cannot create cgroup '<path>'") in err; on failure nothing is
  * left behind. */
 int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
 		  const char *name, const struct cgroup_limits *lim, char *err,
 		  size_t errlen);
 
-/* Changes the memory and pids limits of a live group (warm sandboxes get
- * their run's limits this way). 0 means no limit. Returns 0 or -errno. */
+/* Changes the memory, pids and CPU limits of a live group (warm sandboxes
+ * get their run's limits this way). 0 means no limit (the default weight).
+ * Returns 0 or -errno. */
 int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim);
 /* Starts the peak-memory reading afresh, where the kernel allows. */
 void cgroup_reset_peak(const struct cgroup *cg);
@@ -97,6 +110,8 @@ struct cgroup_stats {
 int cgroup_read_stats(const struct cgroup *cg, struct cgroup_stats *st);
 /* Reads only the CPU usage (the periodic CPU-limit check). */
 int cgroup_cpu_ns(const struct cgroup *cg, uint64_t *ns);
+/* The v1 cpu.shares value for a weight on the v2 scale (100: 1024). */
+uint64_t cgroup_weight_to_shares(uint64_t weight);
 
 /* Kills whatever is left in the group (v2 cgroup.kill, else SIGKILL to each
  * pid in cgroup.procs), then removes the directories, retrying briefly while

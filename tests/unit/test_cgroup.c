@@ -835,6 +835,185 @@ static void test_sweep(void **state)
 	assert_true(exists(p));
 }
 
+/* Reads dir/name of the fixture and compares it with want. */
+static void assert_file(const struct fx *fx, const char *rel, const char *want)
+{
+	char p[PATH_MAX], buf[128];
+
+	tpath(fx, p, "%s", rel);
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+}
+
+static void assert_no_file(const struct fx *fx, const char *rel)
+{
+	char p[PATH_MAX];
+
+	tpath(fx, p, "%s", rel);
+	assert_false(exists(p));
+}
+
+static void test_cpu_v2(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.cpu_quota_milli = 500, .cpu_weight = 50};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char sbx[PATH_MAX], err[256] = "";
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_true(host.has_cpu_limit);
+	assert_int_equal(cgroup_create(&cg, &host, "c", &lim, err, sizeof(err)),
+			 0);
+	/* Half a core: 50 ms in every 100 ms. */
+	assert_file(fx, "v2/own/sbx/c/cpu.max", "50000 100000");
+	assert_file(fx, "v2/own/sbx/c/cpu.weight", "50");
+	/* A warm sandbox's next run: two cores, then none. */
+	lim = (struct cgroup_limits){.cpu_quota_milli = 2000};
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_file(fx, "v2/own/sbx/c/cpu.max", "200000 100000");
+	assert_file(fx, "v2/own/sbx/c/cpu.weight", "100");
+	lim = (struct cgroup_limits){0};
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_file(fx, "v2/own/sbx/c/cpu.max", "max 100000");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+
+	/* No CPU limits asked: nothing written. */
+	assert_int_equal(cgroup_create(&cg, &host, "d", &lim, err, sizeof(err)),
+			 0);
+	assert_no_file(fx, "v2/own/sbx/d/cpu.max");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+/* Without the cpu controller the limits are skipped, and the group is
+ * made all the same. */
+static void test_cpu_v2_missing(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.memory_bytes = 64 * MiB,
+				    .cpu_quota_milli = 500,
+				    .cpu_weight = 50};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char sbx[PATH_MAX], err[256] = "";
+
+	v2_tree(fx, "memory pids\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_false(host.has_cpu_limit);
+	assert_int_equal(cgroup_create(&cg, &host, "c", &lim, err, sizeof(err)),
+			 0);
+	assert_file(fx, "v2/own/sbx/c/memory.max", "67108864");
+	assert_no_file(fx, "v2/own/sbx/c/cpu.max");
+	assert_no_file(fx, "v2/own/sbx/c/cpu.weight");
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_no_file(fx, "v2/own/sbx/c/cpu.max");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+/* v1 with the cpu hierarchy mounted on its own (as on this project's CI
+ * host): CFS bandwidth and shares in the cpu group. */
+static void test_cpu_v1(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {
+		.pids = 8, .cpu_quota_milli = 1500, .cpu_weight = 200};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], buf[64], want[32], err[256] = "";
+	pid_t pid;
+
+	v1_tree(fx, false, v1);
+	tpath(fx, p, "v1/cpu");
+	mkdir_p(p);
+	detect_ok(fx, &host, v1);
+	assert_true(host.has_cpu_limit);
+	assert_string_equal(host.v1_cpu, p);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
+	tpath(fx, p, "v1/cpu/box");
+	assert_string_equal(cg.cpu, p);
+	assert_file(fx, "v1/cpu/box/cpu.cfs_period_us", "100000");
+	assert_file(fx, "v1/cpu/box/cpu.cfs_quota_us", "150000");
+	assert_file(fx, "v1/cpu/box/cpu.shares", "2048");
+	assert_file(fx, "v1/pids/box/pids.max", "8");
+	pid = spawn_sleeper();
+	assert_int_equal(cgroup_attach(&cg, pid), 0);
+	snprintf(want, sizeof(want), "%d", (int)pid);
+	tpath(fx, p, "v1/cpu/box/cgroup.procs");
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+	/* Lifted for a warm sandbox's next run. */
+	lim = (struct cgroup_limits){0};
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_file(fx, "v1/cpu/box/cpu.cfs_quota_us", "-1");
+	assert_file(fx, "v1/cpu/box/cpu.shares", "1024");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_killed(pid);
+	assert_no_file(fx, "v1/cpu/box");
+	assert_no_file(fx, "v1/cpuacct/box");
+}
+
+/* cpu and cpuacct mounted together are one group, made and removed once. */
+static void test_cpu_v1_comounted(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.cpu_quota_milli = 250, .cpu_weight = 1};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char p[PATH_MAX], err[256] = "";
+	FILE *f = mi_open(fx);
+
+	mi_line(fx, f, "/", "memory", "cgroup", "rw,memory");
+	mi_line(fx, f, "/", "cpu,cpuacct", "cgroup", "rw,cpu,cpuacct");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "4:memory:/a\n2:cpu,cpuacct:/a\n0::/a\n");
+	tpath(fx, p, "memory/a");
+	mkdir_p(p);
+	tpath(fx, p, "cpu,cpuacct/a");
+	mkdir_p(p);
+	detect_ok(fx, &host, NULL);
+	assert_int_equal(host.version, CGROUP_V1);
+	assert_true(host.has_cpu_limit);
+	assert_string_equal(host.v1_cpu, host.v1_cpuacct);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
+	assert_string_equal(cg.cpu, cg.cpuacct);
+	assert_file(fx, "cpu,cpuacct/a/sbx/box/cpu.cfs_quota_us", "25000");
+	assert_file(fx, "cpu,cpuacct/a/sbx/box/cpu.shares", "10");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_no_file(fx, "cpu,cpuacct/a/sbx/box");
+	assert_int_equal(cgroup_sweep(&host, NULL), 0);
+}
+
+/* A v1 host without the cpu hierarchy: skipped, the run goes on. */
+static void test_cpu_v1_missing(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.cpu_quota_milli = 500, .cpu_weight = 50};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], err[256] = "";
+
+	v1_tree(fx, false, v1);
+	detect_ok(fx, &host, v1);
+	assert_false(host.has_cpu_limit);
+	assert_string_equal(host.v1_cpu, "");
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
+	assert_string_equal(cg.cpu, "");
+	assert_no_file(fx, "v1/cpuacct/box/cpu.cfs_quota_us");
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
+static void test_weight_to_shares(void **state)
+{
+	assert_int_equal(cgroup_weight_to_shares(0), 1024);
+	assert_int_equal(cgroup_weight_to_shares(100), 1024);
+	assert_int_equal(cgroup_weight_to_shares(1), 10);
+	assert_int_equal(cgroup_weight_to_shares(10000), 102400);
+	assert_int_equal(cgroup_weight_to_shares(20000), 102400);
+}
+
 static void test_describe(void **state)
 {
 	struct cgroup_host host = {
@@ -844,25 +1023,35 @@ static void test_describe(void **state)
 		.has_pids = true,
 		.has_cpu = true,
 	};
-	char buf[256];
+	char buf[512];
 
 	cgroup_host_describe(&host, buf, sizeof(buf));
 	assert_string_equal(buf, "cgroup: v1\n"
 				 "cgroup memory: yes (swap capped: yes)\n"
 				 "cgroup pids: yes\n"
-				 "cgroup cpu accounting: yes\n");
+				 "cgroup cpu accounting: yes\n"
+				 "cgroup cpu limits: no (no cpu controller: "
+				 "CPU quota and weight are skipped, runs go "
+				 "on)\n");
+	host.has_cpu_limit = true;
+	cgroup_host_describe(&host, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "cgroup cpu limits: yes\n"));
 	host = (struct cgroup_host){.version = CGROUP_V2, .has_memory = true};
 	cgroup_host_describe(&host, buf, sizeof(buf));
 	assert_string_equal(buf, "cgroup: v2\n"
 				 "cgroup memory: yes (swap capped: no)\n"
 				 "cgroup pids: no\n"
-				 "cgroup cpu accounting: no\n");
+				 "cgroup cpu accounting: no\n"
+				 "cgroup cpu limits: no (no cpu controller: "
+				 "CPU quota and weight are skipped, runs go "
+				 "on)\n");
 	host = (struct cgroup_host){0};
 	cgroup_host_describe(&host, buf, sizeof(buf));
-	assert_string_equal(buf, "cgroup: none\n"
-				 "cgroup memory: no\n"
-				 "cgroup pids: no\n"
-				 "cgroup cpu accounting: no\n");
+	assert_non_null(strstr(buf, "cgroup: none\n"
+				    "cgroup memory: no\n"
+				    "cgroup pids: no\n"
+				    "cgroup cpu accounting: no\n"
+				    "cgroup cpu limits: no"));
 	cgroup_host_describe(&host, buf, 8);
 	assert_string_equal(buf, "cgroup:");
 }
@@ -1001,6 +1190,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stats_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_v2, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_v2_missing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_v1_comounted, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_v1_missing, setup,
+						teardown),
+		cmocka_unit_test(test_weight_to_shares),
 		cmocka_unit_test(test_describe),
 		cmocka_unit_test(test_real_host),
 	};
