@@ -41,6 +41,10 @@ static const char usage[] =
 	"  --disk=SIZE          writable space per run (SBX_DISK, 256M)\n"
 	"  --client-timeout=S   close idle connections (SBX_CLIENT_TIMEOUT, "
 	"60)\n"
+	"  --reply-budget=SIZE  most memory unsent replies may hold, all\n"
+	"                       clients together; past it the connections\n"
+	"                       holding theirs longest are closed\n"
+	"                       (SBX_REPLY_BUDGET, 256M; 0: no limit)\n"
 	"  --max-sandboxes=N    live stateful sandboxes (SBX_MAX_SANDBOXES, "
 	"64)\n"
 	"  --idle-timeout=DUR   default idle reaping of stateful sandboxes\n"
@@ -77,6 +81,7 @@ enum {
 	OPT_MAX_UPLOAD,
 	OPT_MAX_DISK,
 	OPT_WARM,
+	OPT_REPLY_BUDGET,
 };
 
 static const struct option options[] = {
@@ -93,6 +98,7 @@ static const struct option options[] = {
 	{"pids", required_argument, NULL, OPT_PIDS},
 	{"disk", required_argument, NULL, OPT_DISK},
 	{"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
+	{"reply-budget", required_argument, NULL, OPT_REPLY_BUDGET},
 	{"port-file", required_argument, NULL, OPT_PORT_FILE},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
@@ -119,6 +125,7 @@ static const char *const env_names[] = {
 	[OPT_PIDS - 256] = "SBX_PIDS",
 	[OPT_DISK - 256] = "SBX_DISK",
 	[OPT_CLIENT_TIMEOUT - 256] = "SBX_CLIENT_TIMEOUT",
+	[OPT_REPLY_BUDGET - 256] = "SBX_REPLY_BUDGET",
 	[OPT_PORT_FILE - 256] = NULL,
 	[OPT_VERBOSE - 256] = NULL,
 	[OPT_MAX_SANDBOXES - 256] = "SBX_MAX_SANDBOXES",
@@ -215,6 +222,8 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 	case OPT_CLIENT_TIMEOUT:
 		return set_count("client timeout", v, 1, 86400,
 				 &cfg->client_timeout_s);
+	case OPT_REPLY_BUDGET:
+		return set_size("reply budget", v, 0, &cfg->reply_budget);
 	case OPT_PORT_FILE:
 		free(cfg->port_file);
 		cfg->port_file = xstrdup(v);

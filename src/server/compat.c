@@ -14,6 +14,7 @@
 #include "runtime/coderun.h"
 #include "server/compat.h"
 #include "server/internal.h"
+#include "server/request.h"
 #include "base/banned.h"
 
 struct compat_run {

@@ -23,7 +23,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <malloc.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -33,12 +35,13 @@
 #include "base/text.h"
 #include "base/util.h"
 #include "server/internal.h"
+#include "server/request.h"
 #include "base/banned.h"
 
 /* A stream's buffer larger than this is freed once drained. */
 #define STREAM_KEEP (256 * 1024)
-
-struct server_state server_state;
+/* Longest wait at shutdown for replies to be sent. */
+#define DRAIN_S 10
 
 /* A writer waiting for a stream to drain (request_stream_when_drained). */
 struct drain_waiter {
@@ -59,6 +62,7 @@ struct request {
 	bool too_large;
 	bool started; /* routed; body complete */
 	uint64_t start_ns;
+	int fd; /* the client's socket, MHD's */
 
 	pthread_mutex_t lock; /* guards the reply and the flags below */
 	bool replied;
@@ -77,6 +81,12 @@ struct request {
 	void *abort_arg;
 	struct drain_waiter *waiters;
 
+	/* What the reply holds unsent, on the budget's list while not zero;
+	 * guarded by the budget's lock. */
+	size_t held;
+	bool dropping; /* its connection is being closed for the budget */
+	struct request *held_prev, *held_next;
+
 	/* The job, set by the HTTP thread once submitted and cleared by the
 	 * runner thread when it ends; both under lock, since the job may end
 	 * before runner_submit() has even returned. */
@@ -91,10 +101,116 @@ struct request {
 	void *ctx;
 };
 
+static void request_unref(struct request *req);
+
+/* Unsent replies, server-wide: the requests that hold reply bytes not
+ * yet taken by their clients, oldest first, and what they hold. Taken
+ * after a request's lock, never before. */
+static struct {
+	pthread_mutex_t lock;
+	struct request *head, *tail;
+	uint64_t held;
+	uint64_t dropping; /* held by connections being closed */
+	uint64_t limit;
+	uint64_t dropped; /* connections closed for the budget */
+} budget = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Shutdown. Routes run, and their callbacks are made, under the read
+ * lock; the write lock flips the flags. */
+static pthread_rwlock_t stop_lock = PTHREAD_RWLOCK_INITIALIZER;
+static bool stopping;	 /* new requests get 503 and the connection closes */
+static bool runner_gone; /* route callbacks are no longer made */
+
+/* Requests MHD has not finished with: shutdown waits for them. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned n;
+} live = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+
+/* Sets what req holds unsent to n. Returns true when the total is now
+ * past the budget. */
+static bool budget_set(struct request *req, size_t n)
+{
+	bool over;
+
+	pthread_mutex_lock(&budget.lock);
+	if (req->held && !n) {
+		if (req->held_prev)
+			req->held_prev->held_next = req->held_next;
+		else
+			budget.head = req->held_next;
+		if (req->held_next)
+			req->held_next->held_prev = req->held_prev;
+		else
+			budget.tail = req->held_prev;
+		req->held_prev = req->held_next = NULL;
+	} else if (!req->held && n) {
+		/* Newly holding: the youngest. */
+		req->held_prev = budget.tail;
+		req->held_next = NULL;
+		if (budget.tail)
+			budget.tail->held_next = req;
+		else
+			budget.head = req;
+		budget.tail = req;
+	}
+	budget.held = budget.held - req->held + n;
+	if (req->dropping)
+		budget.dropping = budget.dropping - req->held + n;
+	req->held = n;
+	over = budget.limit && budget.held - budget.dropping > budget.limit;
+	pthread_mutex_unlock(&budget.lock);
+	return over;
+}
+
+/* Past the budget: closes the connections that have held unsent bytes the
+ * longest (keep aside) until what is left fits. Their clients see the
+ * connection close without the rest of their reply. No lock held. */
+static void budget_enforce(struct request *keep)
+{
+	struct request *victims[64];
+	size_t n = 0, i;
+
+	pthread_mutex_lock(&budget.lock);
+	for (struct request *r = budget.head;
+	     r && n < ARRAY_SIZE(victims) &&
+	     budget.held - budget.dropping > budget.limit;
+	     r = r->held_next) {
+		if (r == keep || r->dropping)
+			continue;
+		r->dropping = true;
+		budget.dropping += r->held;
+		budget.dropped++;
+		__atomic_add_fetch(&r->refs, 1, __ATOMIC_ACQ_REL);
+		victims[n++] = r;
+	}
+	pthread_mutex_unlock(&budget.lock);
+	for (i = 0; i < n; i++) {
+		struct request *r = victims[i];
+
+		pthread_mutex_lock(&r->lock);
+		/* The socket is MHD's and open until MHD is done with the
+		 * request, which it cannot be while the lock is held. */
+		if (!r->closed && r->fd >= 0) {
+			log_warn("request %s: unsent replies exceed the "
+				 "budget of %llu bytes, closing the connection "
+				 "holding %zu",
+				 r->route ? r->route : "other",
+				 (unsigned long long)budget.limit, r->held);
+			shutdown(r->fd, SHUT_RDWR);
+		}
+		pthread_mutex_unlock(&r->lock);
+		request_unref(r);
+	}
+}
+
 static void request_unref(struct request *req)
 {
 	if (__atomic_sub_fetch(&req->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	if (req->held)
+		budget_set(req, 0);
 	buf_release(&req->body);
 	buf_release(&req->stream);
 	free(req->url);
@@ -106,7 +222,7 @@ static void request_unref(struct request *req)
 static void store_reply(struct request *req, unsigned status,
 			const char *content_type, char *body, size_t len)
 {
-	bool resume;
+	bool resume, over = false;
 
 	pthread_mutex_lock(&req->lock);
 	if (req->replied) {
@@ -121,6 +237,8 @@ static void store_reply(struct request *req, unsigned status,
 	req->reply_len = len;
 	if (!body)
 		req->streaming = true;
+	else if (!req->closed)
+		over = budget_set(req, len);
 	resume = req->suspended && !req->closed;
 	req->suspended = false;
 	/* Resumed under the lock so MHD cannot finish the connection in
@@ -128,6 +246,8 @@ static void store_reply(struct request *req, unsigned status,
 	if (resume)
 		MHD_resume_connection(req->conn);
 	pthread_mutex_unlock(&req->lock);
+	if (over)
+		budget_enforce(req);
 }
 
 struct request *request_defer(struct request *req)
@@ -188,15 +308,22 @@ static struct drain_waiter *take_waiters(struct request *req)
 	return ready;
 }
 
+/* Once the runner is gone at shutdown the routes' callbacks would reach
+ * freed state: they are dropped (the process is exiting). */
 static void run_waiters(struct drain_waiter *w)
 {
+	if (!w)
+		return;
+	pthread_rwlock_rdlock(&stop_lock);
 	while (w) {
 		struct drain_waiter *next = w->next;
 
-		w->fn(w->arg);
+		if (!runner_gone)
+			w->fn(w->arg);
 		free(w);
 		w = next;
 	}
+	pthread_rwlock_unlock(&stop_lock);
 }
 
 size_t request_stream_pending(struct request *req)
@@ -237,12 +364,17 @@ bool request_stream_closed(struct request *req)
 
 void request_stream_write(struct request *req, const char *data, size_t len)
 {
+	bool over = false;
+
 	pthread_mutex_lock(&req->lock);
-	if (!req->stream_ended) {
+	if (!req->stream_ended && !req->closed) {
 		buf_add(&req->stream, data, len);
+		over = budget_set(req, stream_pending(req));
 		wake_reader(req);
 	}
 	pthread_mutex_unlock(&req->lock);
+	if (over)
+		budget_enforce(req);
 }
 
 void request_stream_end(struct request *req)
@@ -307,6 +439,20 @@ void request_reply_raw(struct request *req, unsigned status,
 	memcpy(copy, body, len);
 	copy[len] = '\0';
 	store_reply(req, status, content_type, copy, len);
+}
+
+void request_reply_take(struct request *req, unsigned status,
+			const char *content_type, char *body, size_t len)
+{
+	store_reply(req, status, content_type, body, len);
+}
+
+void request_budget_counts(uint64_t *held, uint64_t *dropped)
+{
+	pthread_mutex_lock(&budget.lock);
+	*held = budget.held;
+	*dropped = budget.dropped;
+	pthread_mutex_unlock(&budget.lock);
 }
 
 void request_error(struct request *req, unsigned status, const char *code,
@@ -462,22 +608,6 @@ void request_run(struct request *req, struct sandbox_spec *spec,
 
 /* ---- routing ---- */
 
-struct route {
-	const char *method;
-	const char *path;
-	void (*fn)(struct request *req);
-};
-
-static const struct route routes[] = {
-	{"GET", "/v1/sandboxes", sandboxes_route},
-	{"POST", "/v1/sandboxes", sandboxes_route},
-	{"POST", "/run_code", compat_run_code},
-	{"GET", "/v1/ping", compat_ping},
-	{"POST", "/v1/run", native_run},
-	{"GET", "/v1/health", stats_health},
-	{"GET", "/metrics", stats_metrics},
-};
-
 static bool token_ok(struct MHD_Connection *conn)
 {
 	const char *want = server_state.cfg->token;
@@ -508,6 +638,12 @@ static void dispatch(struct request *req)
 	size_t i;
 	char allow[64] = "";
 
+	if (stopping) {
+		req->route = "other";
+		request_error(req, 503, "shutting_down",
+			      "the server is shutting down");
+		return;
+	}
 	if (!token_ok(req->conn)) {
 		req->route = "unauthorized";
 		request_error(req, 401, "unauthorized",
@@ -515,8 +651,19 @@ static void dispatch(struct request *req)
 			      "is required");
 		return;
 	}
-	if (str_starts_with(path, "/v1/sandboxes/")) {
-		req->route = "/v1/sandboxes";
+	for (i = 0; i < routes_count; i++) {
+		const struct route *r = &routes_table[i];
+
+		if (r->prefix ? !str_starts_with(path, r->path)
+			      : strcmp(r->path, path) != 0)
+			continue;
+		known = true;
+		if (!r->prefix) {
+			snprintf(allow, sizeof(allow), "%s", r->method);
+			if (strcmp(r->method, req->method))
+				continue;
+		}
+		req->route = r->path;
 		if (req->too_large) {
 			request_error(req, 413, "payload_too_large",
 				      "the request body is larger than %llu "
@@ -524,26 +671,7 @@ static void dispatch(struct request *req)
 				      (unsigned long long)req->max_body);
 			return;
 		}
-		sandboxes_route(req);
-		return;
-	}
-	for (i = 0; i < ARRAY_SIZE(routes); i++) {
-		if (strcmp(routes[i].path, path))
-			continue;
-		known = true;
-		snprintf(allow, sizeof(allow), "%s", routes[i].method);
-		if (strcmp(routes[i].method, req->method))
-			continue;
-		req->route = routes[i].path;
-		if (req->too_large) {
-			request_error(
-				req, 413, "payload_too_large",
-				"the request body is larger than %llu "
-				"bytes",
-				(unsigned long long)server_state.cfg->max_body);
-			return;
-		}
-		routes[i].fn(req);
+		r->fn(req);
 		return;
 	}
 	req->route = known ? "method_not_allowed" : "not_found";
@@ -577,6 +705,7 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 			buf_reset(&req->stream);
 			req->stream_off = 0;
 		}
+		budget_set(req, stream_pending(req));
 		ready = take_waiters(req);
 	} else if (req->stream_ended) {
 		n = MHD_CONTENT_READER_END_OF_STREAM;
@@ -595,24 +724,32 @@ static enum MHD_Result send_reply(struct request *req)
 	struct MHD_Response *resp;
 	enum MHD_Result r;
 
-	if (req->streaming)
+	if (req->streaming) {
 		resp = MHD_create_response_from_callback(
 			MHD_SIZE_UNKNOWN, 64 * 1024, read_stream, req, NULL);
-	else
+	} else {
+		/* Handed over, not copied: MHD frees it once sent. */
 		resp = MHD_create_response_from_buffer(
-			req->reply_len, req->reply, MHD_RESPMEM_MUST_COPY);
+			req->reply_len, req->reply, MHD_RESPMEM_MUST_FREE);
+		if (resp)
+			req->reply = NULL;
+	}
 	if (!resp)
 		return MHD_NO;
+	if (__atomic_load_n(&stopping, __ATOMIC_ACQUIRE))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
+					"close");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 				req->content_type);
 	if (req->status == 503)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
 	if (req->status == 405) {
-		for (size_t i = 0; i < ARRAY_SIZE(routes); i++)
-			if (!strcmp(routes[i].path, req->url))
+		for (size_t i = 0; i < routes_count; i++)
+			if (!routes_table[i].prefix &&
+			    !strcmp(routes_table[i].path, req->url))
 				MHD_add_response_header(resp,
 							MHD_HTTP_HEADER_ALLOW,
-							routes[i].method);
+							routes_table[i].method);
 	}
 	r = MHD_queue_response(req->conn, req->status, resp);
 	MHD_destroy_response(resp);
@@ -630,6 +767,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	bool ready;
 
 	if (!req) {
+		const union MHD_ConnectionInfo *ci;
 		const char *cl;
 		uint64_t len;
 
@@ -640,6 +778,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		req->url = xstrdup(url);
 		req->sock = -1;
 		req->start_ns = now_ns();
+		ci = MHD_get_connection_info(conn,
+					     MHD_CONNECTION_INFO_CONNECTION_FD);
+		req->fd = ci ? ci->connect_fd : -1;
+		pthread_mutex_lock(&live.lock);
+		live.n++;
+		pthread_mutex_unlock(&live.lock);
 		buf_init(&req->body);
 		pthread_mutex_init(&req->lock, NULL);
 		*con_cls = req;
@@ -683,7 +827,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	}
 	if (!req->started) {
 		req->started = true;
+		/* Shutdown waits for routes in progress, then refuses. */
+		pthread_rwlock_rdlock(&stop_lock);
 		dispatch(req);
+		pthread_rwlock_unlock(&stop_lock);
 	}
 	pthread_mutex_lock(&req->lock);
 	ready = req->replied && !req->suspended;
@@ -706,6 +853,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 	pthread_mutex_lock(&req->lock);
 	req->closed = true;
+	budget_set(req, 0);
 	ready = take_waiters(req);
 	if (req->streaming && !req->stream_ended) {
 		abort_fn = req->abort_fn;
@@ -713,10 +861,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	}
 	req->abort_fn = NULL;
 	pthread_mutex_unlock(&req->lock);
-	if (abort_fn)
-		abort_fn(abort_arg);
+	if (abort_fn) {
+		pthread_rwlock_rdlock(&stop_lock);
+		if (!runner_gone)
+			abort_fn(abort_arg);
+		pthread_rwlock_unlock(&stop_lock);
+	}
 	run_waiters(ready);
 	request_unref(req);
+	pthread_mutex_lock(&live.lock);
+	if (--live.n == 0)
+		pthread_cond_broadcast(&live.cond);
+	pthread_mutex_unlock(&live.lock);
 }
 
 static void log_mhd(void *cls, const char *fmt, va_list ap)
@@ -740,6 +896,7 @@ void server_config_init(struct server_config *cfg)
 	cfg->max_body = 32ull << 20;
 	cfg->http_threads = 4;
 	cfg->client_timeout_s = 60;
+	cfg->reply_budget = 256ull << 20;
 	cfg->limits.wall_ms = SANDBOX_DEFAULT_WALL_MS;
 	cfg->limits.memory_bytes = SANDBOX_DEFAULT_MEMORY;
 	cfg->limits.pids = SANDBOX_DEFAULT_PIDS;
@@ -767,6 +924,49 @@ void server_config_release(struct server_config *cfg)
 static bool is_loopback(const struct in_addr *a)
 {
 	return (ntohl(a->s_addr) >> 24) == 127;
+}
+
+/* Waits until MHD has finished every request, or the deadline. */
+static void drain(unsigned timeout_s)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_s;
+	pthread_mutex_lock(&live.lock);
+	while (live.n &&
+	       pthread_cond_timedwait(&live.cond, &live.lock, &until) == 0)
+		;
+	if (live.n)
+		log_warn("stopping with %u requests unfinished", live.n);
+	pthread_mutex_unlock(&live.lock);
+}
+
+/* Every accepted request gets its reply: no new connections, no new work
+ * (requests that arrive get 503 and their connection closes), the runs
+ * and sandboxes stop (their clients get their errors), and only when MHD
+ * has sent every stored reply does the daemon stop. Stopping the daemon
+ * with replies stored but not yet sent would close those connections
+ * with no reply at all. */
+static void stop(struct MHD_Daemon *d, const struct server_config *cfg)
+{
+	MHD_socket lfd = MHD_quiesce_daemon(d);
+
+	/* Connections waiting in the backlog are refused, not left hanging. */
+	if (lfd != MHD_INVALID_SOCKET)
+		close(lfd);
+	pthread_rwlock_wrlock(&stop_lock);
+	stopping = true;
+	pthread_rwlock_unlock(&stop_lock);
+	sandboxes_stop();
+	pthread_rwlock_wrlock(&stop_lock);
+	runner_gone = true;
+	pthread_rwlock_unlock(&stop_lock);
+	runner_free(server_state.runner);
+	server_state.runner = NULL;
+	drain(cfg->client_timeout_s < DRAIN_S ? cfg->client_timeout_s
+					      : DRAIN_S);
+	MHD_stop_daemon(d);
 }
 
 int server_run(const struct server_config *cfg)
@@ -805,6 +1005,12 @@ int server_run(const struct server_config *cfg)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	sandbox_host_sweep();
+	/* Large blocks (reply bodies, outputs) are mapped and unmapped on
+	 * their own, so memory they held goes back to the system once they
+	 * are freed, instead of the threshold creeping up to their size and
+	 * keeping them in the heap. */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+	budget.limit = cfg->reply_budget;
 	server_state.cfg = cfg;
 	server_state.started_ns = now_ns();
 	server_state.runner =
@@ -855,10 +1061,7 @@ int server_run(const struct server_config *cfg)
 	}
 	sigwait(&sigs, &sig);
 	log_info("stopping (signal %d)", sig);
-	MHD_quiesce_daemon(d);
-	sandboxes_stop();
-	runner_free(server_state.runner);
-	MHD_stop_daemon(d);
+	stop(d, cfg);
 	sandbox_host_release();
 	return 0;
 }

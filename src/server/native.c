@@ -12,6 +12,7 @@
 #include "base/util.h"
 #include "runtime/coderun.h"
 #include "server/internal.h"
+#include "server/request.h"
 #include "server/native.h"
 #include "base/banned.h"
 

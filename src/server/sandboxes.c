@@ -27,6 +27,7 @@
 #include "base/util.h"
 #include "runtime/session.h"
 #include "server/internal.h"
+#include "server/request.h"
 #include "base/banned.h"
 
 enum action {

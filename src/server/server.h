@@ -21,7 +21,11 @@ struct server_config {
 	char *token;	   /* bearer token, NULL: none */
 	uint64_t max_body; /* bytes */
 	unsigned http_threads;
-	unsigned client_timeout_s;    /* idle connections are closed */
+	unsigned client_timeout_s; /* idle connections are closed */
+	/* Most bytes unsent replies may hold, all connections together;
+	 * past it the connections that have held theirs longest are closed.
+	 * 0: no limit. */
+	uint64_t reply_budget;
 	struct sandbox_limits limits; /* defaults for every run */
 	uint64_t max_wall_ms;	      /* caps on what clients may ask */
 	uint64_t max_memory;

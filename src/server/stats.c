@@ -9,6 +9,7 @@
 #include "base/util.h"
 #include "runtime/lang.h"
 #include "server/internal.h"
+#include "server/request.h"
 #include "base/banned.h"
 
 #define SBX_VERSION "0.1.0"

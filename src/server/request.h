@@ -1,0 +1,90 @@
+/*
+ * The request API: what a route handler may do with the request it was
+ * given. The HTTP layer (http.c) implements it; route files include it and
+ * never the other way round, so routes depend on this header alone and the
+ * HTTP layer depends on the routes' table (internal.h).
+ *
+ * A request is owned by the HTTP layer. A handler replies once, from any
+ * thread; to reply later it defers the request (or hands it to the runner
+ * with request_run()) and holds a reference until it has replied.
+ */
+#ifndef SBX_SERVER_REQUEST_H
+#define SBX_SERVER_REQUEST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sandbox/sandbox.h"
+
+struct request;
+
+/* Replies with body (the reference is taken) and status. May be called
+ * from any thread, once. */
+void request_reply(struct request *req, unsigned status, json_t *body);
+/* Replies with {"error": {"code": code, "message": ...}}. */
+void request_error(struct request *req, unsigned status, const char *code,
+		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Replies with a raw body of the given content type (copied). */
+void request_reply_raw(struct request *req, unsigned status,
+		       const char *content_type, const char *body, size_t len);
+/* Replies with a raw body of the given content type; takes ownership of
+ * body (a malloc'd block, freed once sent). */
+void request_reply_take(struct request *req, unsigned status,
+			const char *content_type, char *body, size_t len);
+const char *request_body(struct request *req, size_t *len);
+
+/* Runs spec (its contents are taken). output() collects while it runs;
+ * done() must reply. Both run on the runner's thread with ctx. When the
+ * queue is full the request gets 503 and done() is not called (ctx is
+ * freed with free_ctx). A client that disconnects has its sandbox killed;
+ * done() still runs and its reply is dropped. */
+struct run_hooks {
+	sandbox_output_fn output;
+	void (*done)(struct request *req, struct sandbox_result *res,
+		     void *ctx);
+	void (*free_ctx)(void *ctx);
+};
+void request_run(struct request *req, struct sandbox_spec *spec,
+		 const struct run_hooks *hooks, void *ctx);
+
+/* Suspends the request until another thread replies. Returns the request
+ * with a reference for that thread, dropped by request_put() after the
+ * reply (or the last stream write). */
+struct request *request_defer(struct request *req);
+void request_put(struct request *req);
+
+/* Streamed replies (chunked, any thread): start once, write, end. What a
+ * stream holds unsent counts against the server's reply budget. */
+void request_stream_start(struct request *req, unsigned status,
+			  const char *content_type);
+void request_stream_write(struct request *req, const char *data, size_t len);
+void request_stream_end(struct request *req);
+/* Backpressure for streamed replies: a writer waits for the client
+ * instead of buffering without bound. */
+/* Bytes written to a streamed reply and not yet taken by the client. */
+size_t request_stream_pending(struct request *req);
+/* Calls fn(arg) once, from any thread and with no lock held, as soon as the
+ * stream's pending bytes are at most low (at once if they already are) or
+ * the client has gone away (check request_stream_closed()). */
+void request_stream_when_drained(struct request *req, size_t low,
+				 void (*fn)(void *arg), void *arg);
+bool request_stream_closed(struct request *req);
+/* Called (on an MHD thread) when the client of a stream goes away before
+ * its end; set by the handler. */
+void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg);
+
+/* A CLOEXEC duplicate of the client's socket (the caller closes it), or
+ * -1: lets another thread notice a hang-up safely. */
+int request_dup_socket(struct request *req);
+const char *request_method(struct request *req);
+const char *request_path(struct request *req);
+/* A query argument, or NULL. */
+const char *request_arg(struct request *req, const char *key);
+
+/* The reply budget as metrics see it: bytes unsent replies hold now, and
+ * connections closed so far because the budget was exceeded. */
+void request_budget_counts(uint64_t *held, uint64_t *dropped);
+
+#endif
