@@ -82,6 +82,39 @@ static bool has_overlayfs(void)
 	       strstr(buf, "\toverlay\n");
 }
 
+/* What a crash in a sandbox can start on the host. Sandboxes run with
+ * RLIMIT_CORE fixed at 1, which the kernel takes as "no core file" and as
+ * its guard against recursive crashes, so a pipe helper (run as host root)
+ * is never started; a coredump socket ('@', Linux 6.16) is not covered by
+ * that guard, so its server gets every sandbox crash. */
+static void core_pattern_line(void)
+{
+	char pat[256], detail[400];
+	ssize_t n =
+		read_file("/proc/sys/kernel/core_pattern", pat, sizeof(pat));
+
+	if (n <= 0) {
+		line("core dumps", true, "core_pattern unreadable", false);
+		return;
+	}
+	pat[strcspn(pat, "\n")] = '\0';
+	if (pat[0] == '|')
+		snprintf(detail, sizeof(detail),
+			 "pipe to '%.200s': never started by a sandbox "
+			 "crash (RLIMIT_CORE is fixed at 1)",
+			 pat + 1);
+	else if (pat[0] == '@')
+		snprintf(detail, sizeof(detail),
+			 "socket '%.200s': the kernel sends it sandbox crashes "
+			 "too (RLIMIT_CORE does not stop them)",
+			 pat);
+	else
+		snprintf(detail, sizeof(detail),
+			 "file '%.200s': none below a page (RLIMIT_CORE is 1)",
+			 pat);
+	line("core dumps", pat[0] != '@', detail, false);
+}
+
 int cmd_check(int argc, char **argv)
 {
 	char err[256], desc[1024];
@@ -121,6 +154,7 @@ int cmd_check(int argc, char **argv)
 	line("openat2", has_openat2(),
 	     "RESOLVE_BENEATH for file access inside sandboxes", false);
 	line("overlayfs", has_overlayfs(), "image directories", false);
+	core_pattern_line();
 	fflush(stdout);
 
 	if (sandbox_host_init(err, sizeof(err))) {

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
 #include <sys/fsuid.h>
 #include <sys/prctl.h>
 #include <poll.h>
@@ -28,6 +30,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -163,25 +167,87 @@ void init_as_user(uid_t uid, gid_t gid, bool on)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 }
 
+/* Opens a path inside the sandbox for init, which holds the sandbox
+ * user's filesystem ids meanwhile. Symlinks are followed (they can only
+ * lead within the sandbox) but magic links are not, and procfs and sysfs
+ * are off limits: init's own /proc/1 entries are readable and writable by
+ * init whatever its filesystem ids, and they are not the sandbox's files.
+ * Returns the fd or -errno (-EACCES for procfs and sysfs). */
+int init_open_file(const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {.flags = (uint64_t)flags,
+			       .mode = (flags & O_CREAT) ? mode : 0,
+			       .resolve = RESOLVE_NO_MAGICLINKS};
+	struct statfs sfs;
+	int fd;
+
+	fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS)
+		fd = open(path, flags, mode);
+	if (fd < 0)
+		return -errno;
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type == PROC_SUPER_MAGIC ||
+	    sfs.f_type == SYSFS_MAGIC) {
+		fd_close(&fd);
+		return -EACCES;
+	}
+	return fd;
+}
+
+/* Where a spec's files may go (the same rule the routes apply): the work
+ * dir, /tmp, /mnt or the home dir, with no ".." on the way. */
+static bool file_place_ok(const char *full)
+{
+	static const char *const roots[] = {
+		SANDBOX_WORK_DIR "/",
+		"/tmp/",
+		"/mnt/",
+		SANDBOX_HOME_DIR "/",
+	};
+	const char *p;
+	size_t i;
+
+	for (p = full; (p = strstr(p, "/..")); p += 3)
+		if (p[3] == '/' || p[3] == '\0')
+			return false;
+	for (i = 0; i < ARRAY_SIZE(roots); i++)
+		if (str_starts_with(full, roots[i]) && full[strlen(roots[i])])
+			return true;
+	return false;
+}
+
 static void place_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 {
-	char path[PATH_MAX], what[PATH_MAX + 32];
+	char path[PATH_MAX], what[PATH_MAX + 80];
 	size_t i;
 
 	init_as_user(uid, gid, true);
 	for (i = 0; i < spec->nfiles; i++) {
 		const struct sandbox_file *f = &spec->files[i];
-		int fd, r;
+		struct stat st;
+		int fd = -1, r = 0;
 
 		init_full_path(path, sizeof(path), f->path);
+		if (!file_place_ok(path)) {
+			snprintf(what, sizeof(what),
+				 "cannot write '%s' (files go "
+				 "under " SANDBOX_WORK_DIR
+				 ", /tmp, /mnt or " SANDBOX_HOME_DIR ")",
+				 path);
+			init_fail(EACCES, what);
+		}
 		r = init_make_parents(path);
-		fd = r ? -1
-		       : open(path,
-			      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
-				      O_NOFOLLOW,
-			      f->executable ? 0755 : 0644);
-		if (fd < 0 && !r)
-			r = -errno;
+		if (!r)
+			fd = init_open_file(path,
+					    O_WRONLY | O_CREAT | O_TRUNC |
+						    O_CLOEXEC | O_NOFOLLOW |
+						    O_NOCTTY | O_NONBLOCK,
+					    f->executable ? 0755 : 0644);
+		if (!r && fd < 0)
+			r = fd;
+		/* Only regular files: never a FIFO or a device. */
+		if (!r && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
+			r = -EINVAL;
 		if (!r)
 			r = write_full(fd, f->data, f->len);
 		fd_close(&fd);
@@ -207,7 +273,8 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 		int fd;
 
 		init_full_path(path, sizeof(path), name);
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		fd = init_open_file(
+			path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0);
 		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 		    (uint64_t)st.st_size <= spec->limits.disk_bytes) {
 			data = xmalloc((size_t)st.st_size + 1);
@@ -689,6 +756,8 @@ static void standby(struct sandbox_spec *spec,
 			  opts) < 0)
 			init_fail(errno, "cannot resize the scratch space");
 	}
+	if (run.limits.memory_bytes != spec->limits.memory_bytes)
+		mnt_proc_refresh(&run.limits);
 	sandbox_spec_release(spec);
 	*spec = run;
 }
@@ -716,6 +785,9 @@ void sandbox_init_main(void)
 	fcntl(STDERR_FILENO, F_SETFD, FD_CLOEXEC);
 	prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
+	/* No crash of init starts a core_pattern helper either (see
+	 * rlimit.c). */
+	setrlimit(RLIMIT_CORE, &(struct rlimit){1, 1});
 	data = read_spec(&len);
 	if (wire_decode_spec(data, len, &spec, &mode) < 0)
 		init_fail(EINVAL, "cannot decode the sandbox spec");

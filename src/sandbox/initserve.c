@@ -10,6 +10,12 @@
  * sandbox's own mount namespace, so nothing planted in the sandbox (a
  * symlink, a hard link, "..") can lead init to a host file.
  *
+ * An exec started with "pull" does not have its stdout relayed: the host
+ * asks for it a chunk at a time (FILE_READ with "pull"), and until it
+ * does the bytes wait in the pipe, which holds the writer back. Paths are
+ * bytes: one that is not UTF-8 comes as "path_b64", and a listing names
+ * such an entry by "name" (bad bytes as U+FFFD) and "name_b64".
+ *
  * Init never exits on its own: the host deletes the sandbox by killing it.
  */
 #include <dirent.h>
@@ -22,11 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/magic.h>
-#include <linux/openat2.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -36,6 +39,7 @@
 #include <jansson.h>
 
 #include "base/buf.h"
+#include "base/text.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
 #include "base/banned.h"
@@ -58,6 +62,8 @@ struct sexec {
 	bool reaped;
 	int status;
 	struct rusage ru;
+	bool pull;	   /* stdout goes out only when the host asks */
+	uint64_t pull_max; /* what the host asked for, 0 when nothing */
 	struct sexec *next;
 };
 
@@ -201,6 +207,9 @@ static void cmd_exec(struct server *s, uint32_t id, json_t *args,
 	if (len)
 		buf_add(&e->inq, payload, len);
 	e->in_close = json_is_true(json_object_get(args, "stdin_close"));
+	e->pull = json_is_true(json_object_get(args, "pull"));
+	if (e->pull)
+		fd_set_nonblock(e->out[1]);
 	e->cap = cap ? cap : UINT64_MAX;
 	e->t0 = now_ns();
 	e->deadline = timeout_ms ? e->t0 + timeout_ms * 1000000ull : 0;
@@ -242,36 +251,23 @@ static void cmd_signal(struct server *s, uint32_t id, json_t *args)
 		kill_group(e->pid, sig);
 }
 
-/* Opens a path for a file command. Symlinks are followed (they can only
- * lead within the sandbox) but magic links are not, and procfs is off
- * limits: init's own /proc/1 entries are readable by init whatever its
- * filesystem ids, and they are not the sandbox's files. */
-static int open_file(const char *path, int flags, mode_t mode)
-{
-	struct open_how how = {.flags = (uint64_t)flags,
-			       .mode = (flags & O_CREAT) ? mode : 0,
-			       .resolve = RESOLVE_NO_MAGICLINKS};
-	struct statfs sfs;
-	int fd;
-
-	fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-	if (fd < 0 && errno == ENOSYS)
-		fd = open(path, flags, mode);
-	if (fd < 0)
-		return -errno;
-	if (fstatfs(fd, &sfs) < 0 || sfs.f_type == PROC_SUPER_MAGIC ||
-	    sfs.f_type == SYSFS_MAGIC) {
-		fd_close(&fd);
-		return -EACCES;
-	}
-	return fd;
-}
-
 static void resolve(char *out, size_t n, json_t *args)
 {
 	const char *p = json_string_value(json_object_get(args, "path"));
+	const char *b64 = json_string_value(json_object_get(args, "path_b64"));
+	struct buf raw;
 
-	init_full_path(out, n, p && *p ? p : ".");
+	buf_init(&raw);
+	/* A path that is not UTF-8; one with a NUL in it cannot be a path,
+	 * and "" fails its command with ENOENT. */
+	if (b64 && !base64_decode(&raw, b64, strlen(b64)) && raw.len &&
+	    !memchr(raw.data, '\0', raw.len))
+		init_full_path(out, n, raw.data);
+	else if (b64)
+		out[0] = '\0';
+	else
+		init_full_path(out, n, p && *p ? p : ".");
+	buf_release(&raw);
 }
 
 static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
@@ -290,11 +286,11 @@ static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
 	if (json_is_true(json_object_get(args, "mkdirs")))
 		r = init_make_parents(path);
 	if (!r) {
-		fd = open_file(path,
-			       O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY |
-				       O_NONBLOCK |
-				       (append ? O_APPEND : O_TRUNC),
-			       mode & 0777);
+		fd = init_open_file(path,
+				    O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY |
+					    O_NONBLOCK |
+					    (append ? O_APPEND : O_TRUNC),
+				    mode & 0777);
 		if (fd < 0) {
 			r = fd;
 		} else {
@@ -313,6 +309,62 @@ static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
 	reply_errno(id, -r);
 }
 
+/* Sends what an exec's pulled stdout has, up to what was asked for. */
+static void pull_read(struct sexec *e)
+{
+	char *data = xmalloc(e->pull_max);
+	size_t got = 0;
+	bool eof = false;
+
+	while (got < e->pull_max) {
+		ssize_t n = read(e->out[1], data + got, e->pull_max - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			eof = true;
+			fd_close(&e->out[1]);
+			break;
+		}
+		got += (size_t)n;
+	}
+	if (got || eof) {
+		reply(e->id, json_pack("{s:i,s:b}", "errno", 0, "eof", eof),
+		      data, got);
+		e->pull_max = 0;
+	}
+	free(data);
+}
+
+/* The host asks for the next chunk of an exec's stdout, or ("close")
+ * drops the rest. Every request is answered once. */
+static void cmd_pull(struct server *s, uint32_t id, json_t *args)
+{
+	struct sexec *e = find_exec(s, id);
+	uint64_t max =
+		(uint64_t)json_integer_value(json_object_get(args, "max"));
+
+	if (!e || !e->pull || e->out[1] < 0) {
+		reply(id,
+		      json_pack("{s:i,s:b}", "errno", e ? 0 : ESRCH, "eof", 1),
+		      NULL, 0);
+		return;
+	}
+	if (json_is_true(json_object_get(args, "close"))) {
+		if (e->pull_max)
+			reply(id, json_pack("{s:i,s:b}", "errno", 0, "eof", 1),
+			      NULL, 0);
+		e->pull_max = 0;
+		fd_close(&e->out[1]);
+		reply(id, json_pack("{s:i,s:b}", "errno", 0, "eof", 1), NULL,
+		      0);
+		return;
+	}
+	e->pull_max = max == 0 || max > READ_CHUNK_MAX ? READ_CHUNK_MAX : max;
+}
+
 static void cmd_file_read(struct server *s, uint32_t id, json_t *args)
 {
 	char path[PATH_MAX];
@@ -325,11 +377,16 @@ static void cmd_file_read(struct server *s, uint32_t id, json_t *args)
 	ssize_t n = 0;
 	int fd, err = 0;
 
+	if (json_is_true(json_object_get(args, "pull"))) {
+		cmd_pull(s, id, args);
+		return;
+	}
 	if (max == 0 || max > READ_CHUNK_MAX)
 		max = READ_CHUNK_MAX;
 	resolve(path, sizeof(path), args);
 	init_as_user(s->uid, s->gid, true);
-	fd = open_file(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
+	fd = init_open_file(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+			    0);
 	if (fd < 0) {
 		err = -fd;
 	} else if (fstat(fd, &st) < 0) {
@@ -402,6 +459,31 @@ static const char *type_name(mode_t m)
 	return "other";
 }
 
+/* One entry of a listing. A name that is not UTF-8 cannot be a JSON
+ * string: "name" has it repaired, "name_b64" has its bytes. */
+static json_t *entry_json(const char *name, const struct stat *st)
+{
+	size_t len = strlen(name);
+	struct buf b;
+	json_t *o;
+
+	buf_init(&b);
+	if (utf8_repair(&b, name, len)) {
+		o = json_pack("{s:s}", "name", name);
+	} else {
+		o = json_pack("{s:s%}", "name", b.data, b.len);
+		buf_reset(&b);
+		base64_encode(&b, name, len);
+		json_object_set_new(o, "name_b64", json_stringn(b.data, b.len));
+	}
+	buf_release(&b);
+	json_object_set_new(o, "type", json_string(type_name(st->st_mode)));
+	json_object_set_new(o, "size", json_integer((json_int_t)st->st_size));
+	json_object_set_new(o, "mode", json_integer(st->st_mode & 07777));
+	json_object_set_new(o, "mtime", json_integer((json_int_t)st->st_mtime));
+	return o;
+}
+
 static void cmd_file_list(struct server *s, uint32_t id, json_t *args)
 {
 	char path[PATH_MAX], child[PATH_MAX * 2];
@@ -413,7 +495,8 @@ static void cmd_file_list(struct server *s, uint32_t id, json_t *args)
 	resolve(path, sizeof(path), args);
 	init_as_user(s->uid, s->gid, true);
 	{
-		int fd = open_file(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+		int fd = init_open_file(path,
+					O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 
 		d = fd < 0 ? NULL : fdopendir(fd);
 		if (fd < 0)
@@ -431,15 +514,7 @@ static void cmd_file_list(struct server *s, uint32_t id, json_t *args)
 		snprintf(child, sizeof(child), "%s/%s", path, de->d_name);
 		if (lstat(child, &st) < 0)
 			continue;
-		json_array_append_new(
-			entries,
-			json_pack("{s:o,s:s,s:I,s:i,s:I}", "name",
-				  json_stringn_nocheck(de->d_name,
-						       strlen(de->d_name)),
-				  "type", type_name(st.st_mode), "size",
-				  (json_int_t)st.st_size, "mode",
-				  (int)(st.st_mode & 07777), "mtime",
-				  (json_int_t)st.st_mtime));
+		json_array_append_new(entries, entry_json(de->d_name, &st));
 	}
 	if (d)
 		closedir(d);
@@ -605,8 +680,11 @@ static void finish_done(struct server *s)
 		if (e->reaped && (e->out[1] >= 0 || e->out[2] >= 0) &&
 		    now - e->exit_ns > ORPHAN_GRACE_NS) {
 			/* A process that left the group still holds the
-			 * pipes: stop waiting for it. */
-			fd_close(&e->out[1]);
+			 * pipes: stop waiting for it. A pulled stdout waits
+			 * for the host, which reads it to its end or drops
+			 * it. */
+			if (!e->pull)
+				fd_close(&e->out[1]);
 			fd_close(&e->out[2]);
 		}
 		if (!e->reaped || e->out[1] >= 0 || e->out[2] >= 0) {
@@ -653,7 +731,8 @@ void init_serve(const struct sandbox_spec *spec,
 			uint64_t wake = 0;
 
 			for (i = 1; i <= 2; i++)
-				if (e->out[i] >= 0) {
+				if (e->out[i] >= 0 &&
+				    (i == 2 || !e->pull || e->pull_max)) {
 					owner[n] = e;
 					pfd[n++] = (struct pollfd){
 						.fd = e->out[i],
@@ -666,7 +745,7 @@ void init_serve(const struct sandbox_spec *spec,
 			}
 			if (!e->reaped && e->deadline)
 				wake = e->deadline;
-			if (e->reaped)
+			if (e->reaped && (e->out[2] >= 0 || !e->pull))
 				wake = e->exit_ns + ORPHAN_GRACE_NS;
 			if (wake) {
 				int ms = wake <= now ? 0
@@ -693,6 +772,8 @@ void init_serve(const struct sandbox_spec *spec,
 			e = owner[i];
 			if (pfd[i].fd == e->in)
 				feed_stdin(e);
+			else if (e->pull && pfd[i].fd == e->out[1])
+				pull_read(e);
 			else
 				relay(e, pfd[i].fd == e->out[1] ? 1 : 2);
 		}

@@ -116,6 +116,8 @@ struct child_err {
 };
 int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 		    struct child_err *ce);
+/* Rewrites the generated /proc/meminfo for new limits. 0 or -errno. */
+int mnt_proc_refresh(const struct sandbox_limits *lim);
 int net_setup_child(struct child_err *ce);
 int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce);
 /* The seccomp filter as a raw BPF program (struct sock_filter array),
@@ -133,6 +135,7 @@ void init_send(const struct init_msg *m, const void *p1, const void *p2);
 void init_fail(int err, const char *what) __attribute__((noreturn));
 void init_full_path(char *out, size_t n, const char *path);
 int init_make_parents(const char *path);
+int init_open_file(const char *path, int flags, mode_t mode);
 void init_as_user(uid_t uid, gid_t gid, bool on);
 /* In a forked child: becomes the sandbox user and executes argv in cwd
  * (NULL: the spec's) with env added to the sandbox's. */

@@ -6,8 +6,9 @@
  *   2. /newroot is a small tmpfs that becomes the sandbox's "/": read-only
  *      binds of the host's runtime dirs and a short list of /etc entries,
  *      generated passwd/group/hosts, a minimal /dev, a fresh /proc with its
- *      dangerous corners read-only or masked, and one size-limited scratch
- *      tmpfs shared by /tmp, /work, $HOME, /dev/shm and /mnt;
+ *      dangerous corners read-only or masked and its host-wide figures
+ *      empty or generated (meminfo, stat, loadavg), and one size-limited
+ *      scratch tmpfs shared by /tmp, /work, $HOME, /dev/shm and /mnt;
  *   3. a second pivot makes /newroot the root and detaches the host's tree.
  *
  * Every mount is nosuid; everything but the device nodes is nodev.
@@ -24,6 +25,9 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "base/util.h"
@@ -81,6 +85,11 @@ static const char *const etc_entries[] = {
 	"java-*",
 	"python3*",
 	"perl",
+	"php",
+	"R",
+	"mono",
+	"racket",
+	"ldc2.conf",
 	"fonts",
 	"magic",
 	"magic.mime",
@@ -94,13 +103,61 @@ static const char *const dev_nodes[] = {
 	"null", "zero", "full", "random", "urandom", "tty",
 };
 
-/* /proc entries that become read-only, and ones hidden under /dev/null. */
+/* /proc entries that become read-only. */
 static const char *const proc_ro[] = {
 	"sys", "sysrq-trigger", "irq", "bus", "fs",
 };
+/* Host-wide figures and kernel internals a program has no need for: they
+ * fingerprint the host, and counters that other tenants move (load,
+ * pressure, interrupts, memory, locks) are channels between sandboxes.
+ * Each becomes an empty read-only file. */
 static const char *const proc_masked[] = {
-	"kcore", "keys", "timer_list", "sched_debug", "kallsyms",
+	"kcore",
+	"keys",
+	"key-users",
+	"timer_list",
+	"sched_debug",
+	"kallsyms",
+	"kmsg",
+	"config.gz",
+	"vmstat",
+	"zoneinfo",
+	"slabinfo",
+	"vmallocinfo",
+	"interrupts",
+	"softirqs",
+	"diskstats",
+	"partitions",
+	"swaps",
+	"schedstat",
+	"locks",
+	"buddyinfo",
+	"pagetypeinfo",
+	"iomem",
+	"ioports",
+	"modules",
+	"latency_stats",
+	"timer_stats",
+	"kpagecount",
+	"kpageflags",
+	"kpagecgroup",
+	"mtrr",
+	"cmdline",
+	"sys/fs/file-nr",
+	"sys/fs/inode-nr",
+	"sys/fs/inode-state",
+	"sys/fs/dentry-state",
 };
+/* Directories of such figures, shown empty. */
+static const char *const proc_masked_dirs[] = {
+	"pressure",
+	"acpi",
+	"scsi",
+};
+
+/* The generated /proc/meminfo, rewritten when a warm sandbox takes a run
+ * with another memory limit. */
+static int meminfo_fd = -1;
 
 /* A path as the sandbox will see it. */
 static const char *shown(const char *path)
@@ -470,11 +527,91 @@ static int dev_setup(struct child_err *ce)
 	return 0;
 }
 
-static int proc_setup(struct child_err *ce)
+/* Binds src over /proc/<name> when that entry exists. */
+static int proc_cover(const char *src, const char *name, struct child_err *ce)
 {
 	char path[PATH_MAX];
-	size_t i;
+
+	snprintf(path, sizeof(path), NEW "/proc/%s", name);
+	if (mount(src, path, NULL, MS_BIND, NULL) == 0 || errno == ENOENT)
+		return 0;
+	return fail(ce, errno, "cannot mask '%s'", shown(path));
+}
+
+/* Creates a file on the scaffold (read-only to the sandbox user, who does
+ * not own it) holding text; returns an fd open for rewriting, or -errno. */
+static int scaffold_file(const char *path, const char *text)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
 	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = write_full(fd, text, strlen(text));
+	if (r) {
+		fd_close(&fd);
+		return r;
+	}
+	return fd;
+}
+
+/* What /proc/meminfo says: the sandbox's memory limit as total, all of it
+ * free, no swap. Static, so it carries nothing between sandboxes. */
+static void meminfo_text(char *out, size_t n, uint64_t memory_bytes)
+{
+	struct sysinfo si;
+	uint64_t kb = memory_bytes >> 10;
+
+	if (!kb && sysinfo(&si) == 0)
+		kb = (uint64_t)si.totalram * si.mem_unit >> 10;
+	snprintf(out, n,
+		 "MemTotal:       %8llu kB\n"
+		 "MemFree:        %8llu kB\n"
+		 "MemAvailable:   %8llu kB\n"
+		 "Buffers:               0 kB\n"
+		 "Cached:                0 kB\n"
+		 "SwapCached:            0 kB\n"
+		 "Active:                0 kB\n"
+		 "Inactive:              0 kB\n"
+		 "SwapTotal:             0 kB\n"
+		 "SwapFree:              0 kB\n"
+		 "Dirty:                 0 kB\n"
+		 "Shmem:                 0 kB\n",
+		 (unsigned long long)kb, (unsigned long long)kb,
+		 (unsigned long long)kb);
+}
+
+/* What /proc/stat says: one idle line per CPU the sandbox may run on (glibc
+ * counts them for sysconf(_SC_NPROCESSORS_ONLN) when /sys is absent) and
+ * the boot time, which ps needs; no counter moves. */
+static void stat_text(char *out, size_t n)
+{
+	static const char idle[] = " 0 0 0 0 0 0 0 0 0 0\n";
+	struct timespec real, boot;
+	size_t used;
+	cpu_set_t set;
+	int cpu;
+
+	clock_gettime(CLOCK_REALTIME, &real);
+	clock_gettime(CLOCK_BOOTTIME, &boot);
+	used = (size_t)snprintf(out, n, "cpu %s", idle);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		for (cpu = 0; cpu < CPU_SETSIZE && used < n; cpu++)
+			if (CPU_ISSET(cpu, &set))
+				used += (size_t)snprintf(out + used, n - used,
+							 "cpu%d%s", cpu, idle);
+	if (used < n)
+		snprintf(out + used, n - used,
+			 "intr 0\nctxt 0\nbtime %lld\nprocesses 0\n"
+			 "procs_running 1\nprocs_blocked 0\nsoftirq 0\n",
+			 (long long)(real.tv_sec - boot.tv_sec));
+}
+
+static int proc_setup(const struct sandbox_limits *lim, struct child_err *ce)
+{
+	char path[PATH_MAX], text[16384];
+	size_t i;
+	int fd, r;
 
 	if (mkdir(NEW "/proc", 0555) < 0)
 		return fail(ce, errno, "cannot create '%s'", "/proc");
@@ -492,14 +629,54 @@ static int proc_setup(struct child_err *ce)
 		if (r)
 			return r;
 	}
-	for (i = 0; i < ARRAY_SIZE(proc_masked); i++) {
-		snprintf(path, sizeof(path), NEW "/proc/%s", proc_masked[i]);
-		if (access(path, F_OK) < 0)
-			continue;
-		if (mount(NEW "/dev/null", path, NULL, MS_BIND, NULL) < 0)
-			return fail(ce, errno, "cannot mask '%s'", shown(path));
+	/* The masks live on the scaffold: their mounts outlive its detach,
+	 * and root owns them, so the sandbox user cannot write them. */
+	fd = scaffold_file("/proc-empty", "");
+	if (fd < 0 || mkdir("/proc-empty-dir", 0555) < 0)
+		return fail(ce, fd < 0 ? -fd : errno, "cannot create '%s'",
+			    "/proc masks");
+	fd_close(&fd);
+	r = 0;
+	for (i = 0; !r && i < ARRAY_SIZE(proc_masked); i++)
+		r = proc_cover("/proc-empty", proc_masked[i], ce);
+	for (i = 0; !r && i < ARRAY_SIZE(proc_masked_dirs); i++)
+		r = proc_cover("/proc-empty-dir", proc_masked_dirs[i], ce);
+	if (r)
+		return r;
+	meminfo_text(text, sizeof(text), lim->memory_bytes);
+	meminfo_fd = scaffold_file("/proc-meminfo", text);
+	stat_text(text, sizeof(text));
+	fd = scaffold_file("/proc-stat", text);
+	r = meminfo_fd < 0 ? meminfo_fd : fd < 0 ? fd : 0;
+	fd_close(&fd);
+	if (!r) {
+		fd = scaffold_file("/proc-loadavg", "0.00 0.00 0.00 1/1 1\n");
+		r = fd < 0 ? fd : 0;
+		fd_close(&fd);
 	}
-	return 0;
+	if (r)
+		return fail(ce, -r, "cannot create '%s'", "/proc masks");
+	r = proc_cover("/proc-meminfo", "meminfo", ce);
+	if (!r)
+		r = proc_cover("/proc-stat", "stat", ce);
+	if (!r)
+		r = proc_cover("/proc-loadavg", "loadavg", ce);
+	return r;
+}
+
+int mnt_proc_refresh(const struct sandbox_limits *lim)
+{
+	char text[1024];
+
+	if (meminfo_fd < 0)
+		return -EBADF;
+	meminfo_text(text, sizeof(text), lim->memory_bytes);
+	if (ftruncate(meminfo_fd, 0) < 0)
+		return -errno;
+	return pwrite(meminfo_fd, text, strlen(text), 0) ==
+			       (ssize_t)strlen(text)
+		       ? 0
+		       : -EIO;
 }
 
 static bool path_is_clean(const char *p)
@@ -602,7 +779,7 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 	if (!r)
 		r = scratch_setup(&spec->limits, uid, gid, ce);
 	if (!r)
-		r = proc_setup(ce);
+		r = proc_setup(&spec->limits, ce);
 	if (!r)
 		r = user_binds(spec, ce);
 	if (!r)

@@ -1,7 +1,11 @@
 /*
  * Per-process limits: file size, open files, no core dumps, and a CPU
- * backstop. Processes and memory are the cgroup's job; RLIMIT_NPROC is
- * per host uid and would be shared by every sandbox, so it is not used.
+ * backstop. RLIMIT_CORE is 1, not 0: the kernel writes no core file below
+ * a page, and 1 is also its guard against recursive crashes, so a pipe
+ * core_pattern helper (which runs as host root) is never started either;
+ * the seccomp filter keeps it from being changed. Processes and memory are
+ * the cgroup's job; RLIMIT_NPROC is per host uid and would be shared by
+ * every sandbox, so it is not used.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,7 +31,7 @@ int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce)
 {
 	int r;
 
-	r = set(RLIMIT_CORE, "RLIMIT_CORE", 0, 0, ce);
+	r = set(RLIMIT_CORE, "RLIMIT_CORE", 1, 1, ce);
 	if (!r && lim->fsize_bytes)
 		r = set(RLIMIT_FSIZE, "RLIMIT_FSIZE", lim->fsize_bytes,
 			lim->fsize_bytes, ce);

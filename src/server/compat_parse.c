@@ -13,6 +13,7 @@
 
 #include "base/text.h"
 #include "base/util.h"
+#include "sandbox/sandbox.h"
 #include "server/compat.h"
 #include "base/banned.h"
 
@@ -65,6 +66,24 @@ static bool path_ok(const char *p, size_t len)
 		if ((s == p || s[-1] == '/') && (s[2] == '/' || s[2] == '\0'))
 			return false;
 	return true;
+}
+
+/* Where a file may be placed (the README's rule, which init applies
+ * again): relative to the work dir, or under /tmp, /mnt or the home dir. */
+static bool place_ok(const char *p, size_t len)
+{
+	static const char *const roots[] = {SANDBOX_WORK_DIR "/", "/tmp/",
+					    "/mnt/", SANDBOX_HOME_DIR "/"};
+	size_t i;
+
+	if (!path_ok(p, len))
+		return false;
+	if (p[0] != '/')
+		return true;
+	for (i = 0; i < ARRAY_SIZE(roots); i++)
+		if (str_starts_with(p, roots[i]) && p[strlen(roots[i])])
+			return true;
+	return false;
 }
 
 int compat_parse(const char *body, size_t len, uint64_t max_ms,
@@ -177,9 +196,13 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 				    "values must be base64 strings or null");
 				goto out;
 			}
-			if (!path_ok(key, strlen(key))) {
+			if (!place_ok(key, strlen(key))) {
 				snprintf(msg, sizeof(msg),
-					 "bad file path '%.200s'", key);
+					 "bad file path '%.120s': files go "
+					 "relative to " SANDBOX_WORK_DIR
+					 " or under /tmp, /mnt "
+					 "or " SANDBOX_HOME_DIR,
+					 key);
 				bad(err, "files", msg);
 				goto out;
 			}
