@@ -117,6 +117,7 @@ void stats_metrics(struct request *req)
 
 	unsigned warm;
 	unsigned long long warm_used;
+	uint64_t held, dropped;
 
 	runner_counts(server_state.runner, &running, &queued, &maxr, &maxq);
 	runner_warm_counts(server_state.runner, &warm, &warm_used);
@@ -193,6 +194,21 @@ void stats_metrics(struct request *req)
 		 "sbx_warm_runs_total %llu\n",
 		 (unsigned long long)load(&disconnects), running, queued, maxr,
 		 warm, warm_used);
-	request_reply_raw(req, 200, "text/plain; version=0.0.4", b.data, b.len);
-	buf_release(&b);
+	request_budget_counts(&held, &dropped);
+	buf_addf(&b,
+		 "# HELP sbx_reply_bytes_held Bytes of replies not yet taken "
+		 "by their clients.\n# TYPE sbx_reply_bytes_held gauge\n"
+		 "sbx_reply_bytes_held %llu\n"
+		 "# HELP sbx_reply_budget_bytes Most bytes unsent replies may "
+		 "hold (0: no limit).\n# TYPE sbx_reply_budget_bytes gauge\n"
+		 "sbx_reply_budget_bytes %llu\n"
+		 "# HELP sbx_reply_budget_dropped_total Connections closed "
+		 "because unsent replies exceeded the budget.\n"
+		 "# TYPE sbx_reply_budget_dropped_total counter\n"
+		 "sbx_reply_budget_dropped_total %llu\n",
+		 (unsigned long long)held,
+		 (unsigned long long)server_state.cfg->reply_budget,
+		 (unsigned long long)dropped);
+	request_reply_take(req, 200, "text/plain; version=0.0.4", b.data,
+			   b.len);
 }
