@@ -93,7 +93,7 @@ INIT_SRCS := src/sandbox/init/main.c src/sandbox/init.c \
 	src/sandbox/initserve.c src/sandbox/mnt.c src/sandbox/net.c \
 	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/wire.c \
 	src/sandbox/spec.c src/sandbox/bpf.c src/base/util.c src/base/buf.c \
-	src/base/log.c
+	src/base/log.c src/base/text.c
 INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o
 ifeq ($(SANITIZE),)
 INIT_LINK := -static-pie -Wl,-z,relro,-z,now -l:libjansson.a
@@ -144,7 +144,8 @@ FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) \
 # Parsers of client bytes live in *_parse.c and need only base/ and the
 # languages table, so each target links just those.
 FUZZ_LIB_SRCS = $(wildcard src/base/*.c) src/runtime/lang.c \
-	$(wildcard src/server/*_parse.c) src/sandbox/wire.c src/sandbox/spec.c \
+	$(wildcard src/server/*_parse.c) src/runtime/limits.c src/sandbox/wire.c \
+	src/sandbox/spec.c \
 	src/sandbox/bpf.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(@D)

@@ -47,6 +47,11 @@ static size_t utf8_seq(const unsigned char *p, size_t left)
 	return 0;
 }
 
+size_t utf8_seq_len(const char *p, size_t left)
+{
+	return left ? utf8_seq((const unsigned char *)p, left) : 0;
+}
+
 bool utf8_repair(struct buf *out, const char *data, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)data;

@@ -15,6 +15,10 @@
  * becomes U+FFFD. NUL bytes are kept. Returns true when data was already
  * valid. */
 bool utf8_repair(struct buf *out, const char *data, size_t len);
+/* The length of the well-formed UTF-8 sequence at the start of p (left
+ * bytes, at least 1), or 0 when it is not one (utf8_repair() writes U+FFFD
+ * for that byte). */
+size_t utf8_seq_len(const char *p, size_t left);
 
 /* Appends the base64 encoding of data to out. */
 void base64_encode(struct buf *out, const void *data, size_t len);

@@ -18,6 +18,7 @@
 
 #include "base/util.h"
 #include "cli/cli.h"
+#include "runtime/limits.h"
 #include "runtime/result.h"
 #include "sandbox/sandbox.h"
 #include "base/banned.h"
@@ -28,6 +29,11 @@ static const char usage[] =
 	"  -t, --time=DURATION   wall-clock limit (default 10s; 0: none)\n"
 	"      --cpu=DURATION    CPU time limit of all processes (default "
 	"none)\n"
+	"      --cpus=N          CPU cores, fractions allowed (e.g. 0.5; "
+	"default\n"
+	"                        none)\n"
+	"      --cpu-weight=N    CPU share under contention, 1-10000 "
+	"(default 100)\n"
 	"  -m, --memory=SIZE     memory limit, swap included (default 512M)\n"
 	"      --pids=N          processes and threads (default 128)\n"
 	"      --fsize=SIZE      largest file a process may write (default "
@@ -57,11 +63,15 @@ enum {
 	OPT_BIND,
 	OPT_RO_BIND,
 	OPT_JSON,
+	OPT_CPUS,
+	OPT_CPU_WEIGHT,
 };
 
 static const struct option options[] = {
 	{"time", required_argument, NULL, 't'},
 	{"cpu", required_argument, NULL, OPT_CPU},
+	{"cpus", required_argument, NULL, OPT_CPUS},
+	{"cpu-weight", required_argument, NULL, OPT_CPU_WEIGHT},
 	{"memory", required_argument, NULL, 'm'},
 	{"pids", required_argument, NULL, OPT_PIDS},
 	{"fsize", required_argument, NULL, OPT_FSIZE},
@@ -196,6 +206,17 @@ int cmd_run(int argc, char **argv)
 		case OPT_CPU:
 			if (parse_duration_ms(optarg, &l->cpu_ms))
 				r = bad("bad cpu limit '%s'", optarg);
+			break;
+		case OPT_CPUS:
+			if (limits_parse_cpus(optarg, &l->cpu_quota_milli) ||
+			    (l->cpu_quota_milli && l->cpu_quota_milli < 10))
+				r = bad("bad CPU count '%s' (cores, at least "
+					"0.01)",
+					optarg);
+			break;
+		case OPT_CPU_WEIGHT:
+			r = opt_count(optarg, "CPU weight", 1, 10000,
+				      &l->cpu_weight);
 			break;
 		case 'm':
 			r = opt_size(optarg, "memory limit", 4 << 20,

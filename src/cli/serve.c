@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "cli/cli.h"
+#include "runtime/limits.h"
 #include "server/server.h"
 #include "base/banned.h"
 
@@ -38,6 +39,18 @@ static const char usage[] =
 	"  --max-time=DURATION  most a client may ask for (SBX_MAX_TIME, 10m)\n"
 	"  --output=SIZE        stdout/stderr cap per run (SBX_OUTPUT, 8M)\n"
 	"  --pids=N             processes per run (SBX_PIDS, default 128)\n"
+	"  --max-pids=N         most a client may ask for (SBX_MAX_PIDS,\n"
+	"                       default: --pids; at most the host's pid_max)\n"
+	"  --max-output=SIZE    most output a client may ask for\n"
+	"                       (SBX_MAX_OUTPUT, default: --output)\n"
+	"  --cpus=N             CPU cores per sandbox, fractions allowed\n"
+	"                       (SBX_CPUS, default 1; 0: no quota)\n"
+	"  --max-cpus=N         most a client may ask for (SBX_MAX_CPUS,\n"
+	"                       default: every core)\n"
+	"  --cpu-weight=N       CPU share under contention, 1-10000\n"
+	"                       (SBX_CPU_WEIGHT, default 100)\n"
+	"  --max-cpu-weight=N   most a client may ask for\n"
+	"                       (SBX_MAX_CPU_WEIGHT, default: --cpu-weight)\n"
 	"  --disk=SIZE          writable space per run (SBX_DISK, 256M)\n"
 	"  --client-timeout=S   close idle connections (SBX_CLIENT_TIMEOUT, "
 	"60)\n"
@@ -81,6 +94,12 @@ enum {
 	OPT_MAX_UPLOAD,
 	OPT_MAX_DISK,
 	OPT_WARM,
+	OPT_MAX_PIDS,
+	OPT_MAX_OUTPUT,
+	OPT_CPUS,
+	OPT_MAX_CPUS,
+	OPT_CPU_WEIGHT,
+	OPT_MAX_CPU_WEIGHT,
 	OPT_REPLY_BUDGET,
 };
 
@@ -107,6 +126,12 @@ static const struct option options[] = {
 	{"max-upload", required_argument, NULL, OPT_MAX_UPLOAD},
 	{"max-disk", required_argument, NULL, OPT_MAX_DISK},
 	{"warm", required_argument, NULL, OPT_WARM},
+	{"max-pids", required_argument, NULL, OPT_MAX_PIDS},
+	{"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+	{"cpus", required_argument, NULL, OPT_CPUS},
+	{"max-cpus", required_argument, NULL, OPT_MAX_CPUS},
+	{"cpu-weight", required_argument, NULL, OPT_CPU_WEIGHT},
+	{"max-cpu-weight", required_argument, NULL, OPT_MAX_CPU_WEIGHT},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -134,7 +159,19 @@ static const char *const env_names[] = {
 	[OPT_MAX_UPLOAD - 256] = "SBX_MAX_UPLOAD",
 	[OPT_MAX_DISK - 256] = "SBX_MAX_DISK",
 	[OPT_WARM - 256] = "SBX_WARM",
+	[OPT_MAX_PIDS - 256] = "SBX_MAX_PIDS",
+	[OPT_MAX_OUTPUT - 256] = "SBX_MAX_OUTPUT",
+	[OPT_CPUS - 256] = "SBX_CPUS",
+	[OPT_MAX_CPUS - 256] = "SBX_MAX_CPUS",
+	[OPT_CPU_WEIGHT - 256] = "SBX_CPU_WEIGHT",
+	[OPT_MAX_CPU_WEIGHT - 256] = "SBX_MAX_CPU_WEIGHT",
 };
+
+/* Maxima that have no field in server_config; 0: derived (see
+ * set_rules()). */
+static struct {
+	uint64_t pids, output, cpus, cpu_weight;
+} maxima;
 
 static int set_count(const char *what, const char *v, uint64_t min,
 		     uint64_t max, unsigned *out)
@@ -164,6 +201,16 @@ static int set_time(const char *what, const char *v, uint64_t *out)
 {
 	if (parse_duration_ms(v, out) || *out == 0) {
 		fprintf(stderr, "sbx serve: bad %s '%s'\n", what, v);
+		return -1;
+	}
+	return 0;
+}
+
+static int set_cpus(const char *what, const char *v, uint64_t *out)
+{
+	if (limits_parse_cpus(v, out)) {
+		fprintf(stderr, "sbx serve: bad %s '%s' (cores, e.g. 0.5)\n",
+			what, v);
 		return -1;
 	}
 	return 0;
@@ -245,8 +292,79 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 		return set_count("warm sandboxes", v, 0, 1024, &cfg->warm);
 	case OPT_MAX_DISK:
 		return set_size("disk size", v, 1 << 20, &cfg->max_disk);
+	case OPT_MAX_PIDS:
+		if (set_count("process limit", v, 1, 1 << 22, &n))
+			return -1;
+		maxima.pids = n;
+		return 0;
+	case OPT_MAX_OUTPUT:
+		return set_size("output limit", v, 1, &maxima.output);
+	case OPT_CPUS:
+		return set_cpus("CPU count", v, &cfg->limits.cpu_quota_milli);
+	case OPT_MAX_CPUS:
+		if (set_cpus("CPU count", v, &maxima.cpus))
+			return -1;
+		if (maxima.cpus)
+			return 0;
+		fprintf(stderr, "sbx serve: --max-cpus must be above 0\n");
+		return -1;
+	case OPT_CPU_WEIGHT:
+		if (set_count("CPU weight", v, 1, 10000, &n))
+			return -1;
+		cfg->limits.cpu_weight = n;
+		return 0;
+	case OPT_MAX_CPU_WEIGHT:
+		if (set_count("CPU weight", v, 1, 10000, &n))
+			return -1;
+		maxima.cpu_weight = n;
+		return 0;
 	}
 	return -1;
+}
+
+static uint64_t or_default(uint64_t v, uint64_t def)
+{
+	return v ? v : def;
+}
+
+static uint64_t at_most(uint64_t v, uint64_t max)
+{
+	return v > max ? max : v;
+}
+
+/* The shared limit rules from the configuration, bounded by the host;
+ * the defaults and the configuration's own maxima follow them, so a
+ * default is never above what a client could ask for. */
+static void set_rules(struct server_config *cfg)
+{
+	struct limits_rules r;
+	struct sandbox_limits *l = &cfg->limits;
+
+	limits_rules_init(&r);
+	cfg->max_wall_ms = limits_rules_cap(&r, LIMITS_WALL, cfg->max_wall_ms);
+	limits_rules_cap(&r, LIMITS_CPU_TIME, cfg->max_wall_ms);
+	cfg->max_memory = limits_rules_cap(&r, LIMITS_MEMORY, cfg->max_memory);
+	limits_rules_cap(&r, LIMITS_PIDS, or_default(maxima.pids, l->pids));
+	limits_rules_cap(&r, LIMITS_OUTPUT,
+			 or_default(maxima.output, l->output_bytes));
+	cfg->max_disk = limits_rules_cap(&r, LIMITS_DISK, cfg->max_disk);
+	if (maxima.cpus)
+		limits_rules_cap(&r, LIMITS_CPUS, maxima.cpus);
+	limits_rules_cap(&r, LIMITS_CPU_WEIGHT,
+			 or_default(maxima.cpu_weight, l->cpu_weight));
+	cfg->max_lifetime_ms =
+		limits_rules_cap(&r, LIMITS_LIFETIME, cfg->max_lifetime_ms);
+	limits_set_current(&r);
+
+	l->wall_ms = at_most(l->wall_ms, r.max[LIMITS_WALL]);
+	l->memory_bytes = at_most(l->memory_bytes, r.max[LIMITS_MEMORY]);
+	l->pids = at_most(l->pids, r.max[LIMITS_PIDS]);
+	l->output_bytes = at_most(l->output_bytes, r.max[LIMITS_OUTPUT]);
+	l->disk_bytes = at_most(l->disk_bytes, r.max[LIMITS_DISK]);
+	if (l->cpu_quota_milli)
+		l->cpu_quota_milli =
+			at_most(l->cpu_quota_milli, r.max[LIMITS_CPUS]);
+	l->cpu_weight = at_most(l->cpu_weight, r.max[LIMITS_CPU_WEIGHT]);
 }
 
 int cmd_serve(int argc, char **argv)
@@ -256,6 +374,9 @@ int cmd_serve(int argc, char **argv)
 	int c, rc = EXIT_USAGE;
 
 	server_config_init(&cfg);
+	/* One core and the normal share per sandbox unless told otherwise. */
+	cfg.limits.cpu_quota_milli = 1000;
+	cfg.limits.cpu_weight = 100;
 	for (i = 0; i < ARRAY_SIZE(env_names); i++) {
 		const char *v = env_names[i] ? getenv(env_names[i]) : NULL;
 
@@ -285,10 +406,7 @@ int cmd_serve(int argc, char **argv)
 			argv[optind]);
 		goto out;
 	}
-	if (cfg.limits.wall_ms > cfg.max_wall_ms)
-		cfg.limits.wall_ms = cfg.max_wall_ms;
-	if (cfg.limits.memory_bytes > cfg.max_memory)
-		cfg.limits.memory_bytes = cfg.max_memory;
+	set_rules(&cfg);
 	if (cfg.idle_timeout_ms > cfg.max_lifetime_ms)
 		cfg.idle_timeout_ms = cfg.max_lifetime_ms;
 	rc = server_run(&cfg);

@@ -22,6 +22,7 @@
 #include "base/loop.h"
 #include "base/text.h"
 #include "base/util.h"
+#include "runtime/limits.h"
 #include "runtime/repl.h"
 #include "runtime/result.h"
 #include "runtime/session_internal.h"
@@ -420,33 +421,45 @@ void sessions_shutdown(void)
 
 /* ---- lifecycle ---- */
 
+/* A duration in seconds, checked by the shared rules (runtime/limits.h);
+ * max, when non-zero, is tighter. */
 static int get_ms(json_t *obj, const char *key, uint64_t def, uint64_t max,
 		  uint64_t *out, char *err, size_t errlen)
 {
+	const struct limits_field f = {key, LIMITS_LIFETIME, 1000, true};
 	json_t *v = json_object_get(obj, key);
-	double secs;
+	char msg[128];
 
 	*out = def;
 	if (!v || json_is_null(v))
 		return 0;
-	if (!json_is_number(v) || (secs = json_number_value(v)) < 0 ||
-	    secs * 1000 > (double)max) {
-		snprintf(err, errlen,
-			 "'%s' must be a number of seconds from 0 "
-			 "to %llu",
-			 key, (unsigned long long)(max / 1000));
+	if (limits_parse(limits_current(), &f, v, max, out, msg, sizeof(msg))) {
+		snprintf(err, errlen, "%s: %s", key, msg);
 		return -1;
 	}
-	*out = (uint64_t)(secs * 1000);
 	return 0;
 }
 
+/* The client's limits, each checked by the shared rules as every route
+ * checks its own. */
 static int apply_limits(json_t *j, struct sandbox_limits *l, char *err,
 			size_t errlen)
 {
-	static const char *const known[] = {"memory_mb", "pids", "disk_mb",
-					    "output_bytes", "nofile"};
+	const struct {
+		struct limits_field f;
+		uint64_t *out;
+	} fields[] = {
+		{{"memory_mb", LIMITS_MEMORY, 1 << 20, false},
+		 &l->memory_bytes},
+		{{"pids", LIMITS_PIDS, 1, false}, &l->pids},
+		{{"disk_mb", LIMITS_DISK, 1 << 20, false}, &l->disk_bytes},
+		{{"output_bytes", LIMITS_OUTPUT, 1, false}, &l->output_bytes},
+		{{"nofile", LIMITS_NOFILE, 1, false}, &l->nofile},
+		{{"cpus", LIMITS_CPUS, 1000, true}, &l->cpu_quota_milli},
+		{{"cpu_weight", LIMITS_CPU_WEIGHT, 1, false}, &l->cpu_weight},
+	};
 	const char *key;
+	char msg[128];
 	json_t *v;
 
 	if (!j || json_is_null(j))
@@ -457,50 +470,20 @@ static int apply_limits(json_t *j, struct sandbox_limits *l, char *err,
 	}
 	json_object_foreach(j, key, v)
 	{
-		json_int_t n;
 		size_t i;
 
-		for (i = 0; i < ARRAY_SIZE(known); i++)
-			if (!strcmp(key, known[i]))
+		for (i = 0; i < ARRAY_SIZE(fields); i++)
+			if (!strcmp(key, fields[i].f.name))
 				break;
-		if (i == ARRAY_SIZE(known)) {
-			snprintf(err, errlen, "unknown limit '%.64s'", key);
+		if (i == ARRAY_SIZE(fields)) {
+			snprintf(err, errlen, "limits.%.64s: unknown field",
+				 key);
 			return -1;
 		}
-		if (!json_is_integer(v) || (n = json_integer_value(v)) <= 0) {
-			snprintf(err, errlen,
-				 "limit '%s' must be a positive integer", key);
+		if (limits_parse(limits_current(), &fields[i].f, v, 0,
+				 fields[i].out, msg, sizeof(msg))) {
+			snprintf(err, errlen, "limits.%s: %s", key, msg);
 			return -1;
-		}
-		if (!strcmp(key, "memory_mb")) {
-			if ((uint64_t)n > session_table.lim.max_memory >> 20) {
-				snprintf(
-					err, errlen,
-					"limit 'memory_mb' must be at most "
-					"%llu",
-					(unsigned long long)(session_table.lim
-								     .max_memory >>
-							     20));
-				return -1;
-			}
-			l->memory_bytes = (uint64_t)n << 20;
-		} else if (!strcmp(key, "disk_mb")) {
-			if ((uint64_t)n > session_table.lim.max_disk >> 20) {
-				snprintf(
-					err, errlen,
-					"limit 'disk_mb' must be at most %llu",
-					(unsigned long long)(session_table.lim
-								     .max_disk >>
-							     20));
-				return -1;
-			}
-			l->disk_bytes = (uint64_t)n << 20;
-		} else if (!strcmp(key, "pids")) {
-			l->pids = (uint64_t)(n > 65536 ? 65536 : n);
-		} else if (!strcmp(key, "nofile")) {
-			l->nofile = (uint64_t)(n > 65536 ? 65536 : n);
-		} else {
-			l->output_bytes = (uint64_t)n;
 		}
 	}
 	return 0;
@@ -633,13 +616,21 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	spec.limits.output_bytes = 0;
 	new_id(s->id, sizeof(s->id));
 	s->labels = json_is_object(v) ? json_incref(v) : json_object();
-	s->limits =
-		json_pack("{s:I,s:I,s:I,s:I,s:I}", "memory_mb",
-			  (json_int_t)(spec.limits.memory_bytes >> 20),
-			  "disk_mb", (json_int_t)(spec.limits.disk_bytes >> 20),
-			  "pids", (json_int_t)spec.limits.pids, "nofile",
-			  (json_int_t)spec.limits.nofile, "output_bytes",
-			  (json_int_t)s->output_cap);
+	s->limits = json_pack(
+		"{s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "memory_mb",
+		(json_int_t)(spec.limits.memory_bytes >> 20), "disk_mb",
+		(json_int_t)(spec.limits.disk_bytes >> 20), "pids",
+		(json_int_t)spec.limits.pids, "nofile",
+		(json_int_t)spec.limits.nofile, "output_bytes",
+		(json_int_t)s->output_cap, "cpus",
+		spec.limits.cpu_quota_milli
+			? json_real((double)spec.limits.cpu_quota_milli /
+				    1000.0)
+			: json_null(),
+		"cpu_weight",
+		spec.limits.cpu_weight
+			? json_integer((json_int_t)spec.limits.cpu_weight)
+			: json_null());
 	s->created = time(NULL);
 	s->last_used_ns = now_ns();
 	s->create_fn = fn;

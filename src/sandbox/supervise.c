@@ -555,9 +555,12 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 	    !sandbox_spec_is_warmable(spec))
 		return -EINVAL;
 	if (sb->have_cg) {
-		struct cgroup_limits cl = {.memory_bytes =
-						   spec->limits.memory_bytes,
-					   .pids = spec->limits.pids};
+		struct cgroup_limits cl = {
+			.memory_bytes = spec->limits.memory_bytes,
+			.pids = spec->limits.pids,
+			.cpu_quota_milli = spec->limits.cpu_quota_milli,
+			.cpu_weight = spec->limits.cpu_weight,
+		};
 		struct cgroup_stats st;
 
 		r = cgroup_set_limits(&sb->cg, &cl);
@@ -635,6 +638,8 @@ struct sandbox *sandbox_start(struct loop *loop,
 		struct cgroup_limits cl = {
 			.memory_bytes = spec->limits.memory_bytes,
 			.pids = spec->limits.pids,
+			.cpu_quota_milli = spec->limits.cpu_quota_milli,
+			.cpu_weight = spec->limits.cpu_weight,
 		};
 
 		snprintf(name, sizeof(name), "s%d-%llu", (int)getpid(),

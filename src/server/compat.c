@@ -17,9 +17,17 @@
 #include "server/request.h"
 #include "base/banned.h"
 
+/* The most a reply may take, serialised: output past it is cut ("truncated"
+ * in its CommandRunResult) and fetched files past it are left out. */
+#define COMPAT_MAX_REPLY (64ull << 20)
+/* Room kept in it for the other fields. */
+#define REPLY_FRAME (64ull << 10)
+
 struct compat_run {
 	struct coderun_output co;
 	bool has_compile;
+	bool cut[2];	    /* per step: output dropped past the cap */
+	uint64_t collected; /* output so far, in serialised bytes */
 };
 
 static void compat_run_free(void *ctx)
@@ -30,18 +38,31 @@ static void compat_run_free(void *ctx)
 	free(cr);
 }
 
+/* Keeps output while its serialised size fits the reply (a byte of output
+ * may take six there: \u0001). */
 static void collect(void *ctx, size_t step, int stream, const char *data,
 		    size_t len)
 {
 	struct compat_run *cr = ctx;
+	uint64_t size;
+	size_t keep;
 
-	coderun_output_add(&cr->co, step, stream, data, len);
+	if (step >= cr->co.nsteps || step >= ARRAY_SIZE(cr->cut))
+		return;
+	keep = json_text_fit(data, len,
+			     COMPAT_MAX_REPLY - REPLY_FRAME - cr->collected,
+			     &size);
+	if (keep < len)
+		cr->cut[step] = true;
+	cr->collected += size;
+	if (keep)
+		coderun_output_add(&cr->co, step, stream, data, keep);
 }
 
 /* A CommandRunResult, or null when the step did not run. */
 static json_t *command_result(const struct sandbox_step_result *st,
 			      const struct buf *out, const struct buf *err,
-			      const char *error)
+			      const char *error, bool cut)
 {
 	json_t *o;
 
@@ -71,7 +92,7 @@ static json_t *command_result(const struct sandbox_step_result *st,
 			json_integer(st->signal ? -st->signal : st->exit_code));
 	json_object_set_new(o, "stdout", json_text(out->data, out->len));
 	json_object_set_new(o, "stderr", json_text(err->data, err->len));
-	if (st->output_truncated)
+	if (st->output_truncated || cut)
 		json_object_set_new(o, "truncated", json_true());
 	return o;
 }
@@ -112,6 +133,30 @@ static const char *derive_status(json_t *results[2], const char **message)
 	return failed ? "Failed" : "Success";
 }
 
+static int add_text(const char *data, size_t len, void *ctx)
+{
+	buf_add(ctx, data, len);
+	return 0;
+}
+
+/* Replies with o (the reference is taken), dumped once into a buffer of
+ * about its size that the HTTP layer takes as it is. */
+static void reply_text(struct request *req, json_t *o, uint64_t size_hint)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_grow(&b, size_hint);
+	if (json_dump_callback(o, add_text, &b,
+			       JSON_COMPACT | JSON_REAL_PRECISION(12))) {
+		buf_release(&b);
+		request_reply(req, 200, o);
+		return;
+	}
+	json_decref(o);
+	request_reply_take(req, 200, "application/json", b.data, b.len);
+}
+
 static void compat_done(struct request *req, struct sandbox_result *res,
 			void *ctx)
 {
@@ -143,30 +188,41 @@ static void compat_done(struct request *req, struct sandbox_result *res,
 
 			buf_init(&none_out);
 			json_decref(results[slot]);
-			results[slot] = command_result(&err, &none_out,
-						       &none_out, res->error);
+			results[slot] = command_result(
+				&err, &none_out, &none_out, res->error, false);
 			break;
 		}
 		json_decref(results[slot]);
-		results[slot] =
-			command_result(st, &cr->co.out[2 * i],
-				       &cr->co.out[2 * i + 1], res->error);
+		results[slot] = command_result(
+			st, &cr->co.out[2 * i], &cr->co.out[2 * i + 1],
+			res->error, i < ARRAY_SIZE(cr->cut) && cr->cut[i]);
 	}
 	status = derive_status(results, &message);
 	o = reply_base(status, message);
 	json_object_set_new(o, "compile_result", results[0]);
 	json_object_set_new(o, "run_result", results[1]);
+	/* The output is in the JSON values now. */
+	coderun_output_release(&cr->co);
 	files = json_object_get(o, "files");
 	for (i = 0; i < res->nfetched; i++) {
+		uint64_t size = (res->fetched[i].len + 2) / 3 * 4 +
+				strlen(res->fetched[i].path) * 6 + 8;
 		struct buf b;
 
+		/* Past the cap a file is left out, as a missing one is. */
+		if (size > COMPAT_MAX_REPLY - REPLY_FRAME - cr->collected)
+			continue;
+		cr->collected += size;
 		buf_init(&b);
 		base64_encode(&b, res->fetched[i].data, res->fetched[i].len);
+		free(res->fetched[i].data);
+		res->fetched[i].data = NULL;
+		res->fetched[i].len = 0;
 		json_object_set_new(files, res->fetched[i].path,
 				    json_stringn(b.data ? b.data : "", b.len));
 		buf_release(&b);
 	}
-	request_reply(req, 200, o);
+	reply_text(req, o, cr->collected + REPLY_FRAME);
 }
 
 static void __attribute__((format(printf, 2, 3)))
@@ -215,7 +271,7 @@ void compat_run_code(struct request *req)
 	char names[200];
 
 	body = request_body(req, &len);
-	if (compat_parse(body, len, cfg->max_wall_ms, &cq, &err)) {
+	if (compat_parse(body, len, limits_current(), &cq, &err)) {
 		unprocessable(req, err.field, err.message);
 		return;
 	}
@@ -225,14 +281,6 @@ void compat_run_code(struct request *req)
 			 "unknown language '%.64s' (sbx runs: %s)", cq.language,
 			 names);
 		unprocessable(req, "language", err.message);
-		goto out;
-	}
-	if (cq.memory_mb > 0 &&
-	    (uint64_t)cq.memory_mb > cfg->max_memory >> 20) {
-		snprintf(err.message, sizeof(err.message),
-			 "must be at most %llu on this server",
-			 (unsigned long long)(cfg->max_memory >> 20));
-		unprocessable(req, "memory_limit_MB", err.message);
 		goto out;
 	}
 	if (!lang_available(cq.lang)) {

@@ -11,6 +11,7 @@
 
 #include "base/buf.h"
 #include "runtime/lang.h"
+#include "runtime/limits.h"
 
 struct compat_file {
 	char *path;
@@ -40,10 +41,11 @@ struct compat_error {
 	char message[400];
 };
 
-/* Parses body. Returns 0, or -1 with err filled (a 422). max_ms caps the
- * timeouts. A bad base64 file is not a parse error: SandboxFusion answers
- * it with SandboxError, so it is recorded in file_error. */
-int compat_parse(const char *body, size_t len, uint64_t max_ms,
+/* Parses body. Returns 0, or -1 with err filled (a 422). The timeouts and
+ * the memory limit are checked against rules. A bad base64 file is not a parse
+ * error: SandboxFusion answers it with SandboxError, so it is recorded in
+ * file_error. */
+int compat_parse(const char *body, size_t len, const struct limits_rules *rules,
 		 struct compat_req *req, struct compat_error *err);
 void compat_req_release(struct compat_req *req);
 

@@ -27,11 +27,13 @@ static int bad(struct compat_error *err, const char *field, const char *msg)
 	return -1;
 }
 
-static int get_timeout(json_t *root, const char *key, uint64_t max_ms,
-		       uint64_t *out, struct compat_error *err)
+/* A timeout in seconds, checked against the shared wall-time rule. */
+static int get_timeout(json_t *root, const char *key,
+		       const struct limits_rules *rules, uint64_t *out,
+		       struct compat_error *err)
 {
+	const struct limits_field f = {key, LIMITS_WALL, 1000, true};
 	json_t *v = json_object_get(root, key);
-	double secs;
 	char msg[128];
 
 	*out = DEFAULT_TIMEOUT_MS;
@@ -39,19 +41,8 @@ static int get_timeout(json_t *root, const char *key, uint64_t max_ms,
 		return 0;
 	if (!json_is_number(v))
 		return bad(err, key, "must be a number of seconds");
-	secs = json_number_value(v);
-	if (!(secs > 0) || !isfinite(secs)) {
-		return bad(err, key, "must be greater than 0");
-	}
-	if (secs * 1000 > (double)max_ms) {
-		snprintf(msg, sizeof(msg),
-			 "must be at most %.0f seconds on this server",
-			 (double)max_ms / 1000);
+	if (limits_parse(rules, &f, v, 0, out, msg, sizeof(msg)))
 		return bad(err, key, msg);
-	}
-	*out = (uint64_t)(secs * 1000 + 0.5);
-	if (*out == 0)
-		*out = 1;
 	return 0;
 }
 
@@ -86,7 +77,7 @@ static bool place_ok(const char *p, size_t len)
 	return false;
 }
 
-int compat_parse(const char *body, size_t len, uint64_t max_ms,
+int compat_parse(const char *body, size_t len, const struct limits_rules *rules,
 		 struct compat_req *req, struct compat_error *err)
 {
 	json_error_t jerr;
@@ -137,25 +128,33 @@ int compat_parse(const char *body, size_t len, uint64_t max_ms,
 	req->language = xstrdup(json_string_value(v));
 	req->lang = lang_find(req->language);
 
-	if (get_timeout(root, "compile_timeout", max_ms, &req->compile_ms,
+	if (get_timeout(root, "compile_timeout", rules, &req->compile_ms,
 			err) ||
-	    get_timeout(root, "run_timeout", max_ms, &req->run_ms, err))
+	    get_timeout(root, "run_timeout", rules, &req->run_ms, err))
 		goto out;
 
 	v = json_object_get(root, "memory_limit_MB");
 	req->memory_mb = -1;
 	if (v && !json_is_null(v)) {
+		const struct limits_field f = {"memory_limit_MB", LIMITS_MEMORY,
+					       1 << 20, false};
+		uint64_t bytes;
+
 		if (!json_is_integer(v)) {
 			bad(err, "memory_limit_MB", "must be an integer");
 			goto out;
 		}
-		req->memory_mb = json_integer_value(v);
-		/* Below a few MiB no runtime even starts: a request error,
-		 * not a run that looks like it passed. */
-		if (req->memory_mb > 0 && req->memory_mb < 4) {
-			bad(err, "memory_limit_MB",
-			    "must be -1 (the server's default) or at least 4");
-			goto out;
+		/* -1 (or any value below 1) is SandboxFusion's "the
+		 * server's default"; the rest follow the shared rule, so a
+		 * runtime never starts in a few hundred KiB and looks like
+		 * it passed. */
+		if (json_integer_value(v) > 0) {
+			if (limits_parse(rules, &f, v, 0, &bytes, msg,
+					 sizeof(msg))) {
+				bad(err, "memory_limit_MB", msg);
+				goto out;
+			}
+			req->memory_mb = (int64_t)(bytes >> 20);
 		}
 	}
 

@@ -18,18 +18,22 @@
 
 /* A compile gets this long unless the client says otherwise. */
 #define DEFAULT_COMPILE_MS 10000ull
-/* Output kept for one reply across all steps and streams: with 256 tests
- * the per-step cap alone would let one request hold gigabytes. */
-#define MAX_COLLECT (64ull << 20)
+/* Room kept in NATIVE_MAX_REPLY for everything but the output: the
+ * fields of each step and test, the error, the limits. */
+#define REPLY_FRAME (64ull << 10)
+#define REPLY_FRAME_STEP 1024ull
 
 struct native_run {
 	struct coderun_output co;
-	bool *cut; /* per step: output dropped past MAX_COLLECT */
-	uint64_t collected;
+	bool *cut;	    /* per step: output dropped past the reply's cap */
+	uint64_t collected; /* output so far, in serialised bytes */
+	uint64_t budget;    /* most output the reply may carry, serialised */
 	bool has_compile;
 	size_t first_run;
-	struct native_test *tests; /* the expected outputs; owned */
-	size_t ntests;		   /* 0: a plain run */
+	struct native_test *tests;     /* the expected outputs; owned */
+	size_t ntests;		       /* 0: a plain run */
+	struct sandbox_limits applied; /* reported in the reply */
+	uint64_t compile_ms, run_ms, cpu_ms;
 };
 
 static void native_run_free(void *ctx)
@@ -47,21 +51,23 @@ static void native_run_free(void *ctx)
 	free(nr);
 }
 
+/* Keeps output while its serialised size fits the reply's budget: a byte
+ * of output may take six in the reply (\u0001). */
 static void collect(void *ctx, size_t step, int stream, const char *data,
 		    size_t len)
 {
 	struct native_run *nr = ctx;
-	uint64_t room = MAX_COLLECT - nr->collected;
+	uint64_t size;
+	size_t keep;
 
 	if (step >= nr->co.nsteps)
 		return;
-	if (len > room) {
+	keep = json_text_fit(data, len, nr->budget - nr->collected, &size);
+	if (keep < len)
 		nr->cut[step] = true;
-		len = (size_t)room;
-	}
-	nr->collected += len;
-	if (len)
-		coderun_output_add(&nr->co, step, stream, data, len);
+	nr->collected += size;
+	if (keep)
+		coderun_output_add(&nr->co, step, stream, data, keep);
 }
 
 static bool step_ran(const struct sandbox_result *res, size_t i)
@@ -96,36 +102,54 @@ step_get(const struct native_run *nr, const struct sandbox_result *res,
 	return tmp;
 }
 
-/* {"status", "exit_code", "signal", "wall_ms", "cpu_ms", "oom_killed",
- * "output_truncated", "stdout", "stderr"} of step i, or null when st is. */
-static json_t *step_json(const struct native_run *nr, size_t i,
-			 const struct sandbox_step_result *st)
+static const char *bool_word(bool b)
+{
+	return b ? "true" : "false";
+}
+
+/* Writes step i's members "status", "exit_code", "signal", "wall_ms",
+ * "cpu_ms", "oom_killed", "output_truncated", "stdout" and "stderr" into b,
+ * the first after a comma unless first. */
+static void step_members(struct buf *b, const struct native_run *nr, size_t i,
+			 const struct sandbox_step_result *st, bool first)
 {
 	const struct buf *out = &nr->co.out[2 * i],
 			 *err = &nr->co.out[2 * i + 1];
-	bool exited = st && st->status != SANDBOX_TIME_LIMIT && !st->signal &&
+	bool exited = st->status != SANDBOX_TIME_LIMIT && !st->signal &&
 		      st->exit_code >= 0;
-	json_t *o;
 
-	if (!st)
-		return json_null();
-	o = json_object();
-	json_object_set_new(o, "status",
-			    json_string(sandbox_status_name(st->status)));
-	json_object_set_new(o, "exit_code",
-			    exited ? json_integer(st->exit_code) : json_null());
-	json_object_set_new(o, "signal",
-			    st->signal ? json_integer(st->signal)
-				       : json_null());
-	json_object_set_new(o, "wall_ms",
-			    json_integer((json_int_t)st->wall_ms));
-	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)st->cpu_ms));
-	json_object_set_new(o, "oom_killed", json_boolean(st->oom_killed));
-	json_object_set_new(o, "output_truncated",
-			    json_boolean(st->output_truncated || nr->cut[i]));
-	json_object_set_new(o, "stdout", json_text(out->data, out->len));
-	json_object_set_new(o, "stderr", json_text(err->data, err->len));
-	return o;
+	buf_addf(b, "%s\"status\":\"%s\"", first ? "" : ",",
+		 sandbox_status_name(st->status));
+	if (exited)
+		buf_addf(b, ",\"exit_code\":%d", st->exit_code);
+	else
+		buf_adds(b, ",\"exit_code\":null");
+	if (st->signal)
+		buf_addf(b, ",\"signal\":%d", st->signal);
+	else
+		buf_adds(b, ",\"signal\":null");
+	buf_addf(b,
+		 ",\"wall_ms\":%llu,\"cpu_ms\":%llu,\"oom_killed\":%s,"
+		 "\"output_truncated\":%s,\"stdout\":",
+		 (unsigned long long)st->wall_ms,
+		 (unsigned long long)st->cpu_ms, bool_word(st->oom_killed),
+		 bool_word(st->output_truncated || nr->cut[i]));
+	json_text_write(b, out->data, out->len);
+	buf_adds(b, ",\"stderr\":");
+	json_text_write(b, err->data, err->len);
+}
+
+/* Step i as an object, or null when st is. */
+static void step_write(struct buf *b, const struct native_run *nr, size_t i,
+		       const struct sandbox_step_result *st)
+{
+	if (!st) {
+		buf_adds(b, "null");
+		return;
+	}
+	buf_adds(b, "{");
+	step_members(b, nr, i, st, true);
+	buf_adds(b, "}");
 }
 
 /* A test's verdict from its step's result and output. */
@@ -171,64 +195,121 @@ static void set_totals(json_t *o, const struct sandbox_result *res)
 	json_object_set_new(o, "oom_killed", json_boolean(res->oom_killed));
 }
 
+/* The limits the run had: "cpus" and "cpu_weight" are null when the
+ * server sets none. */
+static void limits_write(struct buf *b, const struct native_run *nr)
+{
+	const struct sandbox_limits *l = &nr->applied;
+
+	buf_addf(b,
+		 ",\"limits\":{\"wall_ms\":%llu,\"cpu_ms\":%llu,"
+		 "\"memory_mb\":%llu,\"pids\":%llu,\"output_bytes\":%llu",
+		 (unsigned long long)nr->run_ms, (unsigned long long)nr->cpu_ms,
+		 (unsigned long long)(l->memory_bytes >> 20),
+		 (unsigned long long)l->pids,
+		 (unsigned long long)l->output_bytes);
+	if (nr->has_compile)
+		buf_addf(b, ",\"compile_wall_ms\":%llu",
+			 (unsigned long long)nr->compile_ms);
+	if (l->cpu_quota_milli)
+		buf_addf(b, ",\"cpus\":%g",
+			 (double)l->cpu_quota_milli / 1000.0);
+	else
+		buf_adds(b, ",\"cpus\":null");
+	if (l->cpu_weight)
+		buf_addf(b, ",\"cpu_weight\":%llu}",
+			 (unsigned long long)l->cpu_weight);
+	else
+		buf_adds(b, ",\"cpu_weight\":null}");
+}
+
+/* The reply is written as text into one buffer sized up front and handed
+ * to the HTTP layer as it is: no JSON values for the output, no dump, no
+ * copy. Its size is at most NATIVE_MAX_REPLY (the output was counted in
+ * serialised bytes as it came). */
 static void native_done(struct request *req, struct sandbox_result *res,
 			void *ctx)
 {
 	struct native_run *nr = ctx;
-	struct sandbox_step_result tmp;
+	struct sandbox_step_result tmp, ctmp;
 	const struct sandbox_step_result *cst = NULL, *st;
 	enum sandbox_status status;
 	bool compiled = true, accepted = true;
-	json_t *o = json_object(), *tests;
-	size_t i;
+	const char **verdicts = NULL;
+	size_t i, nsteps = nr->co.nsteps;
+	struct buf b;
 
 	if (nr->has_compile) {
-		cst = step_get(nr, res, 0, &tmp);
+		cst = step_get(nr, res, 0, &ctmp);
 		compiled = cst && cst->status == SANDBOX_OK;
 	}
 	status = compiled ? SANDBOX_OK : cst ? cst->status : res->status;
-	json_object_set_new(o, "status", json_null()); /* keeps it first */
-	json_object_set_new(o, "compile", step_json(nr, 0, cst));
 	if (!nr->ntests) {
 		st = compiled ? step_get(nr, res, nr->first_run, &tmp) : NULL;
 		if (compiled)
 			status = st ? st->status : res->status;
-		json_object_set_new(o, "run", step_json(nr, nr->first_run, st));
 	} else {
-		json_object_set_new(o, "run", json_null());
-		tests = json_array();
+		verdicts = xcalloc(nr->ntests, sizeof(*verdicts));
 		for (i = 0; i < nr->ntests; i++) {
-			size_t step = nr->first_run + i;
-			const char *v;
-			json_t *t;
-
-			st = step_get(nr, res, step, &tmp);
-			v = verdict(nr, step, st, &nr->tests[i]);
-			if (strcmp(v, "accepted") && accepted && compiled)
+			st = step_get(nr, res, nr->first_run + i, &tmp);
+			verdicts[i] = verdict(nr, nr->first_run + i, st,
+					      &nr->tests[i]);
+			if (strcmp(verdicts[i], "accepted") && accepted &&
+			    compiled)
 				status = st ? st->status : res->status;
-			if (strcmp(v, "accepted"))
+			if (strcmp(verdicts[i], "accepted"))
 				accepted = false;
-			t = st ? step_json(nr, step, st) : json_object();
-			/* The verdict goes first. */
-			json_array_append_new(tests,
-					      json_pack("{s:s}", "verdict", v));
-			json_object_update(json_array_get(tests, i), t);
-			json_decref(t);
 		}
-		json_object_set_new(o, "accepted",
-				    json_boolean(accepted && compiled &&
-						 res->status != SANDBOX_ERROR));
-		json_object_set_new(o, "tests", tests);
 	}
 	if (res->status == SANDBOX_ERROR)
 		status = SANDBOX_ERROR;
-	json_object_set_new(o, "status",
-			    json_string(sandbox_status_name(status)));
-	set_totals(o, res);
-	if (status == SANDBOX_ERROR)
-		json_object_set_new(o, "error",
-				    json_text(res->error, strlen(res->error)));
-	request_reply(req, 200, o);
+
+	buf_init(&b);
+	buf_grow(&b, nr->collected + 4 * nsteps + REPLY_FRAME +
+			     REPLY_FRAME_STEP * nsteps);
+	buf_addf(&b, "{\"status\":\"%s\",\"compile\":",
+		 sandbox_status_name(status));
+	step_write(&b, nr, 0, cst);
+	buf_adds(&b, ",\"run\":");
+	if (!nr->ntests) {
+		st = compiled ? step_get(nr, res, nr->first_run, &tmp) : NULL;
+		step_write(&b, nr, nr->first_run, st);
+	} else {
+		buf_addf(&b, "null,\"accepted\":%s,\"tests\":[",
+			 bool_word(accepted && compiled &&
+				   res->status != SANDBOX_ERROR));
+		for (i = 0; i < nr->ntests; i++) {
+			size_t step = nr->first_run + i;
+
+			st = step_get(nr, res, step, &tmp);
+			/* The verdict goes first. */
+			buf_addf(&b, "%s{\"verdict\":\"%s\"", i ? "," : "",
+				 verdicts[i]);
+			if (st)
+				step_members(&b, nr, step, st, false);
+			buf_adds(&b, "}");
+		}
+		buf_adds(&b, "]");
+	}
+	buf_addf(&b,
+		 ",\"wall_ms\":%llu,\"cpu_ms\":%llu,"
+		 "\"peak_memory_bytes\":%llu,\"oom_killed\":%s",
+		 (unsigned long long)res->wall_ms,
+		 (unsigned long long)res->cpu_ms,
+		 (unsigned long long)res->peak_memory_bytes,
+		 bool_word(res->oom_killed));
+	if (status == SANDBOX_ERROR) {
+		buf_adds(&b, ",\"error\":");
+		json_text_write(&b, res->error,
+				strnlen(res->error, sizeof(res->error)));
+	}
+	limits_write(&b, nr);
+	buf_adds(&b, "}");
+	free(verdicts);
+	/* The output is in the reply now: let it go before the reply is
+	 * sent. */
+	coderun_output_release(&nr->co);
+	request_reply_take(req, 200, "application/json", b.data, b.len);
 }
 
 /* The reply for a run that could not start (the language's runtime is
@@ -267,15 +348,6 @@ static uint64_t or_default(uint64_t v, uint64_t def)
 void native_run(struct request *req)
 {
 	const struct server_config *cfg = server_state.cfg;
-	const struct native_caps caps = {
-		.wall_ms = cfg->max_wall_ms,
-		.cpu_ms = cfg->max_wall_ms,
-		.memory_mb = cfg->max_memory >> 20,
-		/* No separate maxima: clients may only lower these. */
-		.pids = cfg->limits.pids,
-		.output_bytes = cfg->limits.output_bytes,
-		.compile_wall_ms = cfg->max_wall_ms,
-	};
 	struct run_hooks hooks = {.output = collect,
 				  .done = native_done,
 				  .free_ctx = native_run_free};
@@ -290,7 +362,7 @@ void native_run(struct request *req)
 	char msg[256];
 
 	body = request_body(req, &len);
-	if (native_parse(body, len, &caps, &nq, &err)) {
+	if (native_parse(body, len, limits_current(), &nq, &err)) {
 		request_error(req, 422, "unprocessable", "%s: %s", err.field,
 			      err.message);
 		return;
@@ -315,11 +387,15 @@ void native_run(struct request *req)
 	/* CPU is limited per run step below; a sandbox-wide CPU limit would
 	 * be shared by every test. */
 	spec.limits.cpu_ms = 0;
-	if (nq.limits.memory_mb)
-		spec.limits.memory_bytes = nq.limits.memory_mb << 20;
+	spec.limits.memory_bytes =
+		or_default(nq.limits.memory_bytes, spec.limits.memory_bytes);
 	spec.limits.pids = or_default(nq.limits.pids, spec.limits.pids);
 	spec.limits.output_bytes =
 		or_default(nq.limits.output_bytes, spec.limits.output_bytes);
+	spec.limits.cpu_quota_milli =
+		or_default(nq.limits.cpu_milli, spec.limits.cpu_quota_milli);
+	spec.limits.cpu_weight =
+		or_default(nq.limits.cpu_weight, spec.limits.cpu_weight);
 	for (i = 0; i < nq.nfiles; i++)
 		sandbox_spec_add_file(&spec, nq.files[i].path, nq.files[i].data,
 				      nq.files[i].len, false);
@@ -344,6 +420,12 @@ void native_run(struct request *req)
 		spec.steps[i].cpu_ms = cpu_ms;
 	coderun_output_init(&nr->co, spec.nsteps);
 	nr->cut = xcalloc(spec.nsteps, sizeof(*nr->cut));
+	nr->budget = NATIVE_MAX_REPLY - REPLY_FRAME -
+		     REPLY_FRAME_STEP * (uint64_t)spec.nsteps;
+	nr->applied = spec.limits;
+	nr->compile_ms = compile_ms;
+	nr->run_ms = run_ms;
+	nr->cpu_ms = cpu_ms;
 	/* The run keeps the tests (for their expected output). */
 	nr->tests = nq.tests;
 	nr->ntests = nq.ntests;

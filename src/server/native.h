@@ -11,30 +11,27 @@
 #include <stdint.h>
 
 #include "runtime/lang.h"
+#include "runtime/limits.h"
 
 #define NATIVE_MAX_TESTS 256
 #define NATIVE_MAX_FILES 1024
 #define NATIVE_MAX_ARGS 256
+/* The most a reply may take, serialised: output past it is cut (and the
+ * step says "output_truncated"), counted as the JSON text it becomes. */
+#define NATIVE_MAX_REPLY (64ull << 20)
 
-/* Client-chosen limits; 0 means "not given, use the server's default". */
+/* Client-chosen limits in base units (milliseconds, bytes, thousandths of
+ * a core); 0 means "not given, use the server's default". Each is checked
+ * against the shared rules (runtime/limits.h). */
 struct native_limits {
 	uint64_t wall_ms;	  /* per run step (each test) */
 	uint64_t cpu_ms;	  /* per run step */
-	uint64_t memory_mb;	  /* the whole sandbox, compile included */
+	uint64_t memory_bytes;	  /* the whole sandbox, compile included */
 	uint64_t pids;		  /* the whole sandbox */
 	uint64_t output_bytes;	  /* per stream and step */
 	uint64_t compile_wall_ms; /* the compile step */
-};
-
-/* What a client may ask for at most (inclusive). A request above any of
- * them is refused, not clamped. */
-struct native_caps {
-	uint64_t wall_ms;
-	uint64_t cpu_ms;
-	uint64_t memory_mb;
-	uint64_t pids;
-	uint64_t output_bytes;
-	uint64_t compile_wall_ms;
+	uint64_t cpu_milli;	  /* CPU bandwidth ("cpus": 0.5) */
+	uint64_t cpu_weight;	  /* share under contention */
 };
 
 /* A file placed in the work dir next to the program. */
@@ -73,10 +70,11 @@ struct native_error {
 	char message[256];
 };
 
-/* Parses body against caps. Returns 0 with req filled (free it with
- * native_req_release), or -1 with err filled (the request is released);
- * every error is the client's and answers 422. */
-int native_parse(const char *body, size_t len, const struct native_caps *caps,
+/* Parses body, checking its limits against rules (a request above a
+ * maximum is refused, not clamped). Returns 0 with req filled (free it
+ * with native_req_release), or -1 with err filled (the request is
+ * released); every error is the client's and answers 422. */
+int native_parse(const char *body, size_t len, const struct limits_rules *rules,
 		 struct native_req *req, struct native_error *err);
 void native_req_release(struct native_req *req);
 

@@ -217,21 +217,23 @@ static int parse_args(json_t *args, struct native_req *req,
 	return 0;
 }
 
-static int parse_limits(json_t *limits, const struct native_caps *caps,
+static int parse_limits(json_t *limits, const struct limits_rules *rules,
 			struct native_limits *out, struct native_error *err)
 {
 	const struct {
-		const char *name;
-		uint64_t cap;
+		struct limits_field f;
 		uint64_t *out;
 	} fields[] = {
-		{"wall_ms", caps->wall_ms, &out->wall_ms},
-		{"cpu_ms", caps->cpu_ms, &out->cpu_ms},
-		{"memory_mb", caps->memory_mb, &out->memory_mb},
-		{"pids", caps->pids, &out->pids},
-		{"output_bytes", caps->output_bytes, &out->output_bytes},
-		{"compile_wall_ms", caps->compile_wall_ms,
+		{{"wall_ms", LIMITS_WALL, 1, false}, &out->wall_ms},
+		{{"cpu_ms", LIMITS_CPU_TIME, 1, false}, &out->cpu_ms},
+		{{"memory_mb", LIMITS_MEMORY, 1 << 20, false},
+		 &out->memory_bytes},
+		{{"pids", LIMITS_PIDS, 1, false}, &out->pids},
+		{{"output_bytes", LIMITS_OUTPUT, 1, false}, &out->output_bytes},
+		{{"compile_wall_ms", LIMITS_WALL, 1, false},
 		 &out->compile_wall_ms},
+		{{"cpus", LIMITS_CPUS, 1000, true}, &out->cpu_milli},
+		{{"cpu_weight", LIMITS_CPU_WEIGHT, 1, false}, &out->cpu_weight},
 	};
 	char field[64], msg[128];
 	const char *key;
@@ -243,23 +245,16 @@ static int parse_limits(json_t *limits, const struct native_caps *caps,
 	json_object_foreach(limits, key, v)
 	{
 		for (i = 0; i < ARRAY_SIZE(fields); i++)
-			if (!strcmp(key, fields[i].name))
+			if (!strcmp(key, fields[i].f.name))
 				break;
 		snprintf(field, sizeof(field), "limits.%.40s", key);
 		if (i == ARRAY_SIZE(fields))
 			return bad(err, field, "unknown field");
 		if (json_is_null(v))
 			continue;
-		if (!json_is_integer(v))
-			return bad(err, field, "must be an integer");
-		if (json_integer_value(v) < 1 ||
-		    (uint64_t)json_integer_value(v) > fields[i].cap) {
-			snprintf(msg, sizeof(msg),
-				 "must be between 1 and %llu on this server",
-				 (unsigned long long)fields[i].cap);
+		if (limits_parse(rules, &fields[i].f, v, 0, fields[i].out, msg,
+				 sizeof(msg)))
 			return bad(err, field, msg);
-		}
-		*fields[i].out = (uint64_t)json_integer_value(v);
 	}
 	return 0;
 }
@@ -312,7 +307,7 @@ static int parse_tests(json_t *tests, struct native_req *req,
 	return 0;
 }
 
-static int parse_root(json_t *root, const struct native_caps *caps,
+static int parse_root(json_t *root, const struct limits_rules *rules,
 		      struct native_req *req, struct native_error *err)
 {
 	json_t *source, *files, *entry, *v;
@@ -348,7 +343,7 @@ static int parse_root(json_t *root, const struct native_caps *caps,
 	if ((v = get(root, "args")) && parse_args(v, req, err))
 		return -1;
 	if ((v = get(root, "limits")) &&
-	    parse_limits(v, caps, &req->limits, err))
+	    parse_limits(v, rules, &req->limits, err))
 		return -1;
 	if ((v = get(root, "tests")) && parse_tests(v, req, err))
 		return -1;
@@ -364,7 +359,7 @@ static int parse_root(json_t *root, const struct native_caps *caps,
 	return 0;
 }
 
-int native_parse(const char *body, size_t len, const struct native_caps *caps,
+int native_parse(const char *body, size_t len, const struct limits_rules *rules,
 		 struct native_req *req, struct native_error *err)
 {
 	json_error_t jerr;
@@ -382,7 +377,7 @@ int native_parse(const char *body, size_t len, const struct native_caps *caps,
 			 jerr.line, jerr.column);
 		return bad(err, "body", msg);
 	}
-	r = parse_root(root, caps, req, err);
+	r = parse_root(root, rules, req, err);
 	json_decref(root);
 	if (r)
 		native_req_release(req);

@@ -329,7 +329,8 @@ def test_create_get_list_delete(srv, boxes):
 
 @pytest.mark.parametrize("body,field", [
     ({"bogus": 1}, "bogus"),
-    ({"limits": {"memory_mb": 64, "cpus": 2}}, "cpus"),
+    ({"limits": {"memory_mb": 64, "cpus": 4096}}, "cpus"),
+    ({"limits": {"memory_mb": 64, "gpus": 1}}, "gpus"),
     ({"limits": {"memory_mb": -1}}, "memory_mb"),
     ({"limits": {"memory_mb": 1 << 30}}, "memory_mb"),
     ({"limits": "big"}, "limits"),

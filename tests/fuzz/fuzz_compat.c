@@ -58,8 +58,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct compat_req req;
 	struct compat_error err;
+	static struct limits_rules rules;
+	static int ready;
 
-	if (compat_parse((const char *)data, size, MAX_MS, &req, &err) == 0) {
+	if (!ready) {
+		limits_rules_init(&rules);
+		limits_rules_cap(&rules, LIMITS_WALL, MAX_MS);
+		ready = 1;
+	}
+	if (compat_parse((const char *)data, size, &rules, &req, &err) == 0) {
 		check_request(&req);
 		compat_req_release(&req);
 		CHECK(!req.code && !req.files && !req.fetch);

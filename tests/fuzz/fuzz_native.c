@@ -29,20 +29,24 @@ static int has_dotdot(const char *p)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	/* Small caps, so the range checks are reachable. */
-	const struct native_caps caps = {
-		.wall_ms = 60000,
-		.cpu_ms = 60000,
-		.memory_mb = 4096,
-		.pids = 128,
-		.output_bytes = 1 << 20,
-		.compile_wall_ms = 60000,
-	};
+	static struct limits_rules rules;
+	static int ready;
 	struct native_req req;
 	struct native_error err;
 	size_t i;
 
-	if (native_parse((const char *)data, size, &caps, &req, &err)) {
+	if (!ready) {
+		/* Small maxima, so the range checks are reachable. */
+		limits_rules_init(&rules);
+		limits_rules_cap(&rules, LIMITS_WALL, 60000);
+		limits_rules_cap(&rules, LIMITS_CPU_TIME, 60000);
+		limits_rules_cap(&rules, LIMITS_MEMORY, 4096ull << 20);
+		limits_rules_cap(&rules, LIMITS_PIDS, 128);
+		limits_rules_cap(&rules, LIMITS_OUTPUT, 1 << 20);
+		limits_rules_cap(&rules, LIMITS_CPUS, 1000);
+		ready = 1;
+	}
+	if (native_parse((const char *)data, size, &rules, &req, &err)) {
 		/* Both always end up NUL-terminated and non-empty. */
 		if (!err.field[0] || !err.message[0] ||
 		    !memchr(err.field, '\0', sizeof(err.field)) ||
@@ -52,10 +56,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (!req.lang || !req.source || req.source[req.source_len] != '\0')
 		abort();
-	if (req.limits.wall_ms > caps.wall_ms ||
-	    req.limits.memory_mb > caps.memory_mb ||
-	    req.limits.pids > caps.pids ||
-	    req.limits.output_bytes > caps.output_bytes ||
+	if (req.limits.wall_ms > rules.max[LIMITS_WALL] ||
+	    req.limits.memory_bytes > rules.max[LIMITS_MEMORY] ||
+	    req.limits.pids > rules.max[LIMITS_PIDS] ||
+	    req.limits.output_bytes > rules.max[LIMITS_OUTPUT] ||
+	    req.limits.cpu_milli > rules.max[LIMITS_CPUS] ||
+	    (req.limits.cpu_milli && req.limits.cpu_milli < 10) ||
+	    req.limits.cpu_weight > rules.max[LIMITS_CPU_WEIGHT] ||
 	    req.ntests > NATIVE_MAX_TESTS)
 		abort();
 	if (req.stdin_data && req.ntests)

@@ -140,8 +140,12 @@ class Limits:
     pids: Optional[int] = None
     output_bytes: Optional[int] = None
     compile_wall_ms: Optional[int] = None
+    cpus: Optional[float] = None
+    """CPU cores the run may use (0.5: half a core)."""
+    cpu_weight: Optional[int] = None
+    """Share of the CPUs under contention, 1-10000 (100 normal)."""
 
-    def to_dict(self) -> Dict[str, int]:
+    def to_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
@@ -327,8 +331,12 @@ class SandboxLimits:
     output_bytes: Optional[int] = None
     """Cap on each of an exec's stdout and stderr."""
     nofile: Optional[int] = None
+    cpus: Optional[float] = None
+    """CPU cores the sandbox may use (0.5: half a core)."""
+    cpu_weight: Optional[int] = None
+    """Share of the CPUs under contention, 1-10000 (100 normal)."""
 
-    def to_dict(self) -> Dict[str, int]:
+    def to_dict(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
     @classmethod
@@ -337,7 +345,9 @@ class SandboxLimits:
                    disk_mb=_int(d.get("disk_mb")),
                    pids=_int(d.get("pids")),
                    output_bytes=_int(d.get("output_bytes")),
-                   nofile=_int(d.get("nofile")))
+                   nofile=_int(d.get("nofile")),
+                   cpus=_float(d.get("cpus")),
+                   cpu_weight=_int(d.get("cpu_weight")))
 
 
 @dataclass
