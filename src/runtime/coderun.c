@@ -16,25 +16,25 @@ size_t coderun_build(struct sandbox_spec *spec, const struct lang *lang,
 		     uint64_t compile_ms, uint64_t run_ms)
 {
 	struct sandbox_step *st;
+	struct lang_job job;
 	size_t first_run = 0, i;
-	char **argv;
 	uint64_t total = SLACK_MS;
 
-	sandbox_spec_add_file(spec, lang->source, code, code_len, false);
+	lang_job_init(&job, lang, code, code_len, args);
+	sandbox_spec_add_file(spec, job.source, job.code, job.code_len, false);
 	for (i = 0; lang->env[i]; i++)
 		sandbox_spec_add_env(spec, lang->env[i]);
-	if (lang->compile) {
-		argv = lang_argv(lang->compile, NULL);
-		st = sandbox_spec_add_step(spec, argv, NULL, 0);
-		lang_argv_free(argv);
+	if (job.bind_src)
+		sandbox_spec_add_bind(spec, job.bind_src, job.bind_dst, false);
+	if (job.compile) {
+		st = sandbox_spec_add_step(spec, job.compile, NULL, 0);
 		st->wall_ms = compile_ms;
 		st->stop_unless_ok = true;
 		total += compile_ms;
 		first_run = 1;
 	}
-	argv = lang_argv(lang->run, args);
 	for (i = 0; i < ninputs; i++) {
-		st = sandbox_spec_add_step(spec, argv, inputs[i].data,
+		st = sandbox_spec_add_step(spec, job.run, inputs[i].data,
 					   inputs[i].len);
 		/* No stdin means empty, not the server's own stdin. */
 		if (!inputs[i].data)
@@ -42,7 +42,7 @@ size_t coderun_build(struct sandbox_spec *spec, const struct lang *lang,
 		st->wall_ms = run_ms;
 		total += run_ms;
 	}
-	lang_argv_free(argv);
+	lang_job_release(&job);
 	spec->limits.wall_ms = total;
 	return first_run;
 }
