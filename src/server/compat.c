@@ -240,6 +240,19 @@ sandbox_error(struct request *req, const char *fmt, ...)
 	request_reply(req, 200, o);
 }
 
+/* SandboxFusion lists some languages without a runner (sql): its lookup
+ * raises KeyError, which its handler answers with this message. */
+static void no_runner(struct request *req, const struct compat_req *cq)
+{
+	char *msg = xstrfmt("exception on running code %s: '%s' None", cq->code,
+			    cq->lang->name);
+	json_t *o = reply_base("SandboxError", "");
+
+	json_object_set_new(o, "message", json_text(msg, strlen(msg)));
+	free(msg);
+	request_reply(req, 200, o);
+}
+
 /* FastAPI's 422 shape, inside sbx's own error object. */
 static void unprocessable(struct request *req, const char *field,
 			  const char *message)
@@ -283,12 +296,15 @@ void compat_run_code(struct request *req)
 		unprocessable(req, "language", err.message);
 		goto out;
 	}
+	if (cq.lang->flags & LANG_NO_RUNNER) {
+		no_runner(req, &cq);
+		goto out;
+	}
 	if (!lang_available(cq.lang)) {
-		snprintf(names, sizeof(names),
-			 "language '%s' is not available on this server: "
-			 "'%s' is not installed",
-			 cq.lang->name, cq.lang->runtime);
-		sandbox_error(req, "%s", names);
+		char why[512];
+
+		lang_why_unavailable(cq.lang, why, sizeof(why));
+		sandbox_error(req, "%s", why);
 		goto out;
 	}
 	if (cq.file_error) {

@@ -337,6 +337,8 @@ static void reply_not_run(struct request *req, const struct native_req *nq,
 	}
 	set_totals(o, &none);
 	json_object_set_new(o, "error", json_text(error, strlen(error)));
+	/* Nothing ran, so no limits applied. */
+	json_object_set_new(o, "limits", json_null());
 	request_reply(req, 200, o);
 }
 
@@ -368,10 +370,7 @@ void native_run(struct request *req)
 		return;
 	}
 	if (!lang_available(nq.lang)) {
-		snprintf(msg, sizeof(msg),
-			 "language '%s' is not available on this server: "
-			 "'%s' is not installed",
-			 nq.lang->name, nq.lang->runtime);
+		lang_why_unavailable(nq.lang, msg, sizeof(msg));
 		reply_not_run(req, &nq, msg);
 		goto out;
 	}
