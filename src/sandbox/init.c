@@ -167,6 +167,97 @@ void init_as_user(uid_t uid, gid_t gid, bool on)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 }
 
+static bool is_proc_or_sys(const struct statfs *sfs)
+{
+	return sfs->f_type == PROC_SUPER_MAGIC || sfs->f_type == SYSFS_MAGIC;
+}
+
+/* init_open_file() on kernels without openat2 (before 5.6): the path is
+ * resolved one component at a time, symlinks expanded by hand, and every
+ * directory passed through is checked before anything is looked up in
+ * it. Magic links exist only in procfs, so none is ever followed. */
+static int open_walk(const char *path, int flags, mode_t mode)
+{
+	char buf[PATH_MAX], link[PATH_MAX], tmp[PATH_MAX];
+	int dir = -1, fd = -1, hops = 0, r = 0;
+	struct statfs sfs;
+	char *comp = ".", *rest;
+	struct stat st;
+	ssize_t n;
+
+	if (!str_copy(buf, sizeof(buf), path))
+		return -ENAMETOOLONG;
+	dir = open(buf[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	for (rest = buf; dir >= 0 && !r;) {
+		if (fstatfs(dir, &sfs) < 0 || is_proc_or_sys(&sfs)) {
+			r = -EACCES;
+			break;
+		}
+		while (*rest == '/')
+			rest++;
+		comp = rest;
+		rest += strcspn(rest, "/");
+		if (*rest)
+			*rest++ = '\0';
+		if (!*comp) {
+			comp = "."; /* the path ends here: its directory */
+			break;
+		}
+		if (!strcmp(comp, "."))
+			continue;
+		fd = openat(dir, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT && !*rest && (flags & O_CREAT))
+			break; /* the last component, to be created */
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			r = -errno;
+			break;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			n = readlinkat(fd, "", link, sizeof(link) - 1);
+			fd_close(&fd);
+			if (n < 0 || ++hops > 40) {
+				r = n < 0 ? -errno : -ELOOP;
+				break;
+			}
+			link[n] = '\0';
+			if (snprintf(tmp, sizeof(tmp), "%s%s%s", link,
+				     *rest ? "/" : "",
+				     rest) >= (int)sizeof(tmp)) {
+				r = -ENAMETOOLONG;
+				break;
+			}
+			memcpy(buf, tmp, strlen(tmp) + 1);
+			rest = buf;
+			if (link[0] == '/') {
+				fd_close(&dir);
+				dir = open("/",
+					   O_PATH | O_DIRECTORY | O_CLOEXEC);
+			}
+			continue;
+		}
+		if (!*rest) {
+			fd_close(&fd);
+			break; /* the last component: open it below */
+		}
+		fd_close(&dir);
+		dir = fd;
+		fd = -1;
+	}
+	if (dir < 0 && !r)
+		r = -errno;
+	if (!r) {
+		fd = openat(dir, comp, flags | O_NOFOLLOW, mode);
+		if (fd < 0)
+			r = -errno;
+	}
+	fd_close(&dir);
+	if (!r && (fstatfs(fd, &sfs) < 0 || is_proc_or_sys(&sfs)))
+		r = -EACCES;
+	if (r)
+		fd_close(&fd);
+	return r ? r : fd;
+}
+
 /* Opens a path inside the sandbox for init, which holds the sandbox
  * user's filesystem ids meanwhile. Symlinks are followed (they can only
  * lead within the sandbox) but magic links are not, and procfs and sysfs
@@ -183,11 +274,10 @@ int init_open_file(const char *path, int flags, mode_t mode)
 
 	fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 	if (fd < 0 && errno == ENOSYS)
-		fd = open(path, flags, mode);
+		return open_walk(path, flags, mode);
 	if (fd < 0)
 		return -errno;
-	if (fstatfs(fd, &sfs) < 0 || sfs.f_type == PROC_SUPER_MAGIC ||
-	    sfs.f_type == SYSFS_MAGIC) {
+	if (fstatfs(fd, &sfs) < 0 || is_proc_or_sys(&sfs)) {
 		fd_close(&fd);
 		return -EACCES;
 	}
