@@ -8,6 +8,7 @@
  * helpers they share.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,6 +322,42 @@ static void on_output(void *ctx, size_t id, int stream, const char *data,
 		repl_output(s->repls, (uint32_t)id, stream, data, len);
 }
 
+/* An answer from init. One that does not parse is an error, never data:
+ * the operation fails with sandbox_error. */
+static void on_reply(struct session *s, struct session_op *op,
+		     const struct sandbox_event *ev)
+{
+	json_t *args = json_loadb(ev->json, ev->json_len, 0, NULL);
+
+	if (!json_is_object(args)) {
+		log_warn("sandbox %s: unparseable reply from init to "
+			 "operation %u",
+			 s->id, op->id);
+		session_reply_error(op->fn, op->ctx, 500, "sandbox_error",
+				    "the sandbox's init sent a reply that does "
+				    "not parse");
+		json_decref(args);
+		if (op->kind == SESSION_OP_ARCHIVE_GET) {
+			/* Its tar is stopped; the op ends with it. */
+			op->fn = NULL;
+			op->abandoned = true;
+			session_archive_pull(s, op, true);
+			return;
+		}
+		if (op->kind == SESSION_OP_PUT && --op->pending) {
+			op->failed = true;
+			return;
+		}
+		session_op_drop(s, op);
+		return;
+	}
+	if (op->kind == SESSION_OP_ARCHIVE_GET)
+		session_archive_chunk(s, op, ev, args);
+	else
+		session_file_reply(s, op, ev, args);
+	json_decref(args);
+}
+
 static void on_event(void *ctx, const struct sandbox_event *ev)
 {
 	struct session *s = ctx;
@@ -361,7 +398,7 @@ static void on_event(void *ctx, const struct sandbox_event *ev)
 	case SANDBOX_EV_REPLY:
 		op = session_op_find(s, ev->id, false);
 		if (op)
-			session_file_reply(s, op, ev);
+			on_reply(s, op, ev);
 		return;
 	}
 }
@@ -613,6 +650,8 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	/* The output cap is per exec (see session_op_new), not the sandbox's.
 	 */
 	s->output_cap = spec.limits.output_bytes;
+	s->disk_bytes = spec.limits.disk_bytes;
+	s->memory_bytes = spec.limits.memory_bytes;
 	spec.limits.output_bytes = 0;
 	new_id(s->id, sizeof(s->id));
 	s->labels = json_is_object(v) ? json_incref(v) : json_object();
@@ -723,6 +762,98 @@ int session_get_ms(json_t *obj, const char *key, uint64_t def, uint64_t max,
 }
 
 /* ---- operations ---- */
+
+void session_path_set(json_t *obj, const char *path)
+{
+	size_t len = strlen(path);
+	struct buf b;
+
+	buf_init(&b);
+	if (!utf8_repair(&b, path, len)) {
+		struct buf enc;
+
+		buf_init(&enc);
+		base64_encode(&enc, path, len);
+		json_object_set_new(
+			obj, "path_b64",
+			json_stringn(enc.data ? enc.data : "", enc.len));
+		buf_release(&enc);
+	}
+	json_object_set_new(obj, "path",
+			    json_stringn(b.data ? b.data : "", b.len));
+	buf_release(&b);
+}
+
+int session_command(struct session *s, enum sandbox_cmd cmd, uint32_t id,
+		    json_t *args, const char *payload, size_t len)
+{
+	char *text = json_dumps(args, JSON_COMPACT);
+	int r;
+
+	json_decref(args);
+	r = sandbox_command(s->sb, cmd, id, text, payload, len);
+	free(text);
+	return r;
+}
+
+/* The op of ctx, a client's request, wherever it is. */
+static struct session_op *op_of(void *ctx, struct session **sp)
+{
+	struct session *s;
+	struct session_op *op;
+
+	for (s = session_table.list; s; s = s->next)
+		for (op = s->ops; op; op = op->next)
+			if (op->ctx == ctx) {
+				*sp = s;
+				return op;
+			}
+	return NULL;
+}
+
+void session_abandon(void *ctx)
+{
+	struct session *s;
+	struct session_op *op = op_of(ctx, &s);
+
+	if (!op || op->abandoned)
+		return;
+	op->abandoned = true;
+	op->stream = NULL;
+	op->data = NULL;
+	switch (op->kind) {
+	case SESSION_OP_EXEC:
+		session_command(s, SANDBOX_CMD_SIGNAL, op->id,
+				json_pack("{s:i}", "signal", SIGKILL), NULL, 0);
+		break;
+	case SESSION_OP_ARCHIVE_GET:
+		session_archive_pull(s, op, true);
+		break;
+	case SESSION_OP_GET:
+		/* No read is asked for while the client holds a chunk. */
+		if (op->waiting) {
+			session_reply_json(op->fn, op->ctx, 200, NULL);
+			session_op_drop(s, op);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+void session_transfer_more(void *ctx)
+{
+	struct session *s;
+	struct session_op *op = op_of(ctx, &s);
+
+	if (!op || !op->waiting)
+		return;
+	op->waiting = false;
+	if (op->kind == SESSION_OP_ARCHIVE_GET)
+		session_archive_pull(s, op, false);
+	else
+		session_file_read(s, op);
+}
 
 struct session_op *session_op_new(struct session *s, enum session_op_kind kind,
 				  session_reply_fn fn, void *ctx)

@@ -64,9 +64,10 @@ typedef void (*session_stream_fn)(void *ctx, const char *stream,
  * event. */
 void session_exec(const char *id, json_t *args, session_stream_fn stream,
 		  session_reply_fn fn, void *ctx);
-/* Kills the streamed exec of ctx, whose client went away; its reply
- * still comes (and goes nowhere). */
-void session_exec_abandon(void *ctx);
+/* The client of ctx went away: its streamed exec is killed, its file or
+ * archive transfer stopped; the final reply still comes (and goes
+ * nowhere). */
+void session_abandon(void *ctx);
 
 /* Background processes. */
 void session_procs(const char *id, session_reply_fn fn, void *ctx);
@@ -75,19 +76,38 @@ void session_proc_output(const char *id, uint32_t pid, session_reply_fn fn,
 void session_proc_signal(const char *id, uint32_t pid, int sig,
 			 session_reply_fn fn, void *ctx);
 
-/* Files: raw bytes in and out; a directory reads as a JSON listing. */
+/* Bytes of a file or archive going out, a chunk (at most 1 MiB) at a
+ * time: the first call means the reply is 200 with those bytes. Nothing
+ * more comes until the receiver has handed them on and called
+ * session_transfer_more(ctx), so a transfer holds about one chunk. The
+ * final reply then says how it ended: status 200 with neither json nor
+ * raw for a complete transfer, an error (json) for one that failed
+ * midway, which the receiver must end so that its client can tell. A
+ * transfer that fails before its first chunk gets an ordinary error
+ * reply; an empty one gets a 200 raw reply of no bytes. */
+typedef void (*session_data_fn)(void *ctx, const char *data, size_t len);
+/* The receiver of ctx's transfer has handed on the last chunk. */
+void session_transfer_more(void *ctx);
+
+/* Files: raw bytes in and out; a directory reads as a JSON listing.
+ * Paths are bytes (a name need not be UTF-8); listings give each name as
+ * "name" (valid UTF-8, bad bytes as U+FFFD) and, for a name that is not
+ * UTF-8, "name_b64" (its bytes in base64). */
 void session_file_put(const char *id, const char *path, const char *data,
 		      size_t len, session_reply_fn fn, void *ctx);
-void session_file_get(const char *id, const char *path, session_reply_fn fn,
-		      void *ctx);
+void session_file_get(const char *id, const char *path, session_data_fn data,
+		      session_reply_fn fn, void *ctx);
 void session_file_delete(const char *id, const char *path, bool recursive,
 			 session_reply_fn fn, void *ctx);
 /* Trees as tar archives (extracted and created by tar inside the sandbox,
- * as the sandbox user). */
+ * as the sandbox user). Archives are GNU tar with sparse files kept
+ * sparse, of trees under the sandbox's writable roots only (/work, /tmp,
+ * /mnt, /home/sandbox, /dev/shm), and at most the sandbox's disk plus
+ * memory limits long (all a sandbox can hold, headers included). */
 void session_archive_put(const char *id, const char *dir, const char *data,
 			 size_t len, session_reply_fn fn, void *ctx);
-void session_archive_get(const char *id, const char *dir, session_reply_fn fn,
-			 void *ctx);
+void session_archive_get(const char *id, const char *dir, session_data_fn data,
+			 session_reply_fn fn, void *ctx);
 
 /* REPL cells. args: {"language": "python"|"bash", "code", "context",
  * "timeout_s"}. */

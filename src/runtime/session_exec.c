@@ -216,22 +216,3 @@ bad_argv:
 	session_reply_error(fn, ctx, 422, "unprocessable",
 			    "'argv' must be a non-empty list of strings");
 }
-
-void session_exec_abandon(void *ctx)
-{
-	struct session *s;
-	struct session_op *op;
-
-	for (s = session_table.list; s; s = s->next)
-		for (op = s->ops; op; op = op->next)
-			if (op->ctx == ctx && op->kind == SESSION_OP_EXEC) {
-				char json[32];
-
-				op->stream = NULL;
-				snprintf(json, sizeof(json), "{\"signal\":%d}",
-					 SIGKILL);
-				sandbox_command(s->sb, SANDBOX_CMD_SIGNAL,
-						op->id, json, NULL, 0);
-				return;
-			}
-}

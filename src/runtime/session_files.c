@@ -1,8 +1,13 @@
 /*
  * Stateful sandboxes: single files in and out and directory listings.
- * Transfers are cut into SESSION_CHUNK commands so neither side holds more
- * than a chunk beyond the file itself; init does the work as the sandbox
- * user, inside the sandbox's own mount namespace.
+ * Transfers are cut into SESSION_CHUNK commands. A file read goes out to
+ * the client a chunk at a time: the next chunk is asked of init only once
+ * the client's connection has taken the last, so a read holds about one
+ * chunk whatever the file's size. Init does the work as the sandbox user,
+ * inside the sandbox's own mount namespace.
+ *
+ * Paths are bytes: one that is not UTF-8 travels to init as "path_b64",
+ * and replies name it both ways (see session_path_set()).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,16 +21,26 @@
 #include "runtime/session_internal.h"
 #include "base/banned.h"
 
-static void request_read(struct session *s, struct session_op *op)
+static json_t *path_args(const char *path)
 {
-	json_t *a = json_pack("{s:s,s:I,s:I}", "path", op->path, "offset",
-			      (json_int_t)op->out.len, "max",
-			      (json_int_t)SESSION_CHUNK);
-	char *text = json_dumps(a, JSON_COMPACT);
+	json_t *a = json_object();
 
-	json_decref(a);
-	sandbox_command(s->sb, SANDBOX_CMD_FILE_READ, op->id, text, NULL, 0);
-	free(text);
+	session_path_set(a, path);
+	return a;
+}
+
+void session_file_read(struct session *s, struct session_op *op)
+{
+	json_t *a = path_args(op->path);
+	uint64_t left = op->limit - op->sent;
+
+	json_object_set_new(a, "offset", json_integer((json_int_t)op->sent));
+	json_object_set_new(
+		a, "max",
+		json_integer((json_int_t)(left < SESSION_CHUNK
+						  ? left
+						  : SESSION_CHUNK)));
+	session_command(s, SANDBOX_CMD_FILE_READ, op->id, a, NULL, 0);
 }
 
 bool session_path_ok(const char *path, session_reply_fn fn, void *ctx)
@@ -54,21 +69,19 @@ void session_file_put(const char *id, const char *path, const char *data,
 	do {
 		size_t n =
 			len - off < SESSION_CHUNK ? len - off : SESSION_CHUNK;
-		json_t *a = json_pack("{s:s,s:b,s:b}", "path", path, "append",
-				      off > 0, "mkdirs", off == 0);
-		char *text = json_dumps(a, JSON_COMPACT);
+		json_t *a = path_args(path);
 
-		json_decref(a);
-		sandbox_command(s->sb, SANDBOX_CMD_FILE_WRITE, op->id, text,
+		json_object_set_new(a, "append", json_boolean(off > 0));
+		json_object_set_new(a, "mkdirs", json_boolean(off == 0));
+		session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a,
 				data + off, n);
-		free(text);
 		op->pending++;
 		off += n;
 	} while (off < len);
 }
 
-void session_file_get(const char *id, const char *path, session_reply_fn fn,
-		      void *ctx)
+void session_file_get(const char *id, const char *path, session_data_fn data,
+		      session_reply_fn fn, void *ctx)
 {
 	struct session *s = session_find(id, fn, ctx);
 	struct session_op *op;
@@ -77,7 +90,9 @@ void session_file_get(const char *id, const char *path, session_reply_fn fn,
 		return;
 	op = session_op_new(s, SESSION_OP_GET, fn, ctx);
 	op->path = xstrdup(path);
-	request_read(s, op);
+	op->data = data;
+	op->limit = session_table.lim.max_disk;
+	session_file_read(s, op);
 }
 
 void session_file_delete(const char *id, const char *path, bool recursive,
@@ -86,23 +101,107 @@ void session_file_delete(const char *id, const char *path, bool recursive,
 	struct session *s = session_find(id, fn, ctx);
 	struct session_op *op;
 	json_t *a;
-	char *text;
 
 	if (!s || !session_path_ok(path, fn, ctx))
 		return;
 	op = session_op_new(s, SESSION_OP_DELETE, fn, ctx);
 	op->path = xstrdup(path);
-	a = json_pack("{s:s,s:b}", "path", path, "recursive", recursive);
-	text = json_dumps(a, JSON_COMPACT);
-	json_decref(a);
-	sandbox_command(s->sb, SANDBOX_CMD_FILE_DELETE, op->id, text, NULL, 0);
-	free(text);
+	a = path_args(path);
+	json_object_set_new(a, "recursive", json_boolean(recursive));
+	session_command(s, SANDBOX_CMD_FILE_DELETE, op->id, a, NULL, 0);
+}
+
+/* A reply naming op's path, with the fields of more (taken). */
+static json_t *path_reply(struct session_op *op, json_t *more)
+{
+	json_t *o = json_object();
+
+	session_path_set(o, op->path);
+	json_object_update(o, more);
+	json_decref(more);
+	return o;
+}
+
+/* A chunk of a file read (or its first answer). Returns false when the
+ * op is done. */
+static bool read_reply(struct session *s, struct session_op *op,
+		       const struct sandbox_event *ev, json_t *args, int err)
+{
+	json_t *entries = json_object_get(args, "entries");
+	uint64_t size =
+		(uint64_t)json_integer_value(json_object_get(args, "size"));
+	size_t len;
+
+	if (entries) {
+		if (!json_is_array(entries)) {
+			session_reply_error(op->fn, op->ctx, 500,
+					    "sandbox_error",
+					    "the sandbox's init sent a bad "
+					    "listing");
+			return false;
+		}
+		session_reply_json(
+			op->fn, op->ctx, 200,
+			path_reply(op, json_pack("{s:O}", "entries", entries)));
+		return false;
+	}
+	if (err == EISDIR && !op->sent) {
+		/* A directory: ask for its listing instead. */
+		session_command(s, SANDBOX_CMD_FILE_LIST, op->id,
+				path_args(op->path), NULL, 0);
+		return true;
+	}
+	if (err) {
+		/* After the first chunk the reply has begun: this error
+		 * fails it midway. */
+		session_reply_errno(op->fn, op->ctx, err, op->path);
+		return false;
+	}
+	if (!op->sent && !op->waiting) {
+		/* The first answer: the file's size now is what is sent. */
+		if (size > session_table.lim.max_disk) {
+			session_reply_error(
+				op->fn, op->ctx, 413, "payload_too_large",
+				"'%s' is larger than the limit (%llu bytes)",
+				op->path,
+				(unsigned long long)session_table.lim.max_disk);
+			return false;
+		}
+		op->limit = size;
+	}
+	/* A file that grew while read is sent as long as it first was. */
+	len = ev->payload_len < op->limit - op->sent
+		      ? ev->payload_len
+		      : (size_t)(op->limit - op->sent);
+	if (!len) {
+		/* The end, or a file that shrank while read. */
+		if (op->sent)
+			session_reply_json(op->fn, op->ctx, 200, NULL);
+		else if (op->fn) {
+			struct session_reply r = {.status = 200, .raw = ""};
+
+			op->fn(op->ctx, &r);
+		}
+		return false;
+	}
+	op->sent += len;
+	if (op->data)
+		op->data(op->ctx, ev->payload, len);
+	if (op->sent >= op->limit) {
+		session_reply_json(op->fn, op->ctx, 200, NULL);
+		return false;
+	}
+	if (op->abandoned) {
+		session_reply_json(op->fn, op->ctx, 200, NULL);
+		return false;
+	}
+	op->waiting = true;
+	return true;
 }
 
 void session_file_reply(struct session *s, struct session_op *op,
-			const struct sandbox_event *ev)
+			const struct sandbox_event *ev, json_t *args)
 {
-	json_t *args = json_loadb(ev->json, ev->json_len, 0, NULL);
 	int err = (int)json_integer_value(json_object_get(args, "errno"));
 	bool done = true;
 
@@ -119,79 +218,26 @@ void session_file_reply(struct session *s, struct session_op *op,
 			break;
 		}
 		if (!op->failed)
-			session_reply_json(op->fn, op->ctx, 201,
-					   json_pack("{s:s,s:I}", "path",
-						     op->path, "size",
-						     (json_int_t)op->len));
+			session_reply_json(
+				op->fn, op->ctx, 201,
+				path_reply(op, json_pack("{s:I}", "size",
+							 (json_int_t)op->len)));
 		break;
 	case SESSION_OP_GET:
-		if (err == EISDIR || json_object_get(args, "entries")) {
-			json_t *entries = json_object_get(args, "entries");
-
-			if (entries) {
-				session_reply_json(
-					op->fn, op->ctx, 200,
-					json_pack("{s:s,s:O}", "path", op->path,
-						  "entries", entries));
-				break;
-			}
-			/* A directory: ask for its listing instead. */
-			done = false;
-			{
-				json_t *a =
-					json_pack("{s:s}", "path", op->path);
-				char *text = json_dumps(a, JSON_COMPACT);
-
-				sandbox_command(s->sb, SANDBOX_CMD_FILE_LIST,
-						op->id, text, NULL, 0);
-				free(text);
-				json_decref(a);
-			}
-			break;
-		}
-		if (err) {
-			session_reply_errno(op->fn, op->ctx, err, op->path);
-			break;
-		}
-		if (op->out.len + ev->payload_len >
-		    session_table.lim.max_disk) {
-			session_reply_error(
-				op->fn, op->ctx, 413, "payload_too_large",
-				"'%s' is larger than the limit", op->path);
-			break;
-		}
-		buf_add(&op->out, ev->payload, ev->payload_len);
-		op->len = (size_t)json_integer_value(
-			json_object_get(args, "size"));
-		if (ev->payload_len && op->out.len < op->len) {
-			done = false;
-			request_read(s, op);
-			break;
-		}
-		{
-			struct session_reply r = {
-				.status = 200,
-				.raw = op->out.data ? op->out.data : "",
-				.raw_len = op->out.len};
-
-			if (op->fn)
-				op->fn(op->ctx, &r);
-		}
+		done = !read_reply(s, op, ev, args, err);
 		break;
 	case SESSION_OP_DELETE:
 		if (err)
 			session_reply_errno(op->fn, op->ctx, err, op->path);
 		else
-			session_reply_json(op->fn, op->ctx, 200,
-					   json_pack("{s:s,s:b}", "path",
-						     op->path, "deleted", 1));
+			session_reply_json(
+				op->fn, op->ctx, 200,
+				path_reply(op,
+					   json_pack("{s:b}", "deleted", 1)));
 		break;
 	default:
 		break;
 	}
-	json_decref(args);
-	if (done) {
-		session_op_find(s, op->id, true);
-		session_op_free(op);
-	}
+	if (done)
+		session_op_drop(s, op);
 }

@@ -49,6 +49,13 @@ struct session_op {
 	size_t len;
 	unsigned pending; /* PUT: chunks not yet acknowledged */
 	bool failed;
+	/* transfers out (file and archive GET) */
+	session_data_fn data;
+	uint64_t sent;	/* bytes handed to data() */
+	uint64_t limit; /* most bytes the transfer may have */
+	bool waiting;	/* a chunk is out: session_transfer_more() asks on */
+	bool eof;	/* archive: tar's output has ended */
+	bool abandoned; /* the client went away */
 	struct session_op *next;
 };
 
@@ -83,6 +90,7 @@ struct session {
 	void *delete_ctx;
 	bool deleting;
 	uint64_t output_cap;
+	uint64_t disk_bytes, memory_bytes; /* its limits */
 	char end_reason[128];
 	struct session *next;
 };
@@ -135,6 +143,14 @@ int session_get_ms(json_t *obj, const char *key, uint64_t def, uint64_t max,
 int session_apply_env(json_t *j, struct sandbox_spec *spec, char **envv,
 		      char *err, size_t errlen);
 
+/* Sets "path" in obj to path as valid UTF-8 and, when path is not,
+ * "path_b64" to its bytes in base64 (init takes that form first). */
+void session_path_set(json_t *obj, const char *path);
+/* Sends a command whose JSON arguments are args (the reference is
+ * taken); -EPIPE when the sandbox is gone. */
+int session_command(struct session *s, enum sandbox_cmd cmd, uint32_t id,
+		    json_t *args, const char *payload, size_t len);
+
 /* ---- session_exec.c ---- */
 
 /* Sends an EXEC command for process id. */
@@ -158,14 +174,21 @@ void session_proc_free(struct session_proc *p);
 
 /* False (after replying 400) for an empty or overlong path. */
 bool session_path_ok(const char *path, session_reply_fn fn, void *ctx);
-/* Init answered a file command of op. */
+/* Init answered a file command of op (args: its parsed reply). */
 void session_file_reply(struct session *s, struct session_op *op,
-			const struct sandbox_event *ev);
+			const struct sandbox_event *ev, json_t *args);
+/* Asks init for op's next chunk of a file. */
+void session_file_read(struct session *s, struct session_op *op);
 
 /* ---- session_archive.c ---- */
 
 /* The tar process of an archive operation ended: replies. */
 void session_archive_ended(struct session *s, struct session_op *op,
 			   const struct sandbox_event *ev);
+/* A chunk of an archive came (args: init's reply). */
+void session_archive_chunk(struct session *s, struct session_op *op,
+			   const struct sandbox_event *ev, json_t *args);
+/* Asks init for the next chunk of an archive, or to drop the rest. */
+void session_archive_pull(struct session *s, struct session_op *op, bool close);
 
 #endif

@@ -14,6 +14,13 @@
  *   PUT|GET|DELETE /v1/sandboxes/{id}/files/{path}   (or ?path=/abs)
  *   PUT|GET /v1/sandboxes/{id}/archive?path=dir      tar in and out
  *   POST   /v1/sandboxes/{id}/repl             a REPL cell
+ *
+ * A path is bytes: percent-encoded in the URL, or given as ?path_b64= (its
+ * bytes in standard base64) when it is not UTF-8. File reads and archives
+ * go out as chunked replies, a chunk at a time: the next is asked of the
+ * sandbox only once the client's connection has taken the last. One that
+ * fails after its first bytes ends without the terminating chunk (the
+ * connection is cut), so the client sees a truncated body.
  */
 #include <errno.h>
 #include <signal.h>
@@ -22,8 +29,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include "base/buf.h"
+#include "base/log.h"
 #include "base/loop.h"
+#include "base/text.h"
 #include "base/util.h"
 #include "runtime/session.h"
 #include "server/internal.h"
@@ -63,6 +74,10 @@ struct call {
 	bool stream_started;
 	int sock; /* streams: our dup of the client's socket, watched */
 	bool watching;
+	/* transfers out: a chunk is with the client's connection, and the
+	 * call is freed when it is taken (the final reply came already) */
+	bool draining;
+	bool finished;
 };
 
 static void unwatch(struct call *c)
@@ -83,11 +98,49 @@ static void call_free(struct call *c)
 	free(c);
 }
 
+static bool is_transfer(const struct call *c)
+{
+	return c->action == A_FILE_GET || c->action == A_ARCHIVE_GET;
+}
+
+static const char *content_type(const struct call *c)
+{
+	return c->action == A_ARCHIVE_GET ? "application/x-tar"
+					  : "application/octet-stream";
+}
+
+/* Ends a transfer's reply: a failed one without the terminating chunk,
+ * by cutting the connection under MHD, so the client sees a truncated
+ * body rather than a short one that looks whole. */
+static void end_transfer(struct call *c, struct session_reply *r)
+{
+	if (r->json) {
+		json_t *msg = json_object_get(json_object_get(r->json, "error"),
+					      "message");
+
+		log_warn("%s %s: the transfer failed midway: %s",
+			 request_method(c->req), request_path(c->req),
+			 json_string_value(msg) ? json_string_value(msg) : "");
+		if (c->sock < 0 || shutdown(c->sock, SHUT_RDWR) < 0)
+			log_warn("%s: cannot cut the connection",
+				 request_path(c->req));
+		json_decref(r->json);
+	}
+	request_stream_end(c->req);
+}
+
 static void on_reply(void *ctx, struct session_reply *r)
 {
 	struct call *c = ctx;
 
-	if (c->stream_started) {
+	if (c->stream_started && is_transfer(c)) {
+		end_transfer(c, r);
+		if (c->draining) {
+			/* Freed once the last chunk is taken. */
+			c->finished = true;
+			return;
+		}
+	} else if (c->stream_started) {
 		/* The exit event closes a streamed exec. */
 		if (r->json) {
 			char *line;
@@ -110,14 +163,50 @@ static void on_reply(void *ctx, struct session_reply *r)
 	} else if (r->json) {
 		request_reply(c->req, r->status, r->json);
 	} else {
-		request_reply_raw(c->req, r->status,
-				  c->action == A_ARCHIVE_GET
-					  ? "application/x-tar"
-					  : "application/octet-stream",
-				  r->raw, r->raw_len);
+		request_reply_raw(c->req, r->status, content_type(c), r->raw,
+				  r->raw_len);
 	}
 	request_put(c->req);
 	call_free(c);
+}
+
+static void drained_cb(struct loop *loop, void *arg)
+{
+	struct call *c = arg;
+
+	c->draining = false;
+	if (c->finished) {
+		request_put(c->req);
+		call_free(c);
+	} else if (request_stream_closed(c->req)) {
+		session_abandon(c);
+	} else {
+		session_transfer_more(c);
+	}
+}
+
+/* From any thread: the client's connection took the last chunk (or the
+ * client went away). */
+static void on_drained(void *arg)
+{
+	loop_post(runner_loop(server_state.runner), drained_cb, arg);
+}
+
+static void on_abort(void *arg);
+
+/* A chunk of a file or archive: the reply starts with the first. */
+static void on_data(void *ctx, const char *data, size_t len)
+{
+	struct call *c = ctx;
+
+	if (!c->stream_started) {
+		c->stream_started = true;
+		request_stream_start(c->req, 200, content_type(c));
+		request_on_abort(c->req, on_abort, c);
+	}
+	request_stream_write(c->req, data, len);
+	c->draining = true;
+	request_stream_when_drained(c->req, 0, on_drained, c);
 }
 
 static void on_stream(void *ctx, const char *stream, const char *data,
@@ -149,16 +238,17 @@ static void on_sock(struct loop *loop, int fd, uint32_t events, void *arg)
 		return;
 	unwatch(c);
 	if (n <= 0 || (events & (EPOLLHUP | EPOLLERR)))
-		session_exec_abandon(c);
+		session_abandon(c);
 }
 
 static void abandon_cb(struct loop *loop, void *arg)
 {
 	struct call *c = arg;
 
-	/* The exec is killed; its final reply still comes to on_reply,
-	 * which frees the call (unless it came already). */
-	session_exec_abandon(c);
+	/* The exec is killed, the transfer stopped; the final reply still
+	 * comes to on_reply, which frees the call (unless it came
+	 * already). */
+	session_abandon(c);
 }
 
 static void on_abort(void *arg)
@@ -216,7 +306,7 @@ static void run_call(struct loop *loop, void *arg)
 				 c->body_len, on_reply, c);
 		break;
 	case A_FILE_GET:
-		session_file_get(c->id, c->path, on_reply, c);
+		session_file_get(c->id, c->path, on_data, on_reply, c);
 		break;
 	case A_FILE_DELETE:
 		session_file_delete(c->id, c->path, c->recursive, on_reply, c);
@@ -226,7 +316,7 @@ static void run_call(struct loop *loop, void *arg)
 				    c->body_len, on_reply, c);
 		break;
 	case A_ARCHIVE_GET:
-		session_archive_get(c->id, c->path, on_reply, c);
+		session_archive_get(c->id, c->path, on_data, on_reply, c);
 		break;
 	case A_REPL:
 		session_repl(c->id, c->args, on_reply, c);
@@ -319,6 +409,30 @@ static bool parse_u32(const char *s, size_t n, uint32_t *out)
 	if (parse_u64(tmp, &v) || v > UINT32_MAX)
 		return false;
 	*out = (uint32_t)v;
+	return true;
+}
+
+/* ?path_b64=: a path that is not UTF-8, as its bytes in base64. Returns
+ * false after replying 400 when it does not decode to a path. */
+static bool take_path_b64(struct request *req, struct call *c)
+{
+	const char *arg = request_arg(req, "path_b64");
+	struct buf b;
+
+	if (!arg)
+		return true;
+	buf_init(&b);
+	if (!*arg || base64_decode(&b, arg, strlen(arg)) || !b.len ||
+	    memchr(b.data, '\0', b.len)) {
+		buf_release(&b);
+		request_error(req, 400, "bad_request",
+			      "'path_b64' must be a path's bytes (no NUL) in "
+			      "standard base64");
+		return false;
+	}
+	free(c->path);
+	c->path = xstrndup(b.data, b.len);
+	buf_release(&b);
 	return true;
 }
 
@@ -435,6 +549,8 @@ void sandboxes_route(struct request *req)
 			c->path = xstrdup(arg);
 		else
 			c->path = xstrdup(".");
+		if (!take_path_b64(req, c))
+			goto out_free;
 		if (!strcmp(method, "PUT")) {
 			c->action = A_FILE_PUT;
 			take_body(req, c);
@@ -452,6 +568,8 @@ void sandboxes_route(struct request *req)
 	} else if (!strcmp(sub, "/archive")) {
 		arg = request_arg(req, "path");
 		c->path = xstrdup(arg && *arg ? arg : ".");
+		if (!take_path_b64(req, c))
+			goto out_free;
 		if (!strcmp(method, "PUT")) {
 			c->action = A_ARCHIVE_PUT;
 			take_body(req, c);
@@ -466,7 +584,7 @@ void sandboxes_route(struct request *req)
 		goto out_free;
 	}
 post:
-	if (c->stream)
+	if (c->stream || is_transfer(c))
 		c->sock = request_dup_socket(req);
 	c->req = request_defer(req);
 	loop_post(runner_loop(server_state.runner), run_call, c);

@@ -8,6 +8,8 @@ Every wait is a poll with a hang guard; no test asserts how long anything
 took.
 """
 import base64
+import hashlib
+import http.client
 import io
 import json
 import tarfile
@@ -81,3 +83,242 @@ def test_disk_full_is_not_a_server_fault(boxes):
     status, headers, data = box.put("big.bin", b"z" * (3 << 20))
     err = check_error(status, headers, data, 413, "payload_too_large")
     assert "disk" in err["message"], err
+
+
+# ---- finding 9: names that are not UTF-8 ----
+
+BAD_NAME = b"\xff\xfe.txt"
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def test_non_utf8_names_round_trip(box):
+    box.sh("mkdir d && printf hi > d/$'\\xff\\xfe.txt' && printf ok > d/plain")
+    status, headers, data = box.get("d")
+    listing = as_json(status, headers, data)
+    assert status == 200, listing
+    by_name = {e["name"]: e for e in listing["entries"]}
+    assert set(by_name) == {"\ufffd\ufffd.txt", "plain"}, listing
+    bad = by_name["\ufffd\ufffd.txt"]
+    assert base64.b64decode(bad["name_b64"]) == BAD_NAME, bad
+    assert bad["type"] == "file" and bad["size"] == 2, bad
+    assert "name_b64" not in by_name["plain"], listing
+
+    # The same bytes address the file: percent-encoded, or as path_b64.
+    status, _, data = box.call("GET", "/files/d/%FF%FE.txt")
+    assert (status, data) == (200, b"hi"), (status, data)
+    path_b64 = "/files?path_b64=" + b64(b"d/" + BAD_NAME)
+    status, _, data = box.call("GET", path_b64)
+    assert (status, data) == (200, b"hi"), (status, data)
+    status, headers, data = box.call("PUT", path_b64, b"again")
+    put = as_json(status, headers, data)
+    assert status == 201, put
+    assert base64.b64decode(put["path_b64"]) == b"d/" + BAD_NAME, put
+    assert box.sh("cat d/$'\\xff\\xfe.txt'") == "again"
+
+    # Archives of such trees, out and in.
+    status, headers, data = box.call(
+        "GET", "/archive?path_b64=" + b64(b"d"))
+    assert status == 200, data[:300]
+    with tarfile.open(fileobj=io.BytesIO(data), encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        names = {m.name.encode("utf-8", "surrogateescape")
+                 for m in tar.getmembers()}
+    assert b"./" + BAD_NAME in names, names
+    box.sh("mkdir $'\\xfe\\xfd' && printf x > $'\\xfe\\xfd'/inner")
+    status, _, data = box.call(
+        "GET", "/archive?path_b64=" + b64(b"\xfe\xfd"))
+    assert status == 200, data[:300]
+    status, _, data = box.call(
+        "PUT", "/archive?path_b64=" + b64(b"\xfe\xfdcopy"), data)
+    assert status == 200, data
+    assert box.sh("cat $'\\xfe\\xfdcopy'/inner") == "x"
+
+    status, headers, data = box.call("DELETE", path_b64)
+    assert status == 200, data
+    assert box.sh("ls d") == "plain\n"
+    # Bad path_b64 values are client errors.
+    for bad_arg in ("%%%", b64(b"a\0b"), ""):
+        status, headers, data = box.call(
+            "GET", "/files?path_b64=" + bad_arg)
+        check_error(status, headers, data, 400, "bad_request")
+
+
+# ---- findings 4 and 13: archives and file reads streamed ----
+
+def vm_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
+
+
+def reset_peak(pid):
+    """Resets the process's VmHWM to its current RSS (clear_refs 5);
+    returns False where the kernel does not allow it."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakRss:
+    """The server's peak RSS growth (KiB) over a block."""
+
+    def __init__(self, srv):
+        self.pid = srv.proc.pid
+
+    def __enter__(self):
+        reset_peak(self.pid)
+        self.base = vm_kib(self.pid, "VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        self.growth_kib = vm_kib(self.pid, "VmHWM") - self.base
+
+
+def fetch(srv, path, guard_s=120):
+    """GET path, reading the body 64 KiB at a time; returns (status,
+    headers, body, complete) where complete is False when the body ended
+    early (a chunked body without its terminating chunk)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port,
+                                      timeout=guard_s)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        parts = []
+        complete = True
+        try:
+            while True:
+                chunk = resp.read(65536)
+                if not chunk:
+                    break
+                parts.append(chunk)
+        except (http.client.IncompleteRead, ConnectionError) as e:
+            if isinstance(e, http.client.IncompleteRead):
+                parts.append(e.partial)
+            complete = False
+        return (resp.status, {k.lower(): v for k, v in resp.getheaders()},
+                b"".join(parts), complete)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def big_srv():
+    with SbxServer(extra_args=["--max-disk", "512M"]) as s:
+        yield s
+        assert s.proc.poll() is None, "the server died:\n" + s.read_log()
+
+
+def test_sparse_files_archive_small_and_round_trip(big_srv):
+    boxes = Boxes(big_srv)
+    try:
+        box = boxes(limits={"disk_mb": 16})
+        # Six 40 MB sparse files in a 16 MiB sandbox, each with a little
+        # data at its start and at its end.
+        box.sh("mkdir sp && for i in 1 2 3 4 5 6; do "
+               "printf head$i > sp/f$i && truncate -s 40000000 sp/f$i && "
+               "printf tail$i >> sp/f$i; done")
+        with PeakRss(big_srv) as peak:
+            status, headers, data, complete = fetch(
+                big_srv, "/v1/sandboxes/%s/archive?path=sp" % box.id)
+        assert status == 200 and complete, (status, data[:300])
+        assert headers["content-type"] == "application/x-tar", headers
+        # Far below the 240 MB the files claim: the holes are not sent.
+        assert len(data) < 16 << 20, len(data)
+        assert peak.growth_kib < 48 << 10, peak.growth_kib
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            files = {m.name: m for m in tar.getmembers() if m.isfile()}
+            assert sorted(files) == ["./f%d" % i for i in range(1, 7)]
+            for i in range(1, 7):
+                m = files["./f%d" % i]
+                assert m.size == 40000000 + 5, (m.name, m.size)
+                body = tar.extractfile(m).read()
+                assert body.startswith(b"head%d" % i)
+                assert body.endswith(b"tail%d" % i)
+                assert body.count(b"\0") == len(body) - 10
+        # And back in: extracted by tar inside, sparse again.
+        status, _, reply = box.call("PUT", "/archive?path=back", data)
+        assert status == 200, reply
+        out = box.sh("du -k back/f3 | cut -f1; stat -c %s back/f3; "
+                     "tail -c 5 back/f3")
+        used_kib, size, tail = out.split("\n")[:3]
+        assert int(used_kib) < 1024 and size == "40000005", out
+        assert tail == "tail3", out
+    finally:
+        boxes.cleanup()
+
+
+def test_large_archive_and_file_stream_with_bounded_memory(big_srv):
+    # Files are capped at 64 MiB inside (RLIMIT_FSIZE): two of 60 MB make
+    # a 120 MB archive.
+    boxes = Boxes(big_srv)
+    try:
+        box = boxes(limits={"disk_mb": 300, "memory_mb": 512})
+        box.sh("mkdir big && head -c 60000000 /dev/urandom > big/r1 && "
+               "head -c 60000000 /dev/urandom > big/r2")
+        digests = box.sh("sha256sum big/r1 big/r2 | cut -d' ' -f1").split()
+        with PeakRss(big_srv) as peak:
+            status, _, data, complete = fetch(
+                big_srv, "/v1/sandboxes/%s/archive?path=big" % box.id)
+        assert status == 200 and complete, (status, data[:300])
+        assert len(data) > 120000000
+        assert peak.growth_kib < 32 << 10, peak.growth_kib
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            got = [hashlib.sha256(tar.extractfile("./r%d" % i).read())
+                   .hexdigest() for i in (1, 2)]
+        assert got == digests
+        del data
+
+        with PeakRss(big_srv) as peak:
+            status, headers, data, complete = fetch(
+                big_srv, "/v1/sandboxes/%s/files/big/r1" % box.id)
+        assert status == 200 and complete, (status, data[:300])
+        assert headers["content-type"] == "application/octet-stream"
+        assert hashlib.sha256(data).hexdigest() == digests[0]
+        assert peak.growth_kib < 32 << 10, peak.growth_kib
+    finally:
+        boxes.cleanup()
+
+
+def test_paths_that_cannot_be_archived_are_refused(box):
+    box.sh("ln -s / to_root && ln -s /proc to_proc && mkdir ok && "
+           "echo x > plain")
+    cases = [
+        ("/", 403, "forbidden"),
+        ("/proc", 403, "forbidden"),
+        ("/usr", 403, "forbidden"),
+        ("/etc/..", 400, "bad_request"),
+        ("..", 400, "bad_request"),
+        ("ok/../..", 400, "bad_request"),
+        ("to_root", 403, "forbidden"),     # leads out through a symlink
+        ("to_proc", 403, "forbidden"),
+        ("nope", 404, "not_found"),
+        ("plain", 400, "bad_request"),
+    ]
+    for path, want, code in cases:
+        status, headers, data = box.call(
+            "GET", "/archive?path=" + quote_path(path), guard_s=GUARD_S)
+        err = check_error(status, headers, data, want, code)
+        assert path in err["message"], err
+    status, _, data = box.call("GET", "/archive?path=/work/ok")
+    assert status == 200, data[:300]
+
+
+def test_archive_that_fails_midway_is_truncated(srv, box):
+    # tar skips an unreadable file and ends with status 2: the archive
+    # is not whole, and the client must be able to tell.
+    box.sh("mkdir t && head -c 3000000 /dev/zero > t/a && echo s > t/b && "
+           "chmod 000 t/b")
+    status, _, data, complete = fetch(
+        srv, "/v1/sandboxes/%s/archive?path=t" % box.id)
+    assert status == 200, data[:300]
+    assert not complete, len(data)
+    # The sandbox and the server carry on.
+    assert box.sh("echo alive") == "alive\n"
