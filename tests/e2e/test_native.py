@@ -17,7 +17,8 @@ MiB = 1 << 20
 
 STEP_KEYS = {"status", "exit_code", "signal", "wall_ms", "cpu_ms",
              "oom_killed", "output_truncated", "stdout", "stderr"}
-TOTAL_KEYS = {"wall_ms", "cpu_ms", "peak_memory_bytes", "oom_killed"}
+TOTAL_KEYS = {"wall_ms", "cpu_ms", "peak_memory_bytes", "oom_killed",
+              "limits"}
 
 # Reads two integers, prints their sum; exits 3 when the first is negative.
 C_SUM = r"""
