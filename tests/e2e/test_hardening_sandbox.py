@@ -467,3 +467,53 @@ def test_native_run_files_stay_relative(cold_srv):
                   "/proc/1/timerslack_ns": "12345"}})
     assert status in (400, 422), (status, resp)
     assert "files" in resp["error"]["message"], resp
+
+
+# The file API on kernels without openat2 (before 5.6), tried here by
+# starting the server with openat2 answering ENOSYS.
+
+NO_OPENAT2 = textwrap.dedent("""\
+    #!/usr/bin/python3
+    import ctypes, errno, os, sys
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_init.restype = ctypes.c_void_p
+    ctx = ctypes.c_void_p(lib.seccomp_init(ctypes.c_uint(0x7fff0000)))
+    nr = lib.seccomp_syscall_resolve_name(b"openat2")
+    act = 0x00050000 | errno.ENOSYS          # SCMP_ACT_ERRNO(ENOSYS)
+    if nr < 0 or lib.seccomp_rule_add(ctx, ctypes.c_uint(act), nr, 0) \\
+            or lib.seccomp_load(ctx):
+        sys.exit("cannot install the filter")
+    os.execv(%r, [%r] + sys.argv[1:])
+    """)
+
+
+def test_file_api_without_openat2_follows_no_magic_link(tmp_path,
+                                                        monkeypatch):
+    import ctypes.util
+    import sbxserver
+    from conftest import SBX
+    from test_sandboxes import Boxes
+
+    if not ctypes.util.find_library("seccomp"):
+        pytest.skip("libseccomp is not installed on this host")
+    wrapper = tmp_path / "sbx-no-openat2"
+    wrapper.write_text(NO_OPENAT2 % (SBX, SBX))
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sbxserver, "SBX", str(wrapper))
+    with SbxServer() as srv:
+        boxes = Boxes(srv)
+        try:
+            box = boxes()
+            box.sh("ln -s /proc/1/exe /work/exe; mkdir -p /work/d; "
+                   "echo hi > /work/d/f; ln -s d /work/l")
+            for status, _, data in (box.get("exe", guard_s=10),
+                                    box.get_abs("/proc/1/exe", guard_s=10),
+                                    box.get_abs("/proc/1/environ",
+                                                guard_s=10)):
+                assert 400 <= status < 500, (status, data[:200])
+                assert not data.startswith(b"\x7fELF"), data[:64]
+            # Ordinary symlinks inside the sandbox still work.
+            status, _, data = box.get("l/f", guard_s=10)
+            assert (status, data) == (200, b"hi\n"), (status, data)
+        finally:
+            boxes.cleanup()
