@@ -15,6 +15,7 @@
 #include "base/loop.h"
 #include "base/text.h"
 #include "base/util.h"
+#include "runtime/limits.h"
 #include "runtime/repl.h"
 #include "base/banned.h"
 
@@ -333,13 +334,19 @@ void repl_run(struct repl **list, const struct repl_host *host, void *sctx,
 	}
 	v = json_object_get(args, "timeout_s");
 	if (v && !json_is_null(v)) {
-		secs = json_is_number(v) ? json_number_value(v) : -1;
-		if (!(secs > 0) || secs * 1000 > MAX_TIMEOUT_MS) {
-			reply_error(fn, ctx, 422, "unprocessable",
-				    "'timeout_s' must be a number of seconds "
-				    "above 0, at most 3600");
+		/* The shared wall-time rule, at most MAX_TIMEOUT_MS. */
+		const struct limits_field f = {"timeout_s", LIMITS_WALL, 1000,
+					       true};
+		uint64_t ms = 0;
+		char msg[128], text[160];
+
+		if (limits_parse(limits_current(), &f, v, MAX_TIMEOUT_MS, &ms,
+				 msg, sizeof(msg))) {
+			snprintf(text, sizeof(text), "timeout_s: %s", msg);
+			reply_error(fn, ctx, 422, "unprocessable", text);
 			return;
 		}
+		secs = (double)ms / 1000.0;
 	}
 	for (r = *list; r; r = r->next)
 		if (!strcmp(r->name, name) && !strcmp(r->lang, lang))

@@ -325,3 +325,22 @@ def test_run_code_reply_is_bounded():
         print("reply %d bytes, server peak grew by %d MiB"
               % (len(raw), grown >> 20))
         assert grown < 5 * MAX_REPLY, grown >> 20
+
+
+def test_repl_timeout_follows_the_shared_rule():
+    """A REPL cell's timeout_s had its own fixed bound (an hour); it now
+    follows the server's wall-time maximum like every other route."""
+    with SbxServer(extra_args=["--max-time", "5s"]) as s:
+        status, data = create_sandbox(s, {})
+        assert status == 201, data
+        sid = data["id"]
+        try:
+            status, _, err = s.post("/v1/sandboxes/%s/repl" % sid, {
+                "language": "python", "code": "1", "timeout_s": 10})
+            msg = error_message(status, err)
+            assert "timeout_s" in msg and "on this server" in msg, msg
+            status, _, ok = s.post("/v1/sandboxes/%s/repl" % sid, {
+                "language": "python", "code": "1 + 1", "timeout_s": 5})
+            assert status == 200, ok
+        finally:
+            delete_sandbox(s, sid)
