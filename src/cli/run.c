@@ -50,6 +50,10 @@ static const char usage[] =
 	"  -C, --cwd=DIR         working directory inside (default /work)\n"
 	"      --json=FILE       write the result as JSON to FILE ('-': "
 	"stderr)\n"
+	"      --uid-base=UID    first host uid of the sandbox uid slots\n"
+	"                        (SBX_UID_BASE, default 1879048192)\n"
+	"      --uid-slots=N     host uid ranges of 65536 ids to pick from\n"
+	"                        (SBX_UID_SLOTS, default 4096)\n"
 	"\n"
 	"DURATION: 10, 2.5s, 500ms, 1m. SIZE: 4096, 64K, 512M, 2G.\n";
 
@@ -63,6 +67,8 @@ enum {
 	OPT_BIND,
 	OPT_RO_BIND,
 	OPT_JSON,
+	OPT_UID_BASE,
+	OPT_UID_SLOTS,
 	OPT_CPUS,
 	OPT_CPU_WEIGHT,
 };
@@ -84,6 +90,8 @@ static const struct option options[] = {
 	{"ro-bind", required_argument, NULL, OPT_RO_BIND},
 	{"cwd", required_argument, NULL, 'C'},
 	{"json", required_argument, NULL, OPT_JSON},
+	{"uid-base", required_argument, NULL, OPT_UID_BASE},
+	{"uid-slots", required_argument, NULL, OPT_UID_SLOTS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -276,6 +284,12 @@ int cmd_run(int argc, char **argv)
 			break;
 		case OPT_JSON:
 			json = optarg;
+			break;
+		case OPT_UID_BASE: /* read and checked by the sandbox layer */
+			setenv("SBX_UID_BASE", optarg, 1);
+			break;
+		case OPT_UID_SLOTS:
+			setenv("SBX_UID_SLOTS", optarg, 1);
 			break;
 		case 'h':
 			fputs(usage, stdout);

@@ -69,6 +69,12 @@ static const char usage[] =
 	"512M)\n"
 	"  --max-disk=SIZE      most disk a stateful sandbox may ask for\n"
 	"                       (SBX_MAX_DISK, 4G; tmpfs, counted as memory)\n"
+	"  --uid-base=UID       first host uid of the sandboxes' uid slots\n"
+	"                       (SBX_UID_BASE, default 1879048192 = "
+	"0x70000000)\n"
+	"  --uid-slots=N        slots of 65536 host ids, one per live "
+	"sandbox\n"
+	"                       (SBX_UID_SLOTS, default 4096)\n"
 	"  --port-file=FILE     write the bound port to FILE\n"
 	"  --verbose            log debug lines\n";
 
@@ -101,6 +107,8 @@ enum {
 	OPT_CPU_WEIGHT,
 	OPT_MAX_CPU_WEIGHT,
 	OPT_REPLY_BUDGET,
+	OPT_UID_BASE,
+	OPT_UID_SLOTS,
 };
 
 static const struct option options[] = {
@@ -118,6 +126,8 @@ static const struct option options[] = {
 	{"disk", required_argument, NULL, OPT_DISK},
 	{"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
 	{"reply-budget", required_argument, NULL, OPT_REPLY_BUDGET},
+	{"uid-base", required_argument, NULL, OPT_UID_BASE},
+	{"uid-slots", required_argument, NULL, OPT_UID_SLOTS},
 	{"port-file", required_argument, NULL, OPT_PORT_FILE},
 	{"verbose", no_argument, NULL, OPT_VERBOSE},
 	{"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
@@ -165,6 +175,8 @@ static const char *const env_names[] = {
 	[OPT_MAX_CPUS - 256] = "SBX_MAX_CPUS",
 	[OPT_CPU_WEIGHT - 256] = "SBX_CPU_WEIGHT",
 	[OPT_MAX_CPU_WEIGHT - 256] = "SBX_MAX_CPU_WEIGHT",
+	[OPT_UID_BASE - 256] = "SBX_UID_BASE",
+	[OPT_UID_SLOTS - 256] = "SBX_UID_SLOTS",
 };
 
 /* Maxima that have no field in server_config; 0: derived (see
@@ -318,6 +330,10 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 			return -1;
 		maxima.cpu_weight = n;
 		return 0;
+	case OPT_UID_BASE:
+	case OPT_UID_SLOTS:
+		/* Read and checked by the sandbox layer. */
+		return setenv(env_names[opt - 256], v, 1);
 	}
 	return -1;
 }

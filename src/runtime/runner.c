@@ -16,6 +16,8 @@
 #include "runtime/runner.h"
 #include "base/banned.h"
 
+#define RETRY_MS 100 /* waiting for a host uid slot */
+
 struct runner_job {
 	struct runner *runner;
 	struct sandbox_spec spec;
@@ -54,10 +56,12 @@ struct runner {
 	/* Share of recent warm runs that were Python, in 1/256: warm
 	 * sandboxes start a Python zygote only while it is at least half. */
 	unsigned python_share;
+	int retry_fd; /* one-shot timer: start waiting jobs again */
 };
 
 static void kick(struct runner *r);
 static void pool_fill_cb(struct loop *loop, void *arg);
+static void retry_later(struct runner *r);
 
 static void *thread_main(void *arg)
 {
@@ -79,6 +83,7 @@ struct runner *runner_new(unsigned max_running, unsigned max_queued,
 	r->max_queued = max_queued;
 	r->warm_target = warm;
 	r->python_share = 256;
+	r->retry_fd = -1;
 	if (warm_limits)
 		r->warm_limits = *warm_limits;
 	r->loop = loop_new();
@@ -220,6 +225,12 @@ static void pool_fill(struct runner *r)
 		w->sb = sandbox_start(r->loop, &spec, &warm_ops, w, err,
 				      sizeof(err));
 		sandbox_spec_release(&spec);
+		if (!w->sb && errno == EAGAIN) {
+			/* No host uid slot now: not a failure. */
+			free(w);
+			retry_later(r);
+			return;
+		}
 		if (!w->sb) {
 			free(w);
 			log_debug("cannot build a warm sandbox: %s", err);
@@ -277,6 +288,28 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	return sb;
 }
 
+static void on_retry(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct runner *r = arg;
+
+	loop_del_fd(loop, fd);
+	fd_close(&r->retry_fd);
+	kick(r);
+	pool_fill(r);
+}
+
+/* Kicks again soon: a slot may be freed by a sandbox of another process,
+ * which tells us nothing. */
+static void retry_later(struct runner *r)
+{
+	if (r->retry_fd >= 0)
+		return;
+	r->retry_fd = timer_fd_new(RETRY_MS, false);
+	if (r->retry_fd >= 0 &&
+	    loop_add_fd(r->loop, r->retry_fd, EPOLLIN, on_retry, r) < 0)
+		fd_close(&r->retry_fd);
+}
+
 /* Moves submitted jobs onto the waiting list and starts what fits. */
 static void kick(struct runner *r)
 {
@@ -306,9 +339,24 @@ static void kick(struct runner *r)
 		__atomic_sub_fetch(&r->queued, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&r->running, 1, __ATOMIC_RELAXED);
 		job->sb = take_warm(r, job);
-		if (!job->sb)
+		if (!job->sb) {
 			job->sb = sandbox_start(r->loop, &job->spec, &job_ops,
 						job, err, sizeof(err));
+			if (!job->sb && errno == EAGAIN) {
+				/* Every host uid slot is in use: the job
+				 * waits at the head of the queue. */
+				__atomic_sub_fetch(&r->running, 1,
+						   __ATOMIC_RELAXED);
+				__atomic_add_fetch(&r->queued, 1,
+						   __ATOMIC_RELAXED);
+				job->next = r->waiting;
+				if (!job->next)
+					r->waiting_tail = &job->next;
+				r->waiting = job;
+				retry_later(r);
+				break;
+			}
+		}
 		if (!job->sb) {
 			__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED);
 			log_warn("cannot start a sandbox: %s", err);
@@ -469,6 +517,7 @@ void runner_free(struct runner *r)
 		return;
 	loop_post(r->loop, stop_cb, r);
 	pthread_join(r->thread, NULL);
+	fd_close(&r->retry_fd);
 	loop_free(r->loop);
 	pthread_mutex_destroy(&r->lock);
 	free(r);

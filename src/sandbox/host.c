@@ -1,7 +1,8 @@
 /*
  * Host-wide set-up, once per process: sbx's own executable for re-exec,
- * whether user namespaces can be used, the uid range sandboxes map onto,
- * and the cgroup hierarchy.
+ * whether user namespaces can be used, the host uid slots sandboxes map
+ * onto (SBX_UID_BASE, SBX_UID_SLOTS; see uidslot.c), and the cgroup
+ * hierarchy.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,9 +16,8 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
+#include "sandbox/uidslot.h"
 #include "base/banned.h"
-
-#define DEFAULT_UID_BASE 100000u
 
 static bool userns_available(void)
 {
@@ -63,10 +63,38 @@ static int init_binary_fd(void)
 	return fd;
 }
 
+/* The host uid range: SBX_UID_BASE and SBX_UID_SLOTS (sbx serve and sbx
+ * run set them from --uid-base and --uid-slots). */
+static int uid_slots_setup(char *err, size_t errlen)
+{
+	uint64_t base = UIDSLOT_DEFAULT_BASE, count = UIDSLOT_DEFAULT_COUNT;
+	const char *env;
+	int r;
+
+	env = getenv("SBX_UID_BASE");
+	if (env && *env && parse_u64(env, &base)) {
+		snprintf(err, errlen, "bad uid base '%s' (SBX_UID_BASE)", env);
+		return -EINVAL;
+	}
+	env = getenv("SBX_UID_SLOTS");
+	if (env && *env && parse_u64(env, &count)) {
+		snprintf(err, errlen, "bad uid slot count '%s' (SBX_UID_SLOTS)",
+			 env);
+		return -EINVAL;
+	}
+	r = uidslot_setup(base, count, err, errlen);
+	if (!r) {
+		char desc[128];
+
+		uidslot_describe(desc, sizeof(desc));
+		log_debug("host uids: %s", desc);
+	}
+	return r;
+}
+
 int sandbox_host_init(char *err, size_t errlen)
 {
 	const char *env;
-	uint64_t v;
 	int r;
 
 	if (sandbox_host.ready)
@@ -91,20 +119,16 @@ int sandbox_host_init(char *err, size_t errlen)
 			 strerror(-r));
 		return r;
 	}
-	sandbox_host.uid_base = DEFAULT_UID_BASE;
-	env = getenv("SBX_UID_BASE");
-	if (env && *env) {
-		if (parse_u64(env, &v) || v == 0 || v > 0xfff00000u) {
-			snprintf(err, errlen, "bad SBX_UID_BASE '%s'", env);
-			fd_close(&sandbox_host.exe_fd);
-			return -EINVAL;
-		}
-		sandbox_host.uid_base = (uint32_t)v;
+	r = uid_slots_setup(err, errlen);
+	if (r) {
+		fd_close(&sandbox_host.exe_fd);
+		return r;
 	}
 	env = getenv("SBX_NO_USERNS");
 	sandbox_host.userns = userns_available() && !(env && *env == '1');
 	r = seccomp_prog_build(&sandbox_host.seccomp, err, errlen);
 	if (r) {
+		uidslot_teardown();
 		fd_close(&sandbox_host.exe_fd);
 		return r;
 	}
@@ -113,6 +137,7 @@ int sandbox_host_init(char *err, size_t errlen)
 			       err, errlen);
 	if (r) {
 		seccomp_prog_release(&sandbox_host.seccomp);
+		uidslot_teardown();
 		fd_close(&sandbox_host.exe_fd);
 		return r;
 	}
@@ -150,6 +175,7 @@ int sandbox_host_sweep(void)
 void sandbox_host_release(void)
 {
 	seccomp_prog_release(&sandbox_host.seccomp);
+	uidslot_teardown();
 	fd_close(&sandbox_host.exe_fd);
 	sandbox_host.ready = false;
 }

@@ -257,7 +257,9 @@ int sandbox_command(struct sandbox *sb, enum sandbox_cmd cmd, uint32_t id,
 
 /* Starts a sandbox supervised by loop. The spec is copied as needed and may
  * be released when this returns. On failure before anything ran, returns
- * NULL and writes why into err; done() is then never called. */
+ * NULL and writes why into err; done() is then never called. errno is
+ * EAGAIN when every host uid slot is in use (try again when a sandbox has
+ * ended). */
 struct sandbox *sandbox_start(struct loop *loop,
 			      const struct sandbox_spec *spec,
 			      const struct sandbox_ops *ops, void *ctx,

@@ -8,6 +8,12 @@
  * its fds and re-execute sbx as init. Everything else (mounts, seccomp,
  * dropping privileges) happens in init, a fresh single-threaded process.
  *
+ * Each sandbox takes a host uid slot of its own (uidslot.c) and its user
+ * namespace is owned by the slot's first id, not root: the cloning thread
+ * takes that id as its effective uid and gid for the clone3() call alone.
+ * Per-user counts of what runs inside (inotify instances, pending signals,
+ * processes) are charged up the namespace chain to that owner.
+ *
  * The parent, between clone and the go byte: writes the uid/gid maps,
  * attaches the child to its cgroup and shields it from the OOM killer.
  * Any failure of the child before init runs comes back on the status pipe.
@@ -16,6 +22,7 @@
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
+#include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +36,7 @@
 
 #include "base/util.h"
 #include "sandbox/internal.h"
+#include "sandbox/uidslot.h"
 #include "sandbox/spawn.h"
 #include "base/banned.h"
 
@@ -126,23 +134,86 @@ static int open_stdin(const struct sandbox_spec *spec)
 	return fd < 0 ? -errno : fd;
 }
 
-static long do_clone(const struct child_args *args, int *pidfd)
+/* The calling thread's ids and flags that owner_enter() changes. */
+struct owner_saved {
+	int securebits;
+	int dumpable;
+};
+
+/* Makes uid and gid the effective ids of this thread only (raw syscalls:
+ * glibc's set*id would change every thread of the process). The real and
+ * saved uids stay 0, so the thread can come back. SECBIT_NO_SETUID_FIXUP
+ * keeps the effective capabilities meanwhile (hosts that allow only
+ * privileged callers to create user namespaces still let us); without
+ * CAP_SETPCAP they drop, which creating the namespace does not need. */
+static int owner_enter(uint32_t id, struct owner_saved *sv)
+{
+	sv->securebits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+	sv->dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+	if (sv->securebits >= 0 &&
+	    prctl(PR_SET_SECUREBITS,
+		  (unsigned long)sv->securebits | SECBIT_NO_SETUID_FIXUP, 0, 0,
+		  0) < 0)
+		sv->securebits = -1; /* nothing to restore */
+	if (syscall(SYS_setresgid, -1, (gid_t)id, -1) < 0)
+		return -errno;
+	if (syscall(SYS_setresuid, -1, (uid_t)id, -1) < 0) {
+		int r = -errno;
+
+		syscall(SYS_setresgid, -1, 0, -1);
+		return r;
+	}
+	return 0;
+}
+
+static void owner_leave(const struct owner_saved *sv)
+{
+	/* The saved uid is 0: going back is always allowed. A thread that
+	 * kept another identity must not go on. */
+	if (syscall(SYS_setresuid, -1, 0, -1) < 0 ||
+	    syscall(SYS_setresgid, -1, 0, -1) < 0)
+		abort();
+	if (sv->securebits >= 0)
+		prctl(PR_SET_SECUREBITS, (unsigned long)sv->securebits, 0, 0,
+		      0);
+	/* Changing the effective uid made the process undumpable. */
+	if (sv->dumpable == 1)
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
+/* Clones the sandbox's init. With a user namespace, its owner (the id
+ * the kernel charges per-user counts of everything inside to) is owner. */
+static long do_clone(const struct child_args *args, uint32_t owner, int *pidfd)
 {
 	struct clone_args ca;
 	uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
 			 CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+	struct owner_saved sv;
 	long pid;
+	int r;
 
-	if (args->userns)
-		flags |= CLONE_NEWUSER;
 	memset(&ca, 0, sizeof(ca));
-	ca.flags = flags;
 	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
 	ca.exit_signal = SIGCHLD;
+	if (!args->userns) {
+		ca.flags = flags;
+		pid = syscall(SYS_clone3, &ca, sizeof(ca));
+		if (pid == 0)
+			child_main(args);
+		return pid < 0 ? -errno : pid;
+	}
+	ca.flags = flags | CLONE_NEWUSER;
+	r = owner_enter(owner, &sv);
+	if (r) {
+		owner_leave(&sv);
+		return r;
+	}
 	pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0)
 		child_main(args);
-	return pid < 0 ? -errno : pid;
+	r = pid < 0 ? -errno : 0;
+	owner_leave(&sv);
+	return r ? r : pid;
 }
 
 static void child_fds_close(struct child_args *a)
@@ -158,18 +229,30 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		  struct spawn_result *out, char *err, size_t errlen)
 {
 	struct init_mode mode = {.userns = sandbox_host.userns,
-				 .uid_base = sandbox_host.uid_base,
 				 .seccomp = sandbox_host.seccomp};
 	struct child_args args = {.sync_fd = -1, .userns = mode.userns};
 	int status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
-	int pidfd = -1, r, i;
+	int pidfd = -1, slot = -1, r, i;
 	char path[64];
 	struct buf enc;
 	long pid = -1;
 
+	out->slot = -1;
 	for (i = 0; i < INIT_FD_COUNT + SANDBOX_MAX_BINDS; i++)
 		args.fds[i] = -1;
 	args.nfds = INIT_FD_COUNT;
+	slot = uidslot_acquire(&mode.uid_base);
+	if (slot < 0) {
+		r = slot;
+		if (r == -EAGAIN)
+			snprintf(err, errlen,
+				 "no free host uid slot: every one is in use "
+				 "by a live sandbox (see --uid-slots)");
+		else
+			snprintf(err, errlen, "cannot take a host uid slot: %s",
+				 strerror(-r));
+		goto out;
+	}
 	if (spec->nbinds > SANDBOX_MAX_BINDS) {
 		r = -E2BIG;
 		snprintf(err, errlen, "too many binds (at most %d)",
@@ -229,7 +312,7 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	args.sync_fd = sync_pipe[0];
 	args.sync_wfd = sync_pipe[1];
 
-	pid = do_clone(&args, &pidfd);
+	pid = do_clone(&args, mode.uid_base, &pidfd);
 	if (pid < 0) {
 		r = (int)pid;
 		snprintf(err, errlen, "cannot create namespaces: %s",
@@ -261,14 +344,19 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
 	out->status_fd = status_pipe[0];
+	out->slot = slot;
 	status_pipe[0] = -1;
 	pidfd = -1;
+	slot = -1;
 	r = 0;
 	goto out;
 out_kill:
+	/* Reaped here: its pid namespace is gone with it, so the slot is
+	 * free again (the cgroup, the caller's, is empty). */
 	syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 	syscall(SYS_waitid, P_PIDFD, pidfd, NULL, WEXITED, NULL);
 out:
+	uidslot_release(slot, true);
 	child_fds_close(&args);
 	fd_close(&status_pipe[0]);
 	fd_close(&sync_pipe[0]);

@@ -16,11 +16,14 @@ struct spawn_result {
 	pid_t pid;
 	int pidfd;
 	int status_fd; /* read end, CLOEXEC, owned by the caller */
+	int slot;      /* host uid slot: the caller releases it when the
+			* sandbox is gone (uidslot_release) */
 };
 
-/* Clones the sandbox, attaches it to cg (may be NULL) and lets it run.
- * Returns 0 and fills out, or -errno with the reason in err; nothing is
- * left running on failure. */
+/* Takes a host uid slot, clones the sandbox, attaches it to cg (may be
+ * NULL) and lets it run. Returns 0 and fills out, or -errno with the reason
+ * in err (-EAGAIN: no free uid slot); nothing is left running on
+ * failure. */
 int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		  struct spawn_result *out, char *err, size_t errlen);
 

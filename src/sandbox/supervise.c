@@ -23,11 +23,14 @@
 #include "base/loop.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
+#include "sandbox/uidslot.h"
 #include "sandbox/spawn.h"
 #include "base/banned.h"
 
 #define CPU_SAMPLE_MS 50
 #define READ_CHUNK 65536
+/* A command queue larger than this is freed once sent. */
+#define OUTQ_KEEP (256 * 1024)
 
 struct sandbox {
 	struct loop *loop;
@@ -313,6 +316,10 @@ static void flush_commands(struct sandbox *sb)
 		sb->outoff += (size_t)n;
 	}
 	if (sb->outoff == sb->outq.len) {
+		/* A queue that held a large payload (a file or archive
+		 * chunk) gives its memory back once sent. */
+		if (sb->outq.cap > OUTQ_KEEP)
+			buf_release(&sb->outq);
 		buf_reset(&sb->outq);
 		sb->outoff = 0;
 	}
@@ -492,13 +499,17 @@ static void finish(struct sandbox *sb)
 	report(sb);
 	sb->finished = true;
 	/* Removing the cgroup is housekeeping the caller did not wait
-	 * for. */
+	 * for. Init is reaped, so its pid namespace is empty; the uid slot
+	 * is free once the cgroup is gone too. */
 	if (sb->have_cg) {
 		int r = cgroup_destroy(&sb->cg);
 
 		if (r)
 			log_warn("sandbox %llu: cannot remove its cgroup: %s",
 				 (unsigned long long)sb->id, strerror(-r));
+		uidslot_release(sb->proc.slot, r == 0);
+	} else {
+		uidslot_release(sb->proc.slot, true);
 	}
 	buf_release(&sb->status_buf);
 	buf_release(&sb->outq);
@@ -630,6 +641,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->kill_status = -1;
 	sb->wall_fd = sb->cpu_fd = -1;
 	sb->proc.pidfd = sb->proc.status_fd = -1;
+	sb->proc.slot = -1;
 	buf_init(&sb->status_buf);
 	sb->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&live, 1, __ATOMIC_RELAXED);
@@ -679,11 +691,14 @@ struct sandbox *sandbox_start(struct loop *loop,
 fail:
 	__atomic_sub_fetch(&live, 1, __ATOMIC_RELAXED);
 	if (sb->have_cg)
-		cgroup_destroy(&sb->cg);
+		uidslot_release(sb->proc.slot, cgroup_destroy(&sb->cg) == 0);
+	else
+		uidslot_release(sb->proc.slot, true);
 	buf_release(&sb->status_buf);
 	buf_release(&sb->outq);
 	sandbox_result_release(&sb->res);
 	free(sb);
+	errno = -r;
 	return NULL;
 }
 

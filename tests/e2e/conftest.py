@@ -13,6 +13,7 @@ Fixtures:
 import json
 import os
 import platform
+import random
 import subprocess
 import tempfile
 
@@ -21,9 +22,30 @@ import pytest
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SBX = os.environ.get("SBX", os.path.join(REPO, "build", "sbx"))
 SANDBOX_UID = 1000
-# The sandbox's uids 0..65535 are host uids UID_BASE.. (sbx's SBX_UID_BASE).
-UID_BASE = int(os.environ.get("SBX_UID_BASE") or 100000)
-SANDBOX_HOST_UID = UID_BASE + SANDBOX_UID
+# Each live sandbox maps its uids 0..65535 onto a slot of host ids of its
+# own: UID_SLOTS slots of UID_SLOT_IDS ids from UID_BASE (sbx's
+# SBX_UID_BASE and SBX_UID_SLOTS).
+UID_SLOT_IDS = 65536
+UID_BASE = int(os.environ.get("SBX_UID_BASE") or 0x70000000)
+UID_SLOTS = int(os.environ.get("SBX_UID_SLOTS") or 4096)
+
+
+def is_sandbox_host_uid(uid):
+    """Whether uid is what the sandbox user is on the host in some slot."""
+    first = uid - SANDBOX_UID
+    return (first % UID_SLOT_IDS == 0 and UID_BASE <= first <
+            UID_BASE + UID_SLOTS * UID_SLOT_IDS)
+
+
+def one_slot_env():
+    """An environment for sbx with a single uid slot of its own, picked at
+    random above the default range so that concurrent test runs do not
+    meet. Returns (env, first host id of the slot): the sandbox user is
+    first + SANDBOX_UID on the host."""
+    first = random.randrange(0x80000000 // UID_SLOT_IDS,
+                             0xF0000000 // UID_SLOT_IDS) * UID_SLOT_IDS
+    return dict(os.environ, SBX_UID_BASE=str(first),
+                SBX_UID_SLOTS="1"), first
 IS_X86_64 = platform.machine() == "x86_64"
 
 

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from conftest import (REPO, SANDBOX_HOST_UID, SANDBOX_UID, SBX, describe,
-                      host_cmdline_pids, out_lines, unique_marker)
+from conftest import (REPO, SANDBOX_UID, SBX, describe, host_cmdline_pids,
+                      is_sandbox_host_uid, out_lines, unique_marker)
 
 # Python helpers every probe below starts with: raw syscalls through ctypes
 # and one "name value" line per probe on stdout.
@@ -743,8 +743,10 @@ def test_not_host_root(py, run):
         gids = [int(g) for g in status["Gid"].split()]
         assert all(u != 0 for u in uids), status["Uid"]
         assert all(g != 0 for g in gids), status["Gid"]
-        # Precisely: the unprivileged host uid the sandbox user maps to.
-        assert uids == [SANDBOX_HOST_UID] * 4, status["Uid"]
+        # Precisely: the unprivileged host uid the sandbox user maps to,
+        # in the sandbox's own uid slot.
+        assert uids == [uids[0]] * 4 and gids == uids, status["Uid"]
+        assert is_sandbox_host_uid(uids[0]), status["Uid"]
         assert int(status["CapEff"], 16) == 0, status["CapEff"]
         os.kill(pids[0], signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
