@@ -145,11 +145,23 @@ def _ppid(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def cgroup_roots():
+    """Mount points of every cgroup hierarchy, v1 and v2, as this host has
+    them (not a fixed list of v1 paths: a v2-only host has one root)."""
+    roots = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            fstype = parts[parts.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2") and parts[4] not in roots:
+                roots.append(parts[4])
+    return roots
+
+
 def _remove_cgroups_of(sbx_pid):
     """Removes the (empty) cgroups an sbx killed from outside left."""
     prefix = "s%d-" % sbx_pid
-    for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
-                 "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/unified"):
+    for root in cgroup_roots():
         for d, subdirs, _ in os.walk(root):
             for sub in subdirs:
                 if sub.startswith(prefix):
@@ -553,6 +565,8 @@ def test_setuid_binary_gains_nothing(run):
     if not target:
         pytest.skip("no setuid-root binary among %s on this host"
                     % SETUID_CANDIDATES)
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed on this host")
     # Code run inside the setuid binary (through LD_PRELOAD, which the
     # loader would ignore if the exec had raised privileges) reports the
     # ids the binary got.

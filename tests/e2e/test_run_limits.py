@@ -253,13 +253,22 @@ def test_cpu_limit_counts_all_processes(py):
 
 # 18. Nothing leaks, run after run.
 
-CGROUP_ROOTS = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
-                "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/unified"]
+def cgroup_roots():
+    """Mount points of every cgroup hierarchy, v1 and v2, as this host has
+    them (not a fixed list of v1 paths: a v2-only host has one root)."""
+    roots = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            fstype = parts[parts.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2") and parts[4] not in roots:
+                roots.append(parts[4])
+    return roots
 
 
 def _cgroup_dirs():
     dirs = set()
-    for root in CGROUP_ROOTS:
+    for root in cgroup_roots():
         for d, subdirs, _ in os.walk(root):
             for s in subdirs:
                 dirs.add(os.path.join(d, s))
