@@ -62,7 +62,17 @@ struct request {
 	bool too_large;
 	bool started; /* routed; body complete */
 	uint64_t start_ns;
-	int fd; /* the client's socket, MHD's */
+	int fd;	   /* the client's socket, MHD's */
+	bool seen; /* the handler has been called */
+
+	/* On the list of requests being read (from the request line until
+	 * the body is complete or a reply is queued), by the MHD thread that
+	 * reads them; guarded by that list's lock. */
+	bool reading;
+	struct conn_info *ci; /* its connection's, NULL once MHD is done */
+	pthread_t reader;
+	struct request *reading_prev, *reading_next;
+	unsigned early_status; /* answered before MHD's own error reply */
 
 	pthread_mutex_t lock; /* guards the reply and the flags below */
 	bool replied;
@@ -120,6 +130,24 @@ static struct {
 static pthread_rwlock_t stop_lock = PTHREAD_RWLOCK_INITIALIZER;
 static bool stopping;	 /* new requests get 503 and the connection closes */
 static bool runner_gone; /* route callbacks are no longer made */
+
+/* Requests whose headers are being read: see answer_bad_length(). */
+static struct {
+	pthread_mutex_t lock;
+	struct request *head;
+} reading = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Every connection, with the MHD thread that serves it and whether it
+ * has a request under way (from its request line until MHD is done with
+ * it); one without is idle or reading a request line. Guarded by
+ * reading.lock. */
+struct conn_info {
+	int fd;
+	pthread_t thread;
+	bool busy;
+	struct conn_info *prev, *next;
+};
+static struct conn_info *conns;
 
 /* Requests MHD has not finished with: shutdown waits for them. */
 static struct {
@@ -719,11 +747,27 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 	return n;
 }
 
+static void reading_del(struct request *req)
+{
+	pthread_mutex_lock(&reading.lock);
+	if (req->reading) {
+		if (req->reading_prev)
+			req->reading_prev->reading_next = req->reading_next;
+		else
+			reading.head = req->reading_next;
+		if (req->reading_next)
+			req->reading_next->reading_prev = req->reading_prev;
+		req->reading = false;
+	}
+	pthread_mutex_unlock(&reading.lock);
+}
+
 static enum MHD_Result send_reply(struct request *req)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result r;
 
+	reading_del(req);
 	if (req->streaming) {
 		resp = MHD_create_response_from_callback(
 			MHD_SIZE_UNKNOWN, 64 * 1024, read_stream, req, NULL);
@@ -758,6 +802,82 @@ static enum MHD_Result send_reply(struct request *req)
 	return r;
 }
 
+static struct request *request_new(struct MHD_Connection *conn)
+{
+	struct request *req = xcalloc(1, sizeof(*req));
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+	req->refs = 1;
+	req->conn = conn;
+	req->sock = -1;
+	req->fd = ci ? ci->connect_fd : -1;
+	req->start_ns = now_ns();
+	buf_init(&req->body);
+	pthread_mutex_init(&req->lock, NULL);
+	return req;
+}
+
+/* Connections are accepted and served by one MHD thread each. */
+static void on_connection(void *cls, struct MHD_Connection *conn,
+			  void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	const union MHD_ConnectionInfo *info;
+	struct conn_info *ci;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		info = MHD_get_connection_info(
+			conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		ci = xcalloc(1, sizeof(*ci));
+		ci->fd = info ? info->connect_fd : -1;
+		ci->thread = pthread_self();
+		pthread_mutex_lock(&reading.lock);
+		ci->next = conns;
+		if (conns)
+			conns->prev = ci;
+		conns = ci;
+		pthread_mutex_unlock(&reading.lock);
+		*socket_context = ci;
+		return;
+	}
+	ci = *socket_context;
+	if (!ci)
+		return;
+	pthread_mutex_lock(&reading.lock);
+	if (ci->prev)
+		ci->prev->next = ci->next;
+	else
+		conns = ci->next;
+	if (ci->next)
+		ci->next->prev = ci->prev;
+	pthread_mutex_unlock(&reading.lock);
+	free(ci);
+	*socket_context = NULL;
+}
+
+/* MHD has read a request line: the request exists from here on, so that
+ * errors MHD finds in its headers can be traced to it. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct request *req = request_new(conn);
+	const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+		conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	req->reader = pthread_self();
+	pthread_mutex_lock(&reading.lock);
+	req->ci = info ? info->socket_context : NULL;
+	if (req->ci)
+		req->ci->busy = true;
+	req->reading = true;
+	req->reading_next = reading.head;
+	if (reading.head)
+		reading.head->reading_prev = req;
+	reading.head = req;
+	pthread_mutex_unlock(&reading.lock);
+	return req;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				  const char *url, const char *method,
 				  const char *version, const char *upload_data,
@@ -766,27 +886,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	struct request *req = *con_cls;
 	bool ready;
 
-	if (!req) {
-		const union MHD_ConnectionInfo *ci;
+	if (!req)
+		req = *con_cls = request_new(conn);
+	if (!req->seen) {
 		const char *cl;
 		uint64_t len;
 
-		req = xcalloc(1, sizeof(*req));
-		req->refs = 1;
-		req->conn = conn;
+		req->seen = true;
 		req->method = method;
 		req->url = xstrdup(url);
-		req->sock = -1;
-		req->start_ns = now_ns();
-		ci = MHD_get_connection_info(conn,
-					     MHD_CONNECTION_INFO_CONNECTION_FD);
-		req->fd = ci ? ci->connect_fd : -1;
 		pthread_mutex_lock(&live.lock);
 		live.n++;
 		pthread_mutex_unlock(&live.lock);
-		buf_init(&req->body);
-		pthread_mutex_init(&req->lock, NULL);
-		*con_cls = req;
 		req->max_body = sandboxes_is_upload(method, url)
 					? server_state.cfg->max_upload
 					: server_state.cfg->max_body;
@@ -827,6 +938,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	}
 	if (!req->started) {
 		req->started = true;
+		reading_del(req);
 		/* Shutdown waits for routes in progress, then refuses. */
 		pthread_rwlock_rdlock(&stop_lock);
 		dispatch(req);
@@ -851,6 +963,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!req)
 		return;
 	*con_cls = NULL;
+	reading_del(req);
+	if (req->ci) {
+		pthread_mutex_lock(&reading.lock);
+		req->ci->busy = false;
+		req->ci = NULL;
+		pthread_mutex_unlock(&reading.lock);
+	}
+	if (req->early_status)
+		metrics_request("other", req->early_status,
+				now_ns() - req->start_ns);
 	pthread_mutex_lock(&req->lock);
 	req->closed = true;
 	budget_set(req, 0);
@@ -868,17 +990,222 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		pthread_rwlock_unlock(&stop_lock);
 	}
 	run_waiters(ready);
+	if (req->seen) {
+		pthread_mutex_lock(&live.lock);
+		if (--live.n == 0)
+			pthread_cond_broadcast(&live.cond);
+		pthread_mutex_unlock(&live.lock);
+	}
 	request_unref(req);
-	pthread_mutex_lock(&live.lock);
-	if (--live.n == 0)
-		pthread_cond_broadcast(&live.cond);
-	pthread_mutex_unlock(&live.lock);
+}
+
+/* Writes a JSON error straight to a client and shuts the sending side,
+ * so MHD's own reply after it fails and MHD closes the connection. */
+static void answer_fd(int fd, unsigned status, const char *reason,
+		      const char *code, const char *message)
+{
+	char text[512];
+	int body, n;
+
+	body = snprintf(text, sizeof(text),
+			"{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+			code, message);
+	n = snprintf(text + body, sizeof(text) - (size_t)body,
+		     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
+		     "Content-Length: %d\r\nConnection: close\r\n\r\n",
+		     status, reason, body);
+	/* Head first, then the body written before it. */
+	if (send(fd, text + body, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n)
+		send(fd, text, (size_t)body, MSG_NOSIGNAL | MSG_DONTWAIT);
+	shutdown(fd, SHUT_WR);
+}
+
+/* Whether MHD reads cl as a length: digits only, within 64 bits. Sets
+ * *digits when it is digits only. */
+static bool length_readable(const char *cl, bool *digits)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	*digits = *cl && strspn(cl, "0123456789") == strlen(cl);
+	if (!*digits)
+		return false;
+	for (i = 0; cl[i]; i++) {
+		if (v > (UINT64_MAX - (uint64_t)(cl[i] - '0')) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(cl[i] - '0');
+	}
+	return true;
+}
+
+/* MHD 0.9.75 answers a Content-Length it cannot read (not a number, or
+ * past 64 bits) with its own HTML error and then sends that reply's
+ * status line and headers a second time (it queues the error while
+ * parsing the headers, then builds the headers again when the request
+ * moves on); the handler is never called. It logs the fault first, on
+ * the thread that reads the request: every request this thread is
+ * reading headers for whose Content-Length is unreadable gets a JSON
+ * error here instead, which the one being parsed is among (any other
+ * would get the same error once its headers end). */
+static void answer_bad_length(void)
+{
+	struct request *found[16];
+	size_t n = 0, i;
+	pthread_t self = pthread_self();
+
+	pthread_mutex_lock(&reading.lock);
+	for (struct request *r = reading.head; r && n < ARRAY_SIZE(found);
+	     r = r->reading_next) {
+		const char *cl;
+		bool digits;
+
+		if (!pthread_equal(r->reader, self))
+			continue;
+		/* This thread reads r: its headers hold still. */
+		cl = MHD_lookup_connection_value(
+			r->conn, MHD_HEADER_KIND,
+			MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (!cl || length_readable(cl, &digits))
+			continue;
+		__atomic_add_fetch(&r->refs, 1, __ATOMIC_ACQ_REL);
+		found[n++] = r;
+	}
+	pthread_mutex_unlock(&reading.lock);
+	for (i = 0; i < n; i++) {
+		struct request *r = found[i];
+		const char *cl = MHD_lookup_connection_value(
+			r->conn, MHD_HEADER_KIND,
+			MHD_HTTP_HEADER_CONTENT_LENGTH);
+		bool digits;
+
+		length_readable(cl ? cl : "", &digits);
+		pthread_mutex_lock(&r->lock);
+		if (!r->closed && !r->early_status && r->fd >= 0) {
+			r->early_status = digits ? 413 : 400;
+			if (digits)
+				answer_fd(r->fd, 413, "Content Too Large",
+					  "payload_too_large",
+					  "the Content-Length header is past "
+					  "64 bits");
+			else
+				answer_fd(r->fd, 400, "Bad Request",
+					  "bad_request",
+					  "the Content-Length header is not a "
+					  "number");
+		}
+		pthread_mutex_unlock(&r->lock);
+		request_unref(r);
+	}
+}
+
+/* MHD's other error replies are HTML. Those it can only send while it
+ * reads a request's headers or body are answered in JSON instead when
+ * this thread is reading exactly one request: then it is that one. With
+ * more, which one failed cannot be told, and MHD's reply goes out as it
+ * is. A header line without a colon is reported with the very status and
+ * text of a malformed request line, which comes before the request is
+ * known here: it is answered only when none of the thread's connections
+ * is idle or reading a request line. Errors in a request line itself
+ * (an unsupported HTTP version, a URI too long) cannot be traced to a
+ * connection and keep MHD's reply. */
+static void answer_mhd_error(unsigned status, const char *text)
+{
+	struct request *found = NULL;
+	struct conn_info *idle = NULL;
+	pthread_t self = pthread_self();
+	const char *reason, *code, *message;
+	bool in_line = false, in_request = true;
+	unsigned n = 0;
+
+	if (status == 431) {
+		reason = "Request Header Fields Too Large";
+		code = "headers_too_large";
+		message = "the request's headers are larger than this server "
+			  "takes";
+	} else if (status == 400 && strstr(text, "chunked encoding")) {
+		reason = "Bad Request";
+		code = "bad_request";
+		message = "the body's chunked encoding is malformed";
+	} else if (status == 400 && strstr(text, "Host:")) {
+		reason = "Bad Request";
+		code = "bad_request";
+		message = "an HTTP/1.1 request needs a Host header";
+	} else if (status == 413 && strstr(text, "chunk size")) {
+		reason = "Content Too Large";
+		code = "payload_too_large";
+		message =
+			"a chunk of the body is larger than this server takes";
+	} else if (status == 400 && strstr(text, "syntactically incorrect")) {
+		reason = "Bad Request";
+		code = "bad_request";
+		message = "the request is malformed (a bad request line, or a "
+			  "header line without a colon)";
+		in_line = true;
+	} else if (status == 505) {
+		reason = "HTTP Version Not Supported";
+		code = "http_version_not_supported";
+		message = "this server speaks HTTP/1.0 and HTTP/1.1";
+		in_line = true;
+		in_request = false;
+	} else if (status == 414) {
+		reason = "URI Too Long";
+		code = "uri_too_long";
+		message = "the request line is longer than this server takes";
+		in_line = true;
+		in_request = false;
+	} else {
+		return;
+	}
+	pthread_mutex_lock(&reading.lock);
+	if (in_request)
+		for (struct request *r = reading.head; r; r = r->reading_next)
+			if (pthread_equal(r->reader, self)) {
+				found = r;
+				n++;
+			}
+	if (in_line)
+		for (struct conn_info *c = conns; c; c = c->next)
+			if (!c->busy && pthread_equal(c->thread, self)) {
+				idle = c;
+				n++;
+			}
+	if (n == 1 && !idle) {
+		__atomic_add_fetch(&found->refs, 1, __ATOMIC_ACQ_REL);
+	} else if (n == 1) {
+		/* Open: MHD closes it only after telling on_connection(),
+		 * which waits for the lock. */
+		answer_fd(idle->fd, status, reason, code, message);
+	}
+	pthread_mutex_unlock(&reading.lock);
+	if (n != 1 || idle)
+		return;
+	pthread_mutex_lock(&found->lock);
+	if (!found->closed && !found->early_status && found->fd >= 0) {
+		answer_fd(found->fd, status, reason, code, message);
+		found->early_status = status;
+	}
+	pthread_mutex_unlock(&found->lock);
+	request_unref(found);
 }
 
 static void log_mhd(void *cls, const char *fmt, va_list ap)
 {
 	char line[512];
 
+	if (strstr(fmt, "Content-Length' header. Closing connection")) {
+		answer_bad_length();
+	} else if (str_starts_with(fmt, "Error processing request (HTTP "
+					"response code is %u ('%s'))")) {
+		va_list aq;
+		unsigned status;
+		const char *text;
+
+		va_copy(aq, ap);
+		status = va_arg(aq, unsigned);
+		text = va_arg(aq, const char *);
+		va_end(aq);
+		answer_mhd_error(status, text ? text : "");
+	}
 	vsnprintf(line, sizeof(line), fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
 	log_debug("http: %s", line);
@@ -1039,6 +1366,8 @@ int server_run(const struct server_config *cfg)
 		(unsigned)cfg->client_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)(cfg->queue + cfg->concurrency + 256),
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 		MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "sbx serve: cannot listen on %s:%u: %s\n",

@@ -313,3 +313,128 @@ def test_unread_replies_are_bounded_by_the_budget():
         for s in socks:
             s.close()
         srv.stop()
+
+
+# ---- 3. Requests the HTTP library refuses itself ----
+
+def _exchange(srv, raw, guard_s=GUARD_S):
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        try:
+            s.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return _recv_all(s, guard_s)
+    finally:
+        s.close()
+
+
+HOST = b"Host: 127.0.0.1\r\n"
+MALFORMED = {
+    # name: (request, status, error code)
+    "header-without-colon": (
+        b"GET /v1/ping HTTP/1.1\r\n" + HOST + b"NoColonHere\r\n\r\n",
+        400, "bad_request"),
+    "bad-chunked-encoding": (
+        b"POST /run_code HTTP/1.1\r\n" + HOST +
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400, "bad_request"),
+    "headers-too-large": (
+        b"GET /v1/ping HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 70000 +
+        b"\r\n\r\n", 431, "headers_too_large"),
+    "http-version-2": (
+        b"GET /v1/ping HTTP/2.0\r\n" + HOST + b"\r\n",
+        505, "http_version_not_supported"),
+    "http-version-0": (
+        b"GET /v1/ping HTTP/0.9\r\n" + HOST + b"\r\n",
+        505, "http_version_not_supported"),
+    "uri-too-long": (
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
+        414, "uri_too_long"),
+    "content-length-negative": (
+        b"POST /run_code HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n",
+        400, "bad_request"),
+    "content-length-plus": (
+        b"POST /run_code HTTP/1.1\r\n" + HOST + b"Content-Length: +5\r\n\r\n",
+        400, "bad_request"),
+    "content-length-2-64": (
+        b"POST /run_code HTTP/1.1\r\n" + HOST +
+        b"Content-Length: 18446744073709551616\r\n\r\n",
+        413, "payload_too_large"),
+    "content-length-huge": (
+        b"POST /run_code HTTP/1.1\r\n" + HOST +
+        b"Content-Length: 99999999999999999999999\r\n\r\n",
+        413, "payload_too_large"),
+}
+
+
+@pytest.fixture(scope="module")
+def quiet_srv():
+    with SbxServer(extra_args=["--concurrency", "1", "--warm", "0"]) as s:
+        yield s
+        assert s.proc.poll() is None, "the server died:\n" + s.read_log()
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_library_errors_are_json_and_framed_once(quiet_srv, name):
+    raw, want_status, want_code = MALFORMED[name]
+    data = _exchange(quiet_srv, raw)
+    # One status line, and the headers once: a second "HTTP/1.1" would be
+    # a reply sent twice.
+    assert data.count(b"HTTP/1.1 ") == 1, data[:600]
+    status, headers, body = _one_json_reply(data)
+    _check_error(status, headers, body, want_status)
+    assert body["error"]["code"] == want_code, body
+    assert headers.get("connection") == "close", headers
+    assert quiet_srv.get("/v1/ping")[2] == "pong"
+
+
+def test_request_line_without_spaces_is_closed_without_reply(quiet_srv):
+    # Documented limit: libmicrohttpd drops a request line it cannot split
+    # without logging anything the server could answer from.
+    assert _exchange(quiet_srv, b"GARBAGE\r\n\r\n") == b""
+    assert quiet_srv.get("/v1/ping")[2] == "pong"
+
+
+def test_library_errors_with_other_clients_connected(quiet_srv):
+    # With other connections open, the request that failed cannot always
+    # be told apart (docs/architecture.md): the reply may then be the
+    # library's own, but it is one well-formed reply with the right status,
+    # an unreadable Content-Length is always answered in JSON, and the
+    # other clients are never answered in its place.
+    idle = []
+    try:
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", quiet_srv.port))
+            s.sendall(_request("GET", "/v1/ping"))
+            s.settimeout(GUARD_S)
+            first = s.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            idle.append(s)
+        for name in sorted(MALFORMED):
+            raw, want_status, want_code = MALFORMED[name]
+            data = _exchange(quiet_srv, raw)
+            assert data.count(b"HTTP/1.1 ") == 1, (name, data[:600])
+            replies, rest = _parse(data)
+            assert len(replies) == 1 and not rest, (name, data[:600])
+            status, headers, body = replies[0]
+            assert status == want_status, (name, data[:300])
+            if name.startswith("content-length"):
+                assert headers["content-type"] == "application/json"
+                assert json.loads(body)["error"]["code"] == want_code
+        for s in idle:
+            # Nothing arrived unasked, and the connection still serves.
+            s.setblocking(False)
+            try:
+                stray = s.recv(65536)
+            except BlockingIOError:
+                stray = None
+            assert stray is None, stray
+            s.setblocking(True)
+            s.sendall(_request("GET", "/v1/ping"))
+            data = s.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200") and \
+                data.endswith(b'"pong"'), data
+    finally:
+        for s in idle:
+            s.close()
