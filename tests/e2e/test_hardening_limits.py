@@ -344,3 +344,28 @@ def test_repl_timeout_follows_the_shared_rule():
             assert status == 200, ok
         finally:
             delete_sandbox(s, sid)
+
+
+def test_python_client_sends_and_reads_cpu_limits(srv):
+    """The client's Limits and SandboxLimits carry cpus and cpu_weight, and
+    a refusal comes back as the server's 422."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                    "clients", "python"))
+    import sbx
+    from sbx import Client, Limits, SandboxLimits
+
+    with Client(srv.url, token="") as c:
+        res = c.run("python", "print(1)", limits=Limits(cpus=0.5,
+                                                        cpu_weight=50))
+        assert res.status == "ok", res
+        assert res.raw["limits"]["cpus"] == 0.5, res.raw["limits"]
+        assert res.raw["limits"]["cpu_weight"] == 50, res.raw["limits"]
+        with c.create_sandbox(limits=SandboxLimits(cpus=0.5)) as box:
+            info = box.info()
+            assert info.limits.cpus == 0.5, info
+            assert info.limits.cpu_weight == 100, info
+        with pytest.raises(sbx.SbxError) as e:
+            c.run("python", "print(1)", limits=Limits(cpus=4096))
+        assert "limits.cpus" in str(e.value), e.value
