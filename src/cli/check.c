@@ -19,6 +19,7 @@
 #include "cli/cli.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/internal.h"
+#include "sandbox/uidslot.h"
 #include "sandbox/sandbox.h"
 #include "base/banned.h"
 
@@ -161,6 +162,8 @@ int cmd_check(int argc, char **argv)
 		printf("%-22s %-4s %s\n", "sandbox host", "no", err);
 		return 1;
 	}
+	uidslot_describe(desc, sizeof(desc));
+	line("host uid slots", true, desc, false);
 	cgroup_host_describe(&sandbox_host.cg, desc, sizeof(desc));
 	fputs(desc, stdout);
 	if (!sandbox_host.cg.has_memory || !sandbox_host.cg.has_pids) {

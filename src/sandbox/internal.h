@@ -30,9 +30,8 @@ struct seccomp_prog {
 /* Host-wide state, filled by sandbox_host_init(). */
 struct sandbox_host {
 	bool ready;
-	int exe_fd;	   /* the init binary, for execveat */
-	bool userns;	   /* user namespaces usable */
-	uint32_t uid_base; /* host uid of the sandbox's root */
+	int exe_fd;  /* the init binary, for execveat */
+	bool userns; /* user namespaces usable */
 	struct cgroup_host cg;
 	struct seccomp_prog seccomp;
 };
@@ -94,7 +93,8 @@ struct init_msg {
 };
 
 /* How init runs: in a user namespace (the sandbox user is SANDBOX_UID
- * inside) or, without one, as host root dropping to uid_base+SANDBOX_UID. */
+ * inside) or, without one, as host root dropping to uid_base+SANDBOX_UID.
+ * uid_base is the first id of the sandbox's host uid slot. */
 struct init_mode {
 	bool userns;
 	uint32_t uid_base;
