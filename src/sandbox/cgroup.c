@@ -459,9 +459,13 @@ static int setup_v2(struct cgroup_host *host, const struct scan *sc,
 	host->has_memory = list_has(buf, " \t\n", "memory");
 	host->has_pids = list_has(buf, " \t\n", "pids");
 	host->has_cpu = list_has(buf, " \t\n", "cpu");
-	/* The cpu controller in sbx's directory is what gives each sandbox's
-	 * group cpu.max and cpu.weight (enabled in its subtree above). */
-	host->has_cpu_limit = host->has_cpu;
+	/* Each sandbox's group has cpu.max and cpu.weight only when sbx's
+	 * directory has the cpu controller and enables it for its children
+	 * (above); a write there may have failed. */
+	host->has_cpu_limit =
+		host->has_cpu &&
+		read_at(dir, "cgroup.subtree_control", buf, sizeof(buf)) >= 0 &&
+		list_has(buf, " \t\n+", "cpu");
 	host->has_swap_limit =
 		host->has_memory && file_exists(dir, "memory.swap.max");
 	return 0;
@@ -514,7 +518,10 @@ static int setup_v1(struct cgroup_host *host, const struct scan *sc,
 	host->has_memory = host->v1_memory[0];
 	host->has_pids = host->v1_pids[0];
 	host->has_cpu = host->v1_cpuacct[0];
-	host->has_cpu_limit = host->v1_cpu[0];
+	/* Kernels without CFS bandwidth control have the hierarchy but no
+	 * quota files. */
+	host->has_cpu_limit = host->v1_cpu[0] &&
+			      file_exists(host->v1_cpu, "cpu.cfs_quota_us");
 	host->has_swap_limit =
 		host->has_memory &&
 		file_exists(host->v1_memory, "memory.memsw.limit_in_bytes");
@@ -881,7 +888,7 @@ static int create_v1(struct cgroup *cg, const struct cgroup_host *host,
 	}
 	if (!r && lim->pids && cg->pids[0])
 		r = set_value(cg->pids, "pids.max", pids, err, errlen);
-	if (!r && cpu_limited(lim) && cg->cpu[0])
+	if (!r && cpu_limited(lim) && cg->cpu[0] && host->has_cpu_limit)
 		r = set_cpu_v1(cg->cpu, lim, err, errlen);
 	return r;
 }
@@ -954,7 +961,7 @@ int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim)
 	if (!r && cg->pids[0])
 		r = set_value(cg->pids, "pids.max", lim->pids ? pids : "max",
 			      err, sizeof(err));
-	if (!r && cg->cpu[0])
+	if (!r && cg->cpu[0] && file_exists(cg->cpu, "cpu.cfs_quota_us"))
 		r = set_cpu_v1(cg->cpu, lim, err, sizeof(err));
 	return r;
 }

@@ -925,8 +925,14 @@ static void test_cpu_v1(void **state)
 	v1_tree(fx, false, v1);
 	tpath(fx, p, "v1/cpu");
 	mkdir_p(p);
+	/* A hierarchy without CFS bandwidth control cannot limit. */
+	detect_ok(fx, &host, v1);
+	assert_false(host.has_cpu_limit);
+	tpath(fx, p, "v1/cpu/cpu.cfs_quota_us");
+	put(p, "-1\n");
 	detect_ok(fx, &host, v1);
 	assert_true(host.has_cpu_limit);
+	tpath(fx, p, "v1/cpu");
 	assert_string_equal(host.v1_cpu, p);
 	assert_int_equal(
 		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
@@ -968,8 +974,10 @@ static void test_cpu_v1_comounted(void **state)
 	put(fx->self, "4:memory:/a\n2:cpu,cpuacct:/a\n0::/a\n");
 	tpath(fx, p, "memory/a");
 	mkdir_p(p);
-	tpath(fx, p, "cpu,cpuacct/a");
+	tpath(fx, p, "cpu,cpuacct/a/sbx");
 	mkdir_p(p);
+	tpath(fx, p, "cpu,cpuacct/a/sbx/cpu.cfs_quota_us");
+	put(p, "-1\n");
 	detect_ok(fx, &host, NULL);
 	assert_int_equal(host.version, CGROUP_V1);
 	assert_true(host.has_cpu_limit);
