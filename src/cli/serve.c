@@ -312,7 +312,14 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 	case OPT_MAX_OUTPUT:
 		return set_size("output limit", v, 1, &maxima.output);
 	case OPT_CPUS:
-		return set_cpus("CPU count", v, &cfg->limits.cpu_quota_milli);
+		if (set_cpus("CPU count", v, &cfg->limits.cpu_quota_milli))
+			return -1;
+		if (!cfg->limits.cpu_quota_milli ||
+		    cfg->limits.cpu_quota_milli >= 10)
+			return 0;
+		fprintf(stderr,
+			"sbx serve: --cpus must be 0 or at least 0.01\n");
+		return -1;
 	case OPT_MAX_CPUS:
 		if (set_cpus("CPU count", v, &maxima.cpus))
 			return -1;
