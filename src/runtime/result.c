@@ -90,6 +90,8 @@ void json_text_write(struct buf *out, const char *data, size_t len)
 	static const char hex[] = "0123456789ABCDEF";
 	size_t i = 0, run = 0;
 
+	if (!data) /* an empty buffer's data */
+		data = "";
 	buf_add(out, "\"", 1);
 	while (i < len) {
 		unsigned char c = (unsigned char)data[i];
