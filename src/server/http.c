@@ -11,6 +11,12 @@
  * A request is shared by MHD's thread and the runner's thread, so it is
  * reference-counted: one reference for MHD (dropped when MHD is done with
  * the connection) and one for each pending runner callback.
+ *
+ * Replies are handed to MHD without a copy, and what they hold until their
+ * clients take them is bounded server-wide (the reply budget). At shutdown
+ * the daemon stops only once every stored reply is sent. The errors MHD
+ * answers itself (in HTML) are answered in JSON instead wherever the
+ * failing connection can be told apart (answer_mhd_error()).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,8 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
