@@ -19,7 +19,47 @@ PYTHON ?= /usr/bin/python3
 DEBS_BUILD := gcc make pkg-config libseccomp-dev libjansson-dev \
 	libmicrohttpd-dev libsqlite3-dev libcmocka-dev clang clang-format
 DEBS_TEST := python3 python3-pytest bash coreutils iproute2
-DEBS_LANGS := python3-numpy g++ nodejs
+
+# Language runtimes, by /run_code language name. `make deps LANGS="python
+# go"` installs only those; the default (all) is what `make check` needs
+# so that no language test is skipped. typescript and jest are npm
+# packages (tools/npm), installed into $(BUILD)/npm, beside build/sbx.
+LANGS ?= all
+DEBS_LANG_python := python3 python3-numpy
+DEBS_LANG_pytest := python3 python3-pytest
+DEBS_LANG_bash := bash
+DEBS_LANG_c := gcc
+DEBS_LANG_cpp := g++
+DEBS_LANG_nodejs := nodejs
+DEBS_LANG_typescript := nodejs
+DEBS_LANG_jest := nodejs
+DEBS_LANG_java := default-jdk-headless
+DEBS_LANG_junit := default-jdk-headless junit5
+DEBS_LANG_go := golang-go golang-github-stretchr-testify-dev
+DEBS_LANG_go_test := $(DEBS_LANG_go)
+DEBS_LANG_rust := rustc
+DEBS_LANG_perl := perl
+DEBS_LANG_ruby := ruby
+DEBS_LANG_php := php-cli
+DEBS_LANG_lua := lua5.4
+DEBS_LANG_R := r-base-core
+DEBS_LANG_D_ut := ldc
+DEBS_LANG_scala := default-jdk-headless scala
+DEBS_LANG_kotlin_script := default-jdk-headless kotlin
+DEBS_LANG_csharp := mono-mcs mono-runtime
+DEBS_LANG_racket := racket
+DEBS_LANG_verilog := iverilog
+ALL_LANGS := python pytest bash c cpp nodejs typescript jest java junit go \
+	go_test rust perl ruby php lua R D_ut scala kotlin_script csharp \
+	racket verilog
+SEL_LANGS := $(if $(filter all,$(LANGS)),$(ALL_LANGS),$(LANGS))
+BAD_LANGS := $(filter-out $(ALL_LANGS),$(SEL_LANGS))
+ifneq ($(BAD_LANGS),)
+$(error LANGS: no Debian or npm runtime for '$(BAD_LANGS)'; choose from: $(ALL_LANGS))
+endif
+DEBS_LANGS := $(sort $(foreach l,$(SEL_LANGS),$(DEBS_LANG_$(l))))
+NPM_DIR := $(BUILD)/npm
+NPM_STAMP := $(if $(filter typescript jest,$(SEL_LANGS)),$(NPM_DIR)/.installed)
 DEBS := $(DEBS_BUILD) $(DEBS_TEST) $(DEBS_LANGS)
 
 PKGS := libseccomp jansson libmicrohttpd sqlite3
@@ -78,6 +118,21 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 			--no-install-recommends $$missing >/dev/null; \
 	fi
+	@$(if $(NPM_STAMP),$(MAKE) --no-print-directory $(NPM_STAMP))
+
+# The node packages of the typescript and jest recipes, pinned by the lock
+# file; sandboxes see this directory read-only at /opt/sbx-node.
+$(NPM_DIR)/.installed: tools/npm/package.json tools/npm/package-lock.json \
+		tools/npm/jest.config.js
+	@command -v npm >/dev/null || { \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends npm >/dev/null; }
+	@mkdir -p $(NPM_DIR)
+	@cp $^ $(NPM_DIR)/
+	@echo "installing npm packages into $(NPM_DIR)"
+	@cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@touch $@
 
 $(BUILD)/libsbx.a: $(LIB_OBJS)
 	@mkdir -p $(@D)
