@@ -15,6 +15,7 @@ import array
 import ctypes
 import fcntl
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -86,6 +87,7 @@ class Holder:
     holds it until the test creates /shared/go."""
 
     def __init__(self, body, opts=(), env=None):
+        self.done = None
         self.shared = tempfile.mkdtemp(prefix="sbx-e2e-uids-")
         os.chmod(self.shared, 0o755)
         code = textwrap.dedent(body) + textwrap.dedent("""\
@@ -104,16 +106,18 @@ class Holder:
         # Ends with the sandbox (its wall limit at worst): no hang.
         line = self.proc.stdout.readline().decode()
         if not line:
-            self.release()
             raise AssertionError("the holder ended early: %r" %
-                                 self.proc.stderr.read())
+                                 (self.release(),))
         return line.split()
 
     def release(self):
+        if self.done is not None:
+            return self.done
         try:
             open(os.path.join(self.shared, "go"), "w").close()
             out, err = self.proc.communicate(timeout=GUARD_S)
-            return self.proc.returncode, out, err
+            self.done = (self.proc.returncode, out, err)
+            return self.done
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -165,6 +169,50 @@ def test_inotify_instances_are_not_roots_nor_shared():
                          "instances: %s" % os.strerror(err))
         # ... and so can another sandbox running meanwhile.
         cp, res = py(INOTIFY_PROBE)
+        assert cp.stdout.decode().strip() == "ok", describe(cp, res)
+    finally:
+        rc, out, err = holder.release()
+    assert rc == 0, (rc, out, err)
+
+
+SIGQUEUE = """\
+    import ctypes, os, signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+
+    class sigval(ctypes.Union):
+        _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]
+
+    def queue():
+        if libc.sigqueue(os.getpid(), signal.SIGRTMIN, sigval(0)) == 0:
+            return "ok"
+        return os.strerror(ctypes.get_errno())
+    """
+
+
+def test_queued_signals_are_not_roots_nor_shared():
+    """Real-time signals queued and blocked count against RLIMIT_SIGPENDING
+    of the sender's user, up the namespace chain to its owner."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_SIGPENDING)
+    if soft < 0 or soft > 1000000:
+        pytest.skip("RLIMIT_SIGPENDING is %d: too many to queue" % soft)
+    holder = Holder(textwrap.dedent(SIGQUEUE) + textwrap.dedent("""\
+        n = 0
+        while n < %d and queue() == "ok":
+            n += 1
+        print("held", n, flush=True)
+        """ % (soft + 16)))
+    try:
+        words = holder.first_line()
+        assert words[0] == "held" and 0 < int(words[1]) <= soft, words
+        # Host root can still queue one...
+        cp = subprocess.run(["python3", "-c", textwrap.dedent(SIGQUEUE) +
+                             "print(queue())"], capture_output=True,
+                            timeout=GUARD_S)
+        assert cp.stdout.decode().strip() == "ok", (
+            "a sandbox used up host root's pending signals", cp)
+        # ... and so can another sandbox running meanwhile.
+        cp, res = py(textwrap.dedent(SIGQUEUE) + "print(queue())")
         assert cp.stdout.decode().strip() == "ok", describe(cp, res)
     finally:
         rc, out, err = holder.release()
