@@ -316,8 +316,7 @@ static void on_output(void *ctx, size_t id, int stream, const char *data,
 	}
 	p = session_proc_find(s, (uint32_t)id);
 	if (p)
-		keep_output(stream == 1 ? &p->out : &p->err, &p->truncated,
-			    SESSION_PROC_KEEP, data, len);
+		session_proc_output_add(s, p, stream, data, len);
 	else
 		repl_output(s->repls, (uint32_t)id, stream, data, len);
 }
@@ -380,8 +379,7 @@ static void on_event(void *ctx, const struct sandbox_event *ev)
 	case SANDBOX_EV_EXEC_END:
 		p = session_proc_find(s, ev->id);
 		if (p) {
-			p->running = false;
-			p->result = ev->result;
+			session_proc_ended(s, p, &ev->result);
 			return;
 		}
 		op = session_op_find(s, ev->id, true);
@@ -584,7 +582,6 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	struct session *s;
 	char err[256];
 	const char *key;
-	bool busy;
 	json_t *v;
 
 	if (!json_is_object(args)) {
@@ -678,14 +675,12 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	s->next_id = 1;
 	s->sb = sandbox_start(session_table.loop, &spec, &session_ops, s, err,
 			      sizeof(err));
-	busy = !s->sb && errno == EAGAIN; /* no free host uid slot */
 	sandbox_spec_release(&spec);
 	if (!s->sb) {
 		json_decref(s->labels);
 		json_decref(s->limits);
 		free(s);
-		session_reply_error(fn, ctx, busy ? 503 : 500,
-				    busy ? "busy" : "sandbox_error",
+		session_reply_error(fn, ctx, 500, "sandbox_error",
 				    "cannot create the sandbox: %s", err);
 		return;
 	}

@@ -21,6 +21,10 @@
 
 #define SESSION_CHUNK (1u << 20)
 #define SESSION_PROC_KEEP (1u << 20) /* output kept per background stream */
+/* What a sandbox's background processes keep, together. */
+#define SESSION_PROCS_KEEP (4u << 20)
+/* Finished background processes remembered per sandbox. */
+#define SESSION_PROCS_FINISHED 64
 #define SESSION_RECENT 256
 #define SESSION_DEFAULT_EXEC_MS 60000
 
@@ -67,6 +71,9 @@ struct session_proc {
 	struct sandbox_step_result result;
 	struct buf out, err;
 	bool truncated;
+	bool dropped;	  /* its output was dropped to make room */
+	bool read;	  /* its output was read since it ended */
+	uint64_t end_seq; /* order of ending, for dropping the oldest */
 	struct session_proc *next;
 };
 
@@ -83,6 +90,10 @@ struct session {
 	uint32_t next_id;
 	struct session_op *ops;
 	struct session_proc *procs;
+	uint64_t procs_kept;	  /* output bytes they keep */
+	unsigned procs_finished;  /* records of ended ones */
+	unsigned procs_forgotten; /* records dropped */
+	uint64_t procs_end_seq;
 	struct repl *repls;
 	session_reply_fn create_fn;
 	void *create_ctx;
@@ -169,6 +180,12 @@ void session_exec_ended(struct session *s, struct session_op *op,
 
 struct session_proc *session_proc_find(struct session *s, uint32_t id);
 void session_proc_free(struct session_proc *p);
+/* Output of background process p, kept within the sandbox's budget. */
+void session_proc_output_add(struct session *s, struct session_proc *p,
+			     int stream, const char *data, size_t len);
+/* Background process p ended with res. */
+void session_proc_ended(struct session *s, struct session_proc *p,
+			const struct sandbox_step_result *res);
 
 /* ---- session_files.c ---- */
 

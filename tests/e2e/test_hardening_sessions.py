@@ -322,3 +322,117 @@ def test_archive_that_fails_midway_is_truncated(srv, box):
     assert not complete, len(data)
     # The sandbox and the server carry on.
     assert box.sh("echo alive") == "alive\n"
+
+
+# ---- finding 7: what background processes leave in the server ----
+
+MIB = 1 << 20
+
+
+def start_bg(box, cmd):
+    status, headers, data = box.exec_raw({"cmd": cmd, "background": True})
+    proc = as_json(status, headers, data)
+    assert status == 201, proc
+    return proc["id"]
+
+
+def wait_exited(box, n):
+    """Waits for process n to end and reads its output."""
+    wait_ended(box, n)
+    return as_json(*box.call("GET", "/processes/%d" % n))
+
+
+def wait_ended(box, n):
+    """Waits for process n to end without reading its output (the list
+    holds none)."""
+    def done():
+        procs = as_json(*box.call("GET", "/processes"))["processes"]
+        return [p for p in procs if p["id"] == n and
+                p["status"] == "exited"]
+    poll("background process %d to end" % n, done)
+
+
+def test_background_output_dropped_read_first(box):
+    # Four processes of exactly 1 MiB each fill the sandbox's 4 MiB; U
+    # ended first but R was read, so R's output goes first.
+    ids = {}
+    for name in ("U", "R", "B1", "B2"):
+        ids[name] = start_bg(box, "yes %s | head -c %d" % (name, MIB))
+        wait_ended(box, ids[name])
+    got = as_json(*box.call("GET", "/processes/%d" % ids["R"]))
+    assert len(got["stdout"]) == MIB and not got["output_dropped"], \
+        {k: v for k, v in got.items() if k != "stdout"}
+    x = start_bg(box, "echo x")
+    assert wait_exited(box, x)["stdout"] == "x\n"
+    r = as_json(*box.call("GET", "/processes/%d" % ids["R"]))
+    assert r["output_dropped"] and r["output_truncated"], r
+    assert r["stdout"] == "", r
+    assert r["result"]["status"] == "ok", r
+    u = as_json(*box.call("GET", "/processes/%d" % ids["U"]))
+    assert not u["output_dropped"] and len(u["stdout"]) == MIB, \
+        {k: v for k, v in u.items() if k != "stdout"}
+
+
+def test_background_output_is_bounded_per_sandbox(srv, box):
+    pid = srv.proc.pid
+    base = vm_kib(pid, "VmRSS")
+    # 70 processes writing 1.5 MiB to each stream: the old server kept
+    # 2 MiB of each, 140 MiB in all, until the sandbox was deleted.
+    cmd = ("yes o | head -c %d; yes e | head -c %d >&2"
+           % (3 * MIB // 2, 3 * MIB // 2))
+    def all_ended():
+        procs = as_json(*box.call("GET", "/processes"))
+        return procs if all(p["status"] == "exited"
+                            for p in procs["processes"]) else None
+
+    ids = []
+    for _ in range(7):      # ten at a time, within the sandbox's pids
+        ids += [start_bg(box, cmd) for _ in range(10)]
+        procs = poll("the background processes to end", all_ended)
+    # At most 64 ended processes are remembered; the oldest went.
+    listed = [p["id"] for p in procs["processes"]]
+    assert len(listed) == 64, len(listed)
+    assert procs["dropped_records"] == 6, procs["dropped_records"]
+    gone = sorted(set(ids) - set(listed))
+    assert len(gone) == 6, gone
+    status, headers, data = box.call("GET", "/processes/%d" % gone[0])
+    err = check_error(status, headers, data, 404, "not_found")
+    assert "dropped" in err["message"], err
+
+    # The last ten shared the 4 MiB while they ran (those that ended
+    # first may have made room for the others); nothing from before them
+    # is kept: dropped to make that room, or never kept for want of it.
+    kept = dropped = 0
+    for n in listed:
+        got = as_json(*box.call("GET", "/processes/%d" % n))
+        assert got["result"]["status"] == "ok", got["result"]
+        kept += len(got["stdout"]) + len(got["stderr"])
+        dropped += got["output_dropped"]
+        assert got["output_truncated"], got["id"]
+        if n not in ids[-10:]:
+            assert got["stdout"] == got["stderr"] == "", got["id"]
+    assert dropped >= 10, dropped
+    assert kept <= 4 * MIB, kept
+    # The server does not hold what was dropped.
+    grown = vm_kib(pid, "VmRSS") - base
+    assert grown < 48 << 10, grown
+
+
+def test_client_names_that_are_not_utf8(srv):
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                    "clients", "python"))
+    from sbx import Client
+    with Client(srv.url, token="") as client:
+        sb = client.create_sandbox()
+        try:
+            sb.exec("mkdir d && printf hi > d/$'\\xff\\xfe.txt'")
+            entries = sb.files.list("d")
+            assert [e.name_bytes for e in entries] == [BAD_NAME], entries
+            path = b"d/" + entries[0].name_bytes
+            assert sb.files.read(path) == b"hi"
+            sb.files.write(path, b"more")
+            assert sb.files.read(path) == b"more"
+        finally:
+            sb.delete()

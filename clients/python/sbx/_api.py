@@ -173,10 +173,29 @@ def _bytes(data: FileData) -> bytes:
     return bytes(data)
 
 
-def file_path(sandbox_id: str, path: str) -> str:
+def _b64_path(path: Union[str, bytes]) -> Optional[str]:
+    """?path_b64= for a path given as bytes that are not UTF-8."""
+    if isinstance(path, bytes):
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return "path_b64=" + quote(base64.b64encode(path).decode(),
+                                       safe="")
+    return None
+
+
+def _text_path(path: Union[str, bytes]) -> str:
+    return path.decode("utf-8") if isinstance(path, bytes) else str(path)
+
+
+def file_path(sandbox_id: str, path: Union[str, bytes]) -> str:
     """The files route for path: absolute paths go in ?path=, relative ones
-    in the URL, each segment quoted."""
-    path = str(path)
+    in the URL, each segment quoted; bytes that are not UTF-8 go in
+    ?path_b64=."""
+    b64 = _b64_path(path)
+    if b64:
+        return _sb(sandbox_id, "/files?" + b64)
+    path = _text_path(path)
     if path.startswith("/"):
         return _sb(sandbox_id, "/files?path=" + quote(path, safe="/"))
     if path in ("", "."):
@@ -381,9 +400,12 @@ def file_remove(sandbox_id: str, path: str, recursive: bool) -> Call[None]:
     return Call("DELETE", url, None, 0.0, lambda p: None)
 
 
-def _archive_path(sandbox_id: str, remote_dir: str) -> str:
-    return _sb(sandbox_id, "/archive?path=" + quote(str(remote_dir) or ".",
-                                                    safe="/"))
+def _archive_path(sandbox_id: str, remote_dir: Union[str, bytes]) -> str:
+    b64 = _b64_path(remote_dir)
+    if b64:
+        return _sb(sandbox_id, "/archive?" + b64)
+    return _sb(sandbox_id, "/archive?path=" + quote(
+        _text_path(remote_dir) or ".", safe="/"))
 
 
 def archive_put(sandbox_id: str, remote_dir: str, tar: bytes) -> Call[None]:

@@ -440,6 +440,9 @@ class ProcessInfo:
     Process.output(), empty in Sandbox.processes())."""
     stderr: str = ""
     output_truncated: bool = False
+    output_dropped: bool = False
+    """The server dropped this ended process's output to make room (a
+    sandbox keeps 4 MiB of background output; read, then old, first)."""
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -463,6 +466,7 @@ class ProcessInfo:
             stdout=_str(d.get("stdout")) or "",
             stderr=_str(d.get("stderr")) or "",
             output_truncated=bool(d.get("output_truncated", False)),
+            output_dropped=bool(d.get("output_dropped", False)),
             raw=dict(d),
         )
 
@@ -472,6 +476,8 @@ class FileEntry:
     """One entry of a directory listing (Sandbox.files.list())."""
 
     name: str
+    """The name as text; bytes that are not UTF-8 show as U+FFFD (the
+    exact bytes are in name_bytes)."""
     type: str = ""
     """"file", "dir", "symlink" or "other"."""
     size: Optional[int] = None
@@ -484,6 +490,15 @@ class FileEntry:
     @property
     def is_dir(self) -> bool:
         return self.type == "dir"
+
+    @property
+    def name_bytes(self) -> bytes:
+        """The name's exact bytes (from "name_b64" for a name that is not
+        UTF-8); pass them as a path to address the file."""
+        b64 = self.raw.get("name_b64")
+        if isinstance(b64, str):
+            return base64.b64decode(b64)
+        return self.name.encode("utf-8")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FileEntry":
