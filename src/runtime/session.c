@@ -582,6 +582,7 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	struct session *s;
 	char err[256];
 	const char *key;
+	bool busy;
 	json_t *v;
 
 	if (!json_is_object(args)) {
@@ -675,12 +676,14 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	s->next_id = 1;
 	s->sb = sandbox_start(session_table.loop, &spec, &session_ops, s, err,
 			      sizeof(err));
+	busy = !s->sb && errno == EAGAIN; /* no free host uid slot */
 	sandbox_spec_release(&spec);
 	if (!s->sb) {
 		json_decref(s->labels);
 		json_decref(s->limits);
 		free(s);
-		session_reply_error(fn, ctx, 500, "sandbox_error",
+		session_reply_error(fn, ctx, busy ? 503 : 500,
+				    busy ? "busy" : "sandbox_error",
 				    "cannot create the sandbox: %s", err);
 		return;
 	}
