@@ -1,6 +1,13 @@
 /*
  * REPL contexts, host side: the queue of cells, the driver's reply
  * stream, timeouts with interrupt-then-restart.
+ *
+ * The driver's replies are JSON from Python's json module, which writes a
+ * string holding bytes that were not UTF-8 (surrogate escapes) with lone
+ * surrogates ("\udcff") that strict JSON parsers refuse: those become
+ * U+FFFD. A reply that still does not parse fails its cell with
+ * sandbox_error rather than being dropped (which left the cell waiting
+ * for its timeout and then lost the REPL's state).
  */
 #include <errno.h>
 #include <signal.h>
@@ -165,12 +172,96 @@ static void on_timer(struct loop *loop, int fd, uint32_t events, void *arg)
 	r->host->signal(r->sctx, r->proc_id, SIGKILL);
 }
 
+static bool is_hex4(const char *p, size_t left, unsigned *v)
+{
+	unsigned n = 0;
+	size_t i;
+
+	if (left < 4)
+		return false;
+	for (i = 0; i < 4; i++) {
+		char c = p[i];
+
+		n <<= 4;
+		if (c >= '0' && c <= '9')
+			n |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			n |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			n |= (unsigned)(c - 'A' + 10);
+		else
+			return false;
+	}
+	*v = n;
+	return true;
+}
+
+/* Copies a JSON text, writing each lone surrogate escape as \ufffd. */
+static void fix_surrogates(struct buf *out, const char *p, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned v, w;
+
+		if (p[i] != '\\' || i + 1 >= len) {
+			buf_add(out, p + i, 1);
+			i++;
+			continue;
+		}
+		if (p[i + 1] != 'u' || !is_hex4(p + i + 2, len - i - 2, &v)) {
+			buf_add(out, p + i, 2); /* any other escape, whole */
+			i += 2;
+			continue;
+		}
+		if (v >= 0xd800 && v <= 0xdbff && i + 12 <= len &&
+		    p[i + 6] == '\\' && p[i + 7] == 'u' &&
+		    is_hex4(p + i + 8, len - i - 8, &w) && w >= 0xdc00 &&
+		    w <= 0xdfff) {
+			buf_add(out, p + i, 12); /* a pair */
+			i += 12;
+		} else if (v >= 0xd800 && v <= 0xdfff) {
+			buf_add(out, "\\ufffd", 6);
+			i += 6;
+		} else {
+			buf_add(out, p + i, 6);
+			i += 6;
+		}
+	}
+}
+
+/* A reply that does not parse: the cell fails, the driver lives on. */
+static void fail_cell(struct repl *r)
+{
+	struct cell *c = r->current;
+
+	r->current = NULL;
+	timer_stop(r);
+	r->interrupted = r->killing = false;
+	reply_error(c->fn, c->ctx, 500, "sandbox_error",
+		    "the REPL driver sent a reply that does not parse");
+	cell_free(c);
+}
+
 static void handle_line(struct repl *r, const char *line, size_t len)
 {
 	json_t *o = json_loadb(line, len, 0, NULL);
 
+	if (!o) {
+		struct buf fixed;
+
+		buf_init(&fixed);
+		fix_surrogates(&fixed, line, len);
+		o = json_loadb(fixed.data ? fixed.data : "", fixed.len, 0,
+			       NULL);
+		buf_release(&fixed);
+	}
 	if (!json_is_object(o)) {
 		json_decref(o);
+		if (r->current) {
+			fail_cell(r);
+			pump(r);
+		}
 		return;
 	}
 	if (json_is_true(json_object_get(o, "ready")) || !r->current) {

@@ -436,3 +436,17 @@ def test_client_names_that_are_not_utf8(srv):
             assert sb.files.read(path) == b"more"
         finally:
             sb.delete()
+
+
+def test_repl_reply_with_bytes_that_are_not_utf8(box):
+    # Python's json writes such text with lone surrogates, which a strict
+    # parser refuses: the reply used to be dropped, the cell waited for
+    # its timeout and the REPL was killed, losing its state.
+    box.repl("kept = 41")
+    res = box.repl("raise ValueError('\\udcff')", timeout_s=20)
+    assert res["status"] == "error" and not res["restarted"], res
+    assert res["error"]["ename"] == "ValueError", res
+    assert res["error"]["evalue"] == "\ufffd", res
+    res = box.repl("'\\U0001F600' + str(kept + 1)")
+    assert res["result"] == "'\U0001F600" + "42'", res
+    assert not res["restarted"], res
