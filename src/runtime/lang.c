@@ -500,17 +500,25 @@ const struct lang *lang_at(unsigned i)
 
 void lang_list(char *out, size_t n)
 {
+	static const char more[] = ", ...";
 	size_t used = 0, i;
 
 	if (!n)
 		return;
 	out[0] = '\0';
+	if (n < sizeof(more))
+		return;
+	/* Room is kept for saying the list goes on. */
+	n -= sizeof(more) - 1;
 	for (i = 0; i < ARRAY_SIZE(langs); i++) {
 		int w = snprintf(out + used, n - used, "%s%s", used ? ", " : "",
 				 langs[i].name);
 
-		if (w < 0 || (size_t)w >= n - used)
+		if (w < 0 || (size_t)w >= n - used) {
+			out[used] = '\0';
+			memcpy(out + used, more, sizeof(more));
 			break;
+		}
 		used += (size_t)w;
 	}
 }

@@ -58,8 +58,8 @@ bool lang_available(const struct lang *lang);
 void lang_why_unavailable(const struct lang *lang, char *out, size_t n);
 /* Iterates over the table: returns the i-th language or NULL past the end. */
 const struct lang *lang_at(unsigned i);
-/* Writes every language's name, comma-separated, into out (n bytes,
- * cut short if need be), for error messages. */
+/* Writes every language's name, comma-separated, into out (n bytes;
+ * ending in ", ..." when cut short), for error messages. */
 void lang_list(char *out, size_t n);
 /* Returns the host directory holding sbx's node packages (a node project
  * with node_modules/, installed by `make deps`): $SBX_NODE_DIR, else

@@ -281,7 +281,7 @@ void compat_run_code(struct request *req)
 				  .free_ctx = compat_run_free};
 	const char *body;
 	size_t len, i, nsteps;
-	char names[200];
+	char names[300];
 
 	body = request_body(req, &len);
 	if (compat_parse(body, len, limits_current(), &cq, &err)) {

@@ -169,6 +169,20 @@ static void test_only_node_recipes_bind(void **state)
 	}
 }
 
+static void test_list_says_when_it_is_cut(void **state)
+{
+	char all[1024], few[24];
+
+	lang_list(all, sizeof(all));
+	assert_non_null(strstr(all, "python, "));
+	assert_non_null(strstr(all, "kotlin_script"));
+	assert_null(strstr(all, "..."));
+	lang_list(few, sizeof(few));
+	assert_true(strlen(few) < sizeof(few));
+	assert_int_equal(strncmp(few, all, strlen(few) - 5), 0);
+	assert_string_equal(few + strlen(few) - 5, ", ...");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -180,6 +194,7 @@ int main(void)
 		cmocka_unit_test(test_php_tag_is_put_first_when_missing),
 		cmocka_unit_test(test_args_are_appended_to_the_run),
 		cmocka_unit_test(test_only_node_recipes_bind),
+		cmocka_unit_test(test_list_says_when_it_is_cut),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
