@@ -6,6 +6,7 @@ sockets and checks what went over the wire.
 No test asserts how long anything took; the waits are polls with hang
 guards.
 """
+import hashlib
 import json
 import os
 import re
@@ -438,3 +439,52 @@ def test_library_errors_with_other_clients_connected(quiet_srv):
     finally:
         for s in idle:
             s.close()
+
+
+def test_unread_streamed_replies_are_bounded():
+    # File reads stream a chunk at a time and wait for the client
+    # (request_stream_when_drained): clients that stop reading hold about a
+    # chunk each, not the file.
+    srv = SbxServer(extra_args=["--concurrency", "2", "--warm", "0",
+                                "--reply-budget", "%dM" % BUDGET_MIB])
+    srv.__enter__()
+    socks = []
+    try:
+        status, _, info = srv.post("/v1/sandboxes", {})
+        assert status == 201, info
+        base_path = "/v1/sandboxes/%s" % info["id"]
+        status, _, res = srv.post(base_path + "/exec", {
+            "cmd": "head -c 16000000 /dev/urandom > /work/big && "
+                   "sha256sum /work/big"})
+        assert status == 200 and res["status"] == "ok", res
+        digest = res["stdout"].split()[0]
+        base = _rss_kib(srv.proc.pid)
+        for _ in range(READERS):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(_request("GET", base_path + "/files/big",
+                               headers=["Connection: close"]))
+            socks.append(s)
+        # Every stream has started (its status line came) and stalled.
+        for s in socks:
+            s.settimeout(GUARD_S)
+            assert s.recv(16).startswith(b"HTTP/1.1 200"), "no reply"
+        peak = 0
+        for _ in range(40):
+            peak = max(peak, _rss_kib(srv.proc.pid))
+            time.sleep(0.05)
+        assert (peak - base) / 1024 < BUDGET_MIB + 24, (base, peak)
+        # Others are served, the same file included, whole.
+        assert srv.get("/v1/ping")[2] == "pong"
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(_request("GET", base_path + "/files/big",
+                           headers=["Connection: close"]))
+        replies, rest = _parse(_recv_all(s))
+        s.close()
+        assert len(replies) == 1 and not rest
+        assert hashlib.sha256(replies[0][2]).hexdigest() == digest
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
