@@ -449,16 +449,17 @@ def test_run_code_files_in_the_allowed_places_are_written(cold_srv):
         for p in ["/work/rel/a.txt", "/work/b.txt", "/tmp/c.txt",
                   "/mnt/d/e.txt", "/home/sandbox/f.txt"]:
             st = os.stat(p)
-            print(p, open(p).read(), st.st_uid)
+            print(p, open(p).read(), st.st_uid == os.getuid())
         """)
     status, _, resp = cold_srv.post("/run_code", {
         "code": code, "language": "python",
         "files": {k: b64(v) for k, v in files.items()}})
     assert status == 200 and resp["status"] == "Success", resp
     lines = resp["run_result"]["stdout"].splitlines()
-    assert lines == ["/work/rel/a.txt A 1000", "/work/b.txt B 1000",
-                     "/tmp/c.txt C 1000", "/mnt/d/e.txt E 1000",
-                     "/home/sandbox/f.txt F 1000"], lines
+    # Written as the sandbox user (uid 1000 inside a user namespace).
+    assert lines == ["/work/rel/a.txt A True", "/work/b.txt B True",
+                     "/tmp/c.txt C True", "/mnt/d/e.txt E True",
+                     "/home/sandbox/f.txt F True"], lines
 
 
 def test_run_code_fetch_files_skip_procfs(cold_srv):
