@@ -830,6 +830,10 @@ void session_abandon(void *ctx)
 	case SESSION_OP_ARCHIVE_GET:
 		session_archive_pull(s, op, true);
 		break;
+	case SESSION_OP_PUT:
+	case SESSION_OP_ARCHIVE_PUT:
+		session_upload_abandon(s, op);
+		break;
 	case SESSION_OP_GET:
 		/* No read is asked for while the client holds a chunk. */
 		if (op->waiting) {

@@ -89,12 +89,28 @@ typedef void (*session_data_fn)(void *ctx, const char *data, size_t len);
 /* The receiver of ctx's transfer has handed on the last chunk. */
 void session_transfer_more(void *ctx);
 
+/* Uploads come a chunk at a time. session_file_put() and
+ * session_archive_put() start one; session_upload_chunk() then gives it
+ * each chunk of at most SESSION_UPLOAD_CHUNK bytes in turn: the first at
+ * once, each next one only once ready(ctx) has been called for the one
+ * before (init has taken it), so an upload holds about one chunk whatever
+ * its size. The chunk marked last (it may be empty) ends the upload, and
+ * the final reply says how it went: 201 with the file's size, 200 for an
+ * archive, or an error, which may come before the last chunk (the rest is
+ * then dropped). A file is created or truncated by its first chunk, and
+ * one whose upload fails or is abandoned keeps what was written. An
+ * archive is fed to tar's stdin as it comes. */
+#define SESSION_UPLOAD_CHUNK (1u << 20)
+typedef void (*session_ready_fn)(void *ctx);
+/* The next chunk of ctx's upload (borrowed). */
+void session_upload_chunk(void *ctx, const char *data, size_t len, bool last);
+
 /* Files: raw bytes in and out; a directory reads as a JSON listing.
  * Paths are bytes (a name need not be UTF-8); listings give each name as
  * "name" (valid UTF-8, bad bytes as U+FFFD) and, for a name that is not
  * UTF-8, "name_b64" (its bytes in base64). */
-void session_file_put(const char *id, const char *path, const char *data,
-		      size_t len, session_reply_fn fn, void *ctx);
+void session_file_put(const char *id, const char *path, session_ready_fn ready,
+		      session_reply_fn fn, void *ctx);
 void session_file_get(const char *id, const char *path, session_data_fn data,
 		      session_reply_fn fn, void *ctx);
 void session_file_delete(const char *id, const char *path, bool recursive,
@@ -104,8 +120,9 @@ void session_file_delete(const char *id, const char *path, bool recursive,
  * sparse, of trees under the sandbox's writable roots only (/work, /tmp,
  * /mnt, /home/sandbox, /dev/shm), and at most the sandbox's disk plus
  * memory limits long (all a sandbox can hold, headers included). */
-void session_archive_put(const char *id, const char *dir, const char *data,
-			 size_t len, session_reply_fn fn, void *ctx);
+void session_archive_put(const char *id, const char *dir,
+			 session_ready_fn ready, session_reply_fn fn,
+			 void *ctx);
 void session_archive_get(const char *id, const char *dir, session_data_fn data,
 			 session_reply_fn fn, void *ctx);
 

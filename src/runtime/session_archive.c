@@ -3,6 +3,10 @@
  * the sandbox user inside the sandbox, so tar's own rules (no absolute
  * names, no "..") apply and a hostile archive can only touch the sandbox.
  *
+ * An archive coming in is fed to tar's stdin a chunk at a time as the
+ * client sends it: init answers each chunk once it is in tar's pipe, and
+ * only then is the next one read from the client.
+ *
  * An archive going out is GNU tar with sparse files kept sparse, of a
  * tree under the sandbox's writable roots (which share its one disk), so
  * it is never larger than what the sandbox can hold: its disk limit plus
@@ -252,8 +256,8 @@ void session_archive_ended(struct session *s, struct session_op *op,
 	}
 }
 
-void session_archive_put(const char *id, const char *dir, const char *data,
-			 size_t len, session_reply_fn fn, void *ctx)
+void session_archive_put(const char *id, const char *dir,
+			 session_ready_fn ready, session_reply_fn fn, void *ctx)
 {
 	struct session *s = session_find(id, fn, ctx);
 	json_t *argv;
@@ -263,17 +267,40 @@ void session_archive_put(const char *id, const char *dir, const char *data,
 		return;
 	op = session_op_new(s, SESSION_OP_ARCHIVE_PUT, fn, ctx);
 	op->path = xstrdup(dir);
+	op->ready = ready;
 	/* GNU tar refuses absolute names and ".." by default; as the
-	 * sandbox user inside the sandbox it can write nowhere else. */
+	 * sandbox user inside the sandbox it can write nowhere else. Its
+	 * stdin is fed as the upload comes, so it has no time limit: a
+	 * client that leaves stops it. */
 	argv = script_argv(put_script, dir);
-	if (session_send_exec(s, op->id, argv, NULL, NULL,
-			      SESSION_DEFAULT_EXEC_MS, 1 << 20, data, len,
-			      true)) {
+	if (session_send_exec(s, op->id, argv, NULL, NULL, 0, 1 << 20, NULL, 0,
+			      false)) {
 		session_op_drop(s, op);
 		session_reply_error(fn, ctx, 410, "gone",
 				    "the sandbox is gone");
 	}
 	json_decref(argv);
+}
+
+void session_archive_feed(struct session *s, struct session_op *op,
+			  const char *data, size_t len)
+{
+	/* Init answers once the bytes are in tar's pipe ("ack"), so init
+	 * holds one chunk at most too. */
+	json_t *a = json_pack("{s:b,s:b}", "close", op->last, "ack", 1);
+
+	if (session_command(s, SANDBOX_CMD_STDIN, op->id, a, data, len) == 0)
+		op->pending = 1;
+	/* Else the sandbox is gone, and its end answers the op. */
+}
+
+void session_archive_fed(struct session *s, struct session_op *op, int err)
+{
+	op->pending = 0;
+	/* With an error tar has stopped reading (it failed, or it found
+	 * the archive's end); its end replies either way. */
+	if (!err && !op->last && !op->abandoned)
+		op->ready(op->ctx);
 }
 
 void session_archive_get(const char *id, const char *dir, session_data_fn data,

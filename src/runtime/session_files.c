@@ -3,13 +3,16 @@
  * Transfers are cut into SESSION_CHUNK commands. A file read goes out to
  * the client a chunk at a time: the next chunk is asked of init only once
  * the client's connection has taken the last, so a read holds about one
- * chunk whatever the file's size. Init does the work as the sandbox user,
- * inside the sandbox's own mount namespace.
+ * chunk whatever the file's size. Uploads (files here, archives in
+ * session_archive.c) come the other way the same way: the receiver gives
+ * the next chunk only once init has taken the last. Init does the work as the
+ * sandbox user, inside the sandbox's own mount namespace.
  *
  * Paths are bytes: one that is not UTF-8 travels to init as "path_b64",
  * and replies name it both ways (see session_path_set()).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,32 +55,88 @@ bool session_path_ok(const char *path, session_reply_fn fn, void *ctx)
 	return true;
 }
 
-void session_file_put(const char *id, const char *path, const char *data,
-		      size_t len, session_reply_fn fn, void *ctx)
+void session_file_put(const char *id, const char *path, session_ready_fn ready,
+		      session_reply_fn fn, void *ctx)
 {
 	struct session *s = session_find(id, fn, ctx);
 	struct session_op *op;
-	size_t off = 0;
 
 	if (!s || !session_path_ok(path, fn, ctx))
 		return;
 	op = session_op_new(s, SESSION_OP_PUT, fn, ctx);
 	op->path = xstrdup(path);
-	op->len = len;
-	/* Every chunk is queued now: the first truncates and creates the
-	 * parents, the others append. */
-	do {
-		size_t n =
-			len - off < SESSION_CHUNK ? len - off : SESSION_CHUNK;
-		json_t *a = path_args(path);
+	op->ready = ready;
+}
 
-		json_object_set_new(a, "append", json_boolean(off > 0));
-		json_object_set_new(a, "mkdirs", json_boolean(off == 0));
-		session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a,
-				data + off, n);
-		op->pending++;
-		off += n;
-	} while (off < len);
+/* The upload op of ctx, a client's request, wherever it is. */
+static struct session_op *upload_op(void *ctx, struct session **sp)
+{
+	struct session *s;
+	struct session_op *op;
+
+	for (s = session_table.list; s; s = s->next)
+		for (op = s->ops; op; op = op->next)
+			if (op->ctx == ctx &&
+			    (op->kind == SESSION_OP_PUT ||
+			     op->kind == SESSION_OP_ARCHIVE_PUT)) {
+				*sp = s;
+				return op;
+			}
+	return NULL;
+}
+
+/* Replies 201 for a file upload that is whole. */
+static void put_done(struct session_op *op);
+
+void session_upload_chunk(void *ctx, const char *data, size_t len, bool last)
+{
+	struct session *s;
+	struct session_op *op = upload_op(ctx, &s);
+	json_t *a;
+
+	if (!op || op->last || op->abandoned || op->pending)
+		return; /* answered already, or not asked for */
+	op->last = last;
+	/* A long upload keeps its sandbox in use. */
+	s->last_used_ns = now_ns();
+	if (op->kind == SESSION_OP_ARCHIVE_PUT) {
+		session_archive_feed(s, op, data, len);
+		return;
+	}
+	if (last && !len && op->len) {
+		/* The body ended on a chunk's edge: all of it is written. */
+		put_done(op);
+		session_op_drop(s, op);
+		return;
+	}
+	/* The first chunk truncates (or creates, with the parents), the
+	 * others append. */
+	a = path_args(op->path);
+	json_object_set_new(a, "append", json_boolean(op->len > 0));
+	json_object_set_new(a, "mkdirs", json_boolean(op->len == 0));
+	if (session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a, data, len)) {
+		session_reply_error(op->fn, op->ctx, 410, "gone",
+				    "the sandbox is gone");
+		session_op_drop(s, op);
+		return;
+	}
+	op->pending = 1;
+	op->len += len;
+}
+
+void session_upload_abandon(struct session *s, struct session_op *op)
+{
+	if (op->kind == SESSION_OP_ARCHIVE_PUT) {
+		/* tar's end replies. */
+		session_command(s, SANDBOX_CMD_SIGNAL, op->id,
+				json_pack("{s:i}", "signal", SIGKILL), NULL, 0);
+		return;
+	}
+	if (op->pending)
+		return; /* init's answer to the chunk it has replies */
+	session_reply_error(op->fn, op->ctx, 400, "bad_request",
+			    "the upload of '%s' was cut short", op->path);
+	session_op_drop(s, op);
 }
 
 void session_file_get(const char *id, const char *path, session_data_fn data,
@@ -120,6 +179,13 @@ static json_t *path_reply(struct session_op *op, json_t *more)
 	json_object_update(o, more);
 	json_decref(more);
 	return o;
+}
+
+static void put_done(struct session_op *op)
+{
+	session_reply_json(op->fn, op->ctx, 201,
+			   path_reply(op, json_pack("{s:I}", "size",
+						    (json_int_t)op->len)));
 }
 
 /* A chunk of a file read (or its first answer). Returns false when the
@@ -207,21 +273,28 @@ void session_file_reply(struct session *s, struct session_op *op,
 
 	switch (op->kind) {
 	case SESSION_OP_PUT:
-		/* Chunks are answered in order; the first error is the
-		 * answer, the rest are drained. */
-		if (err && !op->failed) {
-			op->failed = true;
+		/* One chunk is out at a time: its answer asks for the next,
+		 * or ends the upload. */
+		op->pending = 0;
+		if (err) {
 			session_reply_errno(op->fn, op->ctx, err, op->path);
-		}
-		if (--op->pending) {
+		} else if (op->abandoned) {
+			session_reply_error(op->fn, op->ctx, 400, "bad_request",
+					    "the upload of '%s' was cut short",
+					    op->path);
+		} else if (op->last) {
+			put_done(op);
+		} else {
+			/* The receiver may give the next chunk at once, and
+			 * that may end the op: op is not touched after. */
 			done = false;
-			break;
+			op->ready(op->ctx);
 		}
-		if (!op->failed)
-			session_reply_json(
-				op->fn, op->ctx, 201,
-				path_reply(op, json_pack("{s:I}", "size",
-							 (json_int_t)op->len)));
+		break;
+	case SESSION_OP_ARCHIVE_PUT:
+		/* tar's end ends the op. */
+		done = false;
+		session_archive_fed(s, op, err);
 		break;
 	case SESSION_OP_GET:
 		done = !read_reply(s, op, ev, args, err);

@@ -53,6 +53,9 @@ struct session_op {
 	size_t len;
 	unsigned pending; /* PUT: chunks not yet acknowledged */
 	bool failed;
+	/* uploads (file and archive PUT) */
+	session_ready_fn ready; /* init took the last chunk: ask for more */
+	bool last;		/* the last chunk has been sent */
 	/* transfers out (file and archive GET) */
 	session_data_fn data;
 	uint64_t sent;	/* bytes handed to data() */
@@ -196,6 +199,8 @@ void session_file_reply(struct session *s, struct session_op *op,
 			const struct sandbox_event *ev, json_t *args);
 /* Asks init for op's next chunk of a file. */
 void session_file_read(struct session *s, struct session_op *op);
+/* The client of upload op went away: stops it; its reply still comes. */
+void session_upload_abandon(struct session *s, struct session_op *op);
 
 /* ---- session_archive.c ---- */
 
@@ -205,6 +210,11 @@ void session_archive_ended(struct session *s, struct session_op *op,
 /* A chunk of an archive came (args: init's reply). */
 void session_archive_chunk(struct session *s, struct session_op *op,
 			   const struct sandbox_event *ev, json_t *args);
+/* Init took (err 0) or could not take a chunk of an archive upload. */
+void session_archive_fed(struct session *s, struct session_op *op, int err);
+/* Sends a chunk of an archive upload to tar's stdin. */
+void session_archive_feed(struct session *s, struct session_op *op,
+			  const char *data, size_t len);
 /* Asks init for the next chunk of an archive, or to drop the rest. */
 void session_archive_pull(struct session *s, struct session_op *op, bool close);
 

@@ -56,6 +56,7 @@ struct sexec {
 	struct buf inq;
 	size_t inoff;
 	bool in_close; /* close stdin once inq is written */
+	bool in_ack;   /* answer the host once inq is written */
 	uint64_t cap, sent[3];
 	uint64_t t0, deadline, exit_ns;
 	int stop;
@@ -234,12 +235,21 @@ static void cmd_stdin(struct server *s, uint32_t id, json_t *args,
 		      const char *payload, size_t len)
 {
 	struct sexec *e = find_exec(s, id);
+	bool ack = json_is_true(json_object_get(args, "ack"));
 
-	if (!e || e->in < 0)
-		return; /* ended already: the bytes have nowhere to go */
+	if (!e || e->in < 0) {
+		/* Ended already: the bytes have nowhere to go. */
+		if (ack)
+			reply_errno(id, EPIPE);
+		return;
+	}
 	buf_add(&e->inq, payload, len);
 	if (json_is_true(json_object_get(args, "close")))
 		e->in_close = true;
+	/* The host sends the next chunk only once this one is in the pipe
+	 * (or cannot be). */
+	if (ack)
+		e->in_ack = true;
 }
 
 static void cmd_signal(struct server *s, uint32_t id, json_t *args)
@@ -640,11 +650,22 @@ static void feed_stdin(struct sexec *e)
 		}
 		e->inoff += (size_t)n;
 	}
+	if (e->in < 0 && e->in_ack) {
+		e->in_ack = false;
+		reply_errno(e->id, EPIPE);
+	}
 	if (e->inoff == e->inq.len) {
+		/* A large chunk's buffer is not kept. */
+		if (e->inq.cap > READ_CHUNK_MAX / 4)
+			buf_release(&e->inq);
 		buf_reset(&e->inq);
 		e->inoff = 0;
 		if (e->in_close)
 			fd_close(&e->in);
+		if (e->in_ack) {
+			e->in_ack = false;
+			reply_errno(e->id, 0);
+		}
 	}
 }
 
@@ -691,9 +712,10 @@ static void finish_done(struct server *s)
 			pp = &e->next;
 			continue;
 		}
+		fd_close(&e->in);
+		feed_stdin(e); /* answers a chunk still waiting */
 		exec_end(s, e, 0);
 		*pp = e->next;
-		fd_close(&e->in);
 		buf_release(&e->inq);
 		free(e);
 		s->nexecs--;

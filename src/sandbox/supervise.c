@@ -322,6 +322,14 @@ static void flush_commands(struct sandbox *sb)
 			buf_release(&sb->outq);
 		buf_reset(&sb->outq);
 		sb->outoff = 0;
+	} else if (sb->outoff >= sb->outq.len - sb->outoff) {
+		/* Sent bytes leave the front once they outweigh the rest, so
+		 * a queue that never quite empties (commands keep coming)
+		 * does not grow by all that passes through it. */
+		memmove(sb->outq.data, sb->outq.data + sb->outoff,
+			sb->outq.len - sb->outoff);
+		sb->outq.len -= sb->outoff;
+		sb->outoff = 0;
 	}
 	if (sb->proc.status_fd >= 0)
 		loop_mod_fd(sb->loop, sb->proc.status_fd,

@@ -97,6 +97,18 @@ struct request {
 	void *abort_arg;
 	struct drain_waiter *waiters;
 
+	/* streamed request bodies (request_body_stream()) */
+	bool body_stream; /* the route takes its body a piece at a time */
+	bool body_held;	  /* the consumer has a piece: wait for more() */
+	bool body_paused; /* the connection is suspended for that */
+	bool body_over;	  /* the last piece, or end(), was given */
+	struct request_body_ops body_ops;
+	void *body_arg;
+	size_t body_chunk;
+	char *piece; /* the piece being filled, body_chunk bytes */
+	size_t piece_len;
+	uint64_t body_total;
+
 	/* What the reply holds unsent, on the budget's list while not zero;
 	 * guarded by the budget's lock. */
 	size_t held;
@@ -247,6 +259,7 @@ static void request_unref(struct request *req)
 		budget_set(req, 0);
 	buf_release(&req->body);
 	buf_release(&req->stream);
+	free(req->piece);
 	free(req->url);
 	free(req->reply);
 	pthread_mutex_destroy(&req->lock);
@@ -273,8 +286,11 @@ static void store_reply(struct request *req, unsigned status,
 		req->streaming = true;
 	else if (!req->closed)
 		over = budget_set(req, len);
-	resume = req->suspended && !req->closed;
+	/* A streamed body waiting for its consumer is read on (and
+	 * dropped): MHD replies once it has the whole request. */
+	resume = (req->suspended || req->body_paused) && !req->closed;
 	req->suspended = false;
+	req->body_paused = false;
 	/* Resumed under the lock so MHD cannot finish the connection in
 	 * between. */
 	if (resume)
@@ -288,7 +304,9 @@ struct request *request_defer(struct request *req)
 {
 	__atomic_add_fetch(&req->refs, 1, __ATOMIC_ACQ_REL);
 	pthread_mutex_lock(&req->lock);
-	if (!req->replied) {
+	/* A streamed body goes on being read; the connection waits for the
+	 * reply once it is all in (body_finish()). */
+	if (!req->replied && !req->body_stream) {
 		req->suspended = true;
 		MHD_suspend_connection(req->conn);
 	}
@@ -425,6 +443,148 @@ void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg)
 	req->abort_fn = fn;
 	req->abort_arg = arg;
 	pthread_mutex_unlock(&req->lock);
+}
+
+/* ---- streamed request bodies ---- */
+
+void request_body_stream(struct request *req, size_t chunk,
+			 const struct request_body_ops *ops, void *arg)
+{
+	pthread_mutex_lock(&req->lock);
+	req->body_ops = *ops;
+	req->body_arg = arg;
+	req->body_chunk = chunk ? chunk : 1;
+	req->body_stream = true;
+	pthread_mutex_unlock(&req->lock);
+}
+
+void request_body_more(struct request *req)
+{
+	pthread_mutex_lock(&req->lock);
+	req->body_held = false;
+	if (req->body_paused && !req->closed) {
+		req->body_paused = false;
+		MHD_resume_connection(req->conn);
+	}
+	pthread_mutex_unlock(&req->lock);
+}
+
+/* Gives the consumer a piece (data taken), or with end set tells it the
+ * body will not come whole. No lock held. Once the runner is gone at
+ * shutdown the consumer's state is too: the call is dropped. */
+static void body_call(struct request *req, char *data, size_t len, bool last,
+		      bool end)
+{
+	pthread_rwlock_rdlock(&stop_lock);
+	if (runner_gone)
+		free(data);
+	else if (end)
+		req->body_ops.end(req->body_arg);
+	else
+		req->body_ops.data(req->body_arg, data, len, last);
+	pthread_rwlock_unlock(&stop_lock);
+}
+
+/* Body bytes of a streamed request: fills the piece and, once it is
+ * full, hands it over and suspends the connection until the consumer
+ * asks for more. Bytes not taken (*size left non-zero) come again after
+ * the resume. */
+static void body_feed(struct request *req, const char *data, size_t *size)
+{
+	char *piece = NULL;
+	size_t len = 0, n;
+	bool end = false, too_large = false;
+
+	pthread_mutex_lock(&req->lock);
+	if (req->replied || req->body_over) {
+		/* Answered already: the rest is read and dropped. */
+		end = !req->body_over;
+		req->body_over = true;
+		*size = 0;
+		goto out;
+	}
+	if (req->body_held) {
+		/* MHD offers more at once (a chunked body) while the consumer
+		 * still has the last piece: wait for it. */
+		if (!req->body_paused) {
+			req->body_paused = true;
+			MHD_suspend_connection(req->conn);
+		}
+		goto out;
+	}
+	if (req->body_total + *size > req->max_body) {
+		/* Only a body of unannounced length gets here. */
+		too_large = end = true;
+		req->body_over = true;
+		*size = 0;
+		goto out;
+	}
+	if (!req->piece)
+		req->piece = xmalloc(req->body_chunk);
+	n = req->body_chunk - req->piece_len;
+	if (n > *size)
+		n = *size;
+	memcpy(req->piece + req->piece_len, data, n);
+	req->piece_len += n;
+	req->body_total += n;
+	*size -= n;
+	if (req->piece_len == req->body_chunk) {
+		piece = req->piece;
+		len = req->piece_len;
+		req->piece = NULL;
+		req->piece_len = 0;
+		req->body_held = true;
+		req->body_paused = true;
+		MHD_suspend_connection(req->conn);
+	}
+out:
+	pthread_mutex_unlock(&req->lock);
+	if (too_large)
+		request_error(req, 413, "payload_too_large",
+			      "the request body is larger than %llu bytes",
+			      (unsigned long long)req->max_body);
+	if (piece)
+		body_call(req, piece, len, false, false);
+	if (end)
+		body_call(req, NULL, 0, false, true);
+}
+
+/* The whole body of a streamed request is in: gives the last piece, then
+ * waits for the reply. */
+static void body_finish(struct request *req)
+{
+	char *piece = NULL;
+	size_t len = 0;
+	bool give = false, end = false;
+
+	pthread_mutex_lock(&req->lock);
+	if (req->replied && !req->body_over) {
+		end = true;
+		req->body_over = true;
+	} else if (!req->body_over && req->body_held) {
+		/* Resumed before the consumer asked for more: wait. */
+		if (!req->body_paused) {
+			req->body_paused = true;
+			MHD_suspend_connection(req->conn);
+		}
+		goto out;
+	} else if (!req->body_over) {
+		piece = req->piece;
+		len = req->piece_len;
+		req->piece = NULL;
+		req->piece_len = 0;
+		req->body_over = req->body_held = give = true;
+	}
+	if (!req->replied && !req->suspended) {
+		req->suspended = true;
+		MHD_suspend_connection(req->conn);
+	}
+out:
+	pthread_mutex_unlock(&req->lock);
+	if (give)
+		body_call(req, piece, len, true, false);
+	if (end)
+		body_call(req, NULL, 0, false, true);
 }
 
 int request_dup_socket(struct request *req)
@@ -930,6 +1090,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				      (unsigned long long)req->max_body);
 			return send_reply(req);
 		}
+		if (sandboxes_is_upload(method, url)) {
+			/* An upload is routed on its headers: its body is
+			 * streamed to the route as it comes. */
+			req->started = true;
+			pthread_rwlock_rdlock(&stop_lock);
+			dispatch(req);
+			pthread_rwlock_unlock(&stop_lock);
+			pthread_mutex_lock(&req->lock);
+			ready = req->replied && !req->suspended;
+			pthread_mutex_unlock(&req->lock);
+			/* Answered now, the body is never read. */
+			if (ready)
+				return send_reply(req);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size && req->started) {
+		/* Routed on its headers: the route takes the body, or it is
+		 * dropped (the route answered without taking it). */
+		if (req->body_stream)
+			body_feed(req, upload_data, upload_data_size);
+		else
+			*upload_data_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
@@ -949,6 +1132,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		pthread_rwlock_rdlock(&stop_lock);
 		dispatch(req);
 		pthread_rwlock_unlock(&stop_lock);
+	} else if (req->body_stream) {
+		reading_del(req);
+		body_finish(req);
 	}
 	pthread_mutex_lock(&req->lock);
 	ready = req->replied && !req->suspended;
@@ -965,6 +1151,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	void (*abort_fn)(void *arg) = NULL;
 	void *abort_arg = NULL;
 	struct drain_waiter *ready;
+	bool body_end;
 
 	if (!req)
 		return;
@@ -988,7 +1175,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		abort_arg = req->abort_arg;
 	}
 	req->abort_fn = NULL;
+	/* A streamed body cut short: its consumer stops. */
+	body_end = req->body_stream && !req->body_over;
+	req->body_over = true;
 	pthread_mutex_unlock(&req->lock);
+	if (body_end)
+		body_call(req, NULL, 0, false, true);
 	if (abort_fn) {
 		pthread_rwlock_rdlock(&stop_lock);
 		if (!runner_gone)

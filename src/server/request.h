@@ -75,6 +75,32 @@ bool request_stream_closed(struct request *req);
  * its end; set by the handler. */
 void request_on_abort(struct request *req, void (*fn)(void *arg), void *arg);
 
+/* Streamed request bodies (uploads). A route that sandboxes_is_upload()
+ * names is routed as soon as its headers are in, with no body yet; its
+ * handler calls request_body_stream() before it defers, and the body then
+ * comes to it a piece at a time instead of whole. The connection reads no
+ * more of the body until the consumer asks with request_body_more(), so
+ * an upload holds about one piece in the server whatever its size. Once
+ * a reply is made the rest of the body is read and dropped (MHD can only
+ * answer once it has it all), and no more pieces come. */
+struct request_body_ops {
+	/* The next piece: chunk bytes, or fewer for the last one (last set;
+	 * it may be empty, with data NULL). Takes ownership of data (free()
+	 * it). Nothing more comes until request_body_more(), and nothing at
+	 * all after the last piece. Called on an MHD thread. */
+	void (*data)(void *arg, char *data, size_t len, bool last);
+	/* The body will not be given whole: the client went away, the
+	 * server is stopping, or a reply was made before its end. Called
+	 * once, after every data() call, and only when the last piece was
+	 * never given. Called on an MHD thread. */
+	void (*end)(void *arg);
+};
+/* Streams req's body to ops with arg (which must outlive the calls). */
+void request_body_stream(struct request *req, size_t chunk,
+			 const struct request_body_ops *ops, void *arg);
+/* The consumer has handed on the last piece: read the next. Any thread. */
+void request_body_more(struct request *req);
+
 /* A CLOEXEC duplicate of the client's socket (the caller closes it), or
  * -1: lets another thread notice a hang-up safely. */
 int request_dup_socket(struct request *req);

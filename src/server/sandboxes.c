@@ -65,8 +65,6 @@ struct call {
 	char *path;
 	char *label;
 	json_t *args;
-	char *body; /* uploads */
-	size_t body_len;
 	uint32_t num;
 	int sig;
 	bool recursive;
@@ -78,7 +76,30 @@ struct call {
 	 * call is freed when it is taken (the final reply came already) */
 	bool draining;
 	bool finished;
+	/* uploads: the body comes a piece at a time (upload_data()); the
+	 * call lives until it is answered and the HTTP layer is done with
+	 * it */
+	struct piece *piece; /* the next piece, until the session takes it */
+	bool up_ready;	     /* the session takes a piece now */
+	bool up_open;	     /* pieces (or the end) may still come */
+	bool replied;
 };
+
+/* A piece of an upload's body, on its way to the runner's thread. */
+struct piece {
+	struct call *c;
+	char *data;
+	size_t len;
+	bool last;
+};
+
+static void piece_free(struct piece *p)
+{
+	if (p) {
+		free(p->data);
+		free(p);
+	}
+}
 
 static void unwatch(struct call *c)
 {
@@ -91,9 +112,9 @@ static void unwatch(struct call *c)
 static void call_free(struct call *c)
 {
 	unwatch(c);
+	piece_free(c->piece);
 	free(c->path);
 	free(c->label);
-	free(c->body);
 	json_decref(c->args);
 	free(c);
 }
@@ -101,6 +122,11 @@ static void call_free(struct call *c)
 static bool is_transfer(const struct call *c)
 {
 	return c->action == A_FILE_GET || c->action == A_ARCHIVE_GET;
+}
+
+static bool is_upload(const struct call *c)
+{
+	return c->action == A_FILE_PUT || c->action == A_ARCHIVE_PUT;
 }
 
 static const char *content_type(const struct call *c)
@@ -167,7 +193,94 @@ static void on_reply(void *ctx, struct session_reply *r)
 				  r->raw_len);
 	}
 	request_put(c->req);
+	if (is_upload(c) && c->up_open) {
+		/* Freed once the HTTP layer is done with the body. */
+		c->req = NULL;
+		c->replied = true;
+		piece_free(c->piece);
+		c->piece = NULL;
+		return;
+	}
 	call_free(c);
+}
+
+/* ---- uploads: the body, a piece at a time ---- */
+
+/* Gives the session the piece waiting, if it takes one now. c may be
+ * freed by the time this returns (the session's answer can come at
+ * once). */
+static void upload_pump(struct call *c)
+{
+	struct piece *p = c->piece;
+
+	if (!p || !c->up_ready)
+		return;
+	c->piece = NULL;
+	c->up_ready = false;
+	session_upload_chunk(c, p->data, p->len, p->last);
+	piece_free(p);
+}
+
+static void piece_cb(struct loop *loop, void *arg)
+{
+	struct piece *p = arg;
+	struct call *c = p->c;
+
+	if (p->last)
+		c->up_open = false;
+	if (c->replied) {
+		piece_free(p);
+		if (!c->up_open)
+			call_free(c);
+		return;
+	}
+	/* One at a time: the next comes only after request_body_more(). */
+	c->piece = p;
+	upload_pump(c);
+}
+
+static void body_end_cb(struct loop *loop, void *arg)
+{
+	struct call *c = arg;
+
+	c->up_open = false;
+	if (c->replied)
+		call_free(c);
+	else
+		session_abandon(c); /* its reply frees the call */
+}
+
+/* From an MHD thread: the next piece of the body. */
+static void upload_data(void *arg, char *data, size_t len, bool last)
+{
+	struct piece *p = xmalloc(sizeof(*p));
+
+	p->c = arg;
+	p->data = data;
+	p->len = len;
+	p->last = last;
+	loop_post(runner_loop(server_state.runner), piece_cb, p);
+}
+
+/* From an MHD thread: the body will not come whole. */
+static void upload_end(void *arg)
+{
+	loop_post(runner_loop(server_state.runner), body_end_cb, arg);
+}
+
+static const struct request_body_ops upload_ops = {.data = upload_data,
+						   .end = upload_end};
+
+/* The session has taken the last piece: read the next. */
+static void upload_ready(void *ctx)
+{
+	struct call *c = ctx;
+
+	c->up_ready = true;
+	if (c->piece)
+		upload_pump(c);
+	else
+		request_body_more(c->req);
 }
 
 static void drained_cb(struct loop *loop, void *arg)
@@ -302,8 +415,8 @@ static void run_call(struct loop *loop, void *arg)
 		session_proc_signal(c->id, c->num, c->sig, on_reply, c);
 		break;
 	case A_FILE_PUT:
-		session_file_put(c->id, c->path, c->body ? c->body : "",
-				 c->body_len, on_reply, c);
+		c->up_ready = true;
+		session_file_put(c->id, c->path, upload_ready, on_reply, c);
 		break;
 	case A_FILE_GET:
 		session_file_get(c->id, c->path, on_data, on_reply, c);
@@ -312,8 +425,8 @@ static void run_call(struct loop *loop, void *arg)
 		session_file_delete(c->id, c->path, c->recursive, on_reply, c);
 		break;
 	case A_ARCHIVE_PUT:
-		session_archive_put(c->id, c->path, c->body ? c->body : "",
-				    c->body_len, on_reply, c);
+		c->up_ready = true;
+		session_archive_put(c->id, c->path, upload_ready, on_reply, c);
 		break;
 	case A_ARCHIVE_GET:
 		session_archive_get(c->id, c->path, on_data, on_reply, c);
@@ -385,16 +498,6 @@ static json_t *body_json(struct request *req)
 		return NULL;
 	}
 	return j;
-}
-
-static void take_body(struct request *req, struct call *c)
-{
-	size_t len;
-	const char *body = request_body(req, &len);
-
-	c->body = xmalloc(len + 1);
-	memcpy(c->body, body, len);
-	c->body_len = len;
 }
 
 static bool parse_u32(const char *s, size_t n, uint32_t *out)
@@ -553,7 +656,6 @@ void sandboxes_route(struct request *req)
 			goto out_free;
 		if (!strcmp(method, "PUT")) {
 			c->action = A_FILE_PUT;
-			take_body(req, c);
 		} else if (!strcmp(method, "GET")) {
 			c->action = A_FILE_GET;
 		} else if (!strcmp(method, "DELETE")) {
@@ -572,7 +674,6 @@ void sandboxes_route(struct request *req)
 			goto out_free;
 		if (!strcmp(method, "PUT")) {
 			c->action = A_ARCHIVE_PUT;
-			take_body(req, c);
 		} else if (!strcmp(method, "GET")) {
 			c->action = A_ARCHIVE_GET;
 		} else {
@@ -586,6 +687,12 @@ void sandboxes_route(struct request *req)
 post:
 	if (c->stream || is_transfer(c))
 		c->sock = request_dup_socket(req);
+	if (is_upload(c)) {
+		/* Routed on its headers (sandboxes_is_upload()): the body
+		 * follows, a chunk at a time. */
+		c->up_open = true;
+		request_body_stream(req, SESSION_UPLOAD_CHUNK, &upload_ops, c);
+	}
 	c->req = request_defer(req);
 	loop_post(runner_loop(server_state.runner), run_call, c);
 	return;
