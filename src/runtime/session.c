@@ -343,8 +343,11 @@ static void on_reply(struct session *s, struct session_op *op,
 			session_archive_pull(s, op, true);
 			return;
 		}
-		if (op->kind == SESSION_OP_PUT && --op->pending) {
-			op->failed = true;
+		if (op->kind == SESSION_OP_ARCHIVE_PUT) {
+			/* Its tar is stopped; the op ends with it. */
+			op->fn = NULL;
+			op->abandoned = true;
+			session_upload_abandon(s, op);
 			return;
 		}
 		session_op_drop(s, op);

@@ -51,8 +51,7 @@ struct session_op {
 	/* file transfers */
 	char *path;
 	size_t len;
-	unsigned pending; /* PUT: chunks not yet acknowledged */
-	bool failed;
+	unsigned pending; /* uploads: a chunk is with init, unanswered */
 	/* uploads (file and archive PUT) */
 	session_ready_fn ready; /* init took the last chunk: ask for more */
 	bool last;		/* the last chunk has been sent */
