@@ -186,7 +186,7 @@ void session_exec(const char *id, json_t *args, session_stream_fn stream,
 		s->procs = p;
 		s->last_used_ns = now_ns();
 		/* No time limit but the sandbox's; no output cap (the host
-		 * keeps the first SESSION_PROC_KEEP bytes of each stream). */
+		 * keeps what session_procs.c allows). */
 		if (session_send_exec(s, p->id, argv, cwd, envj, 0, 0, in,
 				      inlen, true)) {
 			s->procs = p->next;
