@@ -341,3 +341,29 @@ def test_client_leaving_mid_upload_ends_it(srv, box, sub):
         status, headers, reply = box.call("PUT", sub, body)
         assert status == 200, reply
         assert box.get("cut/small.bin")[2] == data
+
+
+def test_sandbox_deleted_mid_upload(srv):
+    """A sandbox deleted while an upload into it is under way: the upload
+    answers that the sandbox is gone once the client has sent it all."""
+    status, info = create(srv)
+    assert status == 201, info
+    box = Box(srv, info)
+    half = 3 * MIB
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as s:
+        s.sendall(("PUT %s/files/d.bin HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Length: %d\r\n\r\n"
+                   % (box.base, 2 * half)).encode())
+        s.sendall(os.urandom(half))
+        status, headers, reply = box.delete()
+        assert status == 200, reply
+        s.sendall(os.urandom(half))
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 410"), data[:300]
+    assert b'"gone"' in body, body
