@@ -18,9 +18,9 @@
 #include "runtime/lang.h"
 #include "base/banned.h"
 
-/* A JVM in a sandbox: one GC thread, the quick compiler only (fewer
- * threads and less memory at start), no shared-archive writes. */
-#define JVM_OPTS "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto"
+/* A JVM in a sandbox: one GC thread, and the quick compiler only (fewer
+ * threads and less memory; these programs are short). */
+#define JVM_OPTS "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 /* Go: caches in /tmp, Debian's Go packages (testify, ...) importable in
  * GOPATH mode as no module cache can be downloaded, at most two build
  * jobs so a many-core host does not exhaust the process limit. */
@@ -209,23 +209,27 @@ static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static bool available[ARRAY_SIZE(langs)];
 static char node_dir[PATH_MAX];
 
-static bool is_dir(const char *path)
+/* Sets node_dir to dir's canonical path (bind sources must have no ".."
+ * or symlinks) when it holds node_modules. */
+static bool use_node_dir(const char *dir)
 {
-	char p[PATH_MAX + 16];
+	char p[PATH_MAX + 16], real[PATH_MAX];
 
-	snprintf(p, sizeof(p), "%s/node_modules", path);
-	return access(p, X_OK) == 0;
+	snprintf(p, sizeof(p), "%s/node_modules", dir);
+	if (access(p, X_OK) < 0 || !realpath(dir, real))
+		return false;
+	memcpy(node_dir, real, sizeof(node_dir));
+	return true;
 }
 
 static void find_node_dir(void)
 {
 	const char *env = getenv("SBX_NODE_DIR");
-	char exe[PATH_MAX], *slash;
+	char exe[PATH_MAX], dir[PATH_MAX + 32], *slash;
 	ssize_t n;
 
 	if (env && *env) {
-		if (is_dir(env) && strlen(env) < sizeof(node_dir))
-			memcpy(node_dir, env, strlen(env) + 1);
+		use_node_dir(env);
 		return;
 	}
 	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -236,13 +240,11 @@ static void find_node_dir(void)
 	if (!slash)
 		return;
 	*slash = '\0';
-	snprintf(node_dir, sizeof(node_dir), "%.*s/npm", PATH_MAX - 8, exe);
-	if (is_dir(node_dir))
+	snprintf(dir, sizeof(dir), "%s/npm", exe);
+	if (use_node_dir(dir))
 		return;
-	snprintf(node_dir, sizeof(node_dir), "%.*s/../lib/sbx/npm",
-		 PATH_MAX - 20, exe);
-	if (!is_dir(node_dir))
-		node_dir[0] = '\0';
+	snprintf(dir, sizeof(dir), "%s/../lib/sbx/npm", exe);
+	use_node_dir(dir);
 }
 
 static bool runtime_found(const struct lang *l)
