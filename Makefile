@@ -118,7 +118,7 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 			--no-install-recommends $$missing >/dev/null; \
 	fi
-	@$(if $(NPM_STAMP),$(MAKE) --no-print-directory $(NPM_STAMP))
+	@$(if $(NPM_STAMP),$(MAKE) -s --no-print-directory $(NPM_STAMP))
 
 # The node packages of the typescript and jest recipes, pinned by the lock
 # file; sandboxes see this directory read-only at /opt/sbx-node.
