@@ -351,19 +351,16 @@ static bool etc_wanted(const char *name)
 	return false;
 }
 
-static int etc_setup(struct child_err *ce)
+/* passwd and group name the sandbox user by the ids it runs as: 1000 in
+ * a user namespace, its host ids without one. */
+static int etc_setup(uid_t uid, gid_t gid, struct child_err *ce)
 {
-	static const char passwd[] =
-		"root:x:0:0:root:/root:/bin/sh\n"
-		"sandbox:x:1000:1000:sandbox:" SANDBOX_HOME_DIR ":/bin/bash\n"
-		"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
-	static const char group[] = "root:x:0:\nsandbox:x:1000:\n"
-				    "nogroup:x:65534:\n";
+	char passwd[256], group[128];
 	static const char hosts[] = "127.0.0.1\tlocalhost sandbox\n"
 				    "::1\tlocalhost ip6-localhost\n";
 	static const char nsswitch[] = "passwd: files\ngroup: files\n"
 				       "shadow: files\nhosts: files dns\n";
-	static const struct {
+	const struct {
 		const char *name, *text;
 	} generated[] = {
 		{"passwd", passwd},
@@ -378,6 +375,13 @@ static int etc_setup(struct child_err *ce)
 	size_t i;
 	int r = 0;
 
+	snprintf(passwd, sizeof(passwd),
+		 "root:x:0:0:root:/root:/bin/sh\n"
+		 "sandbox:x:%u:%u:sandbox:" SANDBOX_HOME_DIR ":/bin/bash\n"
+		 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		 (unsigned)uid, (unsigned)gid);
+	snprintf(group, sizeof(group),
+		 "root:x:0:\nsandbox:x:%u:\nnogroup:x:65534:\n", (unsigned)gid);
 	if (mkdir(NEW "/etc", 0755) < 0)
 		return fail(ce, errno, "cannot create '%s'", "/etc");
 	for (i = 0; i < ARRAY_SIZE(generated); i++) {
@@ -773,7 +777,7 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 	if (!r)
 		r = runtime_binds(ce);
 	if (!r)
-		r = etc_setup(ce);
+		r = etc_setup(uid, gid, ce);
 	if (!r)
 		r = dev_setup(ce);
 	if (!r)
