@@ -147,6 +147,7 @@ static const char *const proc_masked[] = {
 	"sys/fs/inode-nr",
 	"sys/fs/inode-state",
 	"sys/fs/dentry-state",
+	"sys/kernel/random/boot_id",
 };
 /* Directories of such figures, shown empty. */
 static const char *const proc_masked_dirs[] = {

@@ -344,7 +344,7 @@ MASKED = ["kcore", "keys", "key-users", "timer_list", "sched_debug",
           "iomem", "ioports", "modules", "latency_stats", "timer_stats",
           "kpagecount", "kpageflags", "kpagecgroup", "mtrr", "cmdline",
           "sys/fs/file-nr", "sys/fs/inode-nr", "sys/fs/inode-state",
-          "sys/fs/dentry-state"]
+          "sys/fs/dentry-state", "sys/kernel/random/boot_id"]
 
 
 def test_proc_host_figures_are_masked(py):
