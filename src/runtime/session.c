@@ -283,18 +283,20 @@ struct session_op *session_op_find(struct session *s, uint32_t id, bool unlink)
 	return NULL;
 }
 
-static void keep_output(struct buf *b, bool *truncated, uint64_t cap,
-			const char *data, size_t len)
+/* Keeps output up to cap bytes of JSON text, the size it will have in the
+ * reply (a control byte takes six), so a reply is bounded by what it
+ * serialises to, not by raw bytes. */
+static void keep_output(struct buf *b, uint64_t *size, bool *truncated,
+			uint64_t cap, const char *data, size_t len)
 {
-	if (b->len >= cap) {
+	uint64_t add = 0;
+	size_t n =
+		json_text_fit(data, len, cap > *size ? cap - *size : 0, &add);
+
+	if (n < len)
 		*truncated = true;
-		return;
-	}
-	if (len > cap - b->len) {
-		len = (size_t)(cap - b->len);
-		*truncated = true;
-	}
-	buf_add(b, data, len);
+	buf_add(b, data, n);
+	*size += add;
 }
 
 static void on_output(void *ctx, size_t id, int stream, const char *data,
@@ -310,8 +312,12 @@ static void on_output(void *ctx, size_t id, int stream, const char *data,
 		return;
 	}
 	if (op) {
-		keep_output(stream == 1 ? &op->out : &op->err, &op->truncated,
-			    op->cap, data, len);
+		if (stream == 1)
+			keep_output(&op->out, &op->out_size, &op->truncated,
+				    op->cap, data, len);
+		else
+			keep_output(&op->err, &op->err_size, &op->truncated,
+				    op->cap, data, len);
 		return;
 	}
 	p = session_proc_find(s, (uint32_t)id);

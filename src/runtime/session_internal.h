@@ -46,7 +46,8 @@ struct session_op {
 	session_stream_fn stream;
 	void *ctx;
 	struct buf out, err;
-	uint64_t cap;
+	uint64_t cap;		     /* per stream, as JSON text */
+	uint64_t out_size, err_size; /* what out and err serialise to */
 	bool truncated;
 	/* file transfers */
 	char *path;

@@ -450,3 +450,26 @@ def test_repl_reply_with_bytes_that_are_not_utf8(box):
     res = box.repl("'\\U0001F600' + str(kept + 1)")
     assert res["result"] == "'\U0001F600" + "42'", res
     assert not res["restarted"], res
+
+
+# ---- a sibling of the run routes' reply cap: waited-for exec replies ----
+
+def test_exec_reply_is_capped_by_its_serialised_size(boxes):
+    # Control bytes serialise as \u00XX, six bytes each: the cap counts
+    # what the reply will hold, not the raw bytes.
+    cap = 1 << 20
+    box = boxes(limits={"output_bytes": cap})
+    status, headers, data = box.exec_raw(
+        {"argv": ["python3", "-c",
+                  "import sys; sys.stdout.buffer.write(b'\\x01' * %d); "
+                  "sys.stderr.buffer.write(b'\\x02' * %d)" % (cap, cap)]})
+    assert status == 200, (status, data[:200])
+    res = json.loads(data)
+    assert res["output_truncated"] is True, {k: v for k, v in res.items()
+                                            if k not in ("stdout",
+                                                         "stderr")}
+    assert 0 < len(res["stdout"]) <= cap // 6
+    assert 0 < len(res["stderr"]) <= cap // 6
+    assert set(res["stdout"]) == {"\x01"}
+    # Both streams at their cap, plus the other fields.
+    assert len(data) <= 2 * cap + 4096, len(data)
