@@ -351,6 +351,7 @@ static void place_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 
 static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 {
+	uint64_t total = 0; /* all fetches together: no more than the disk */
 	char path[PATH_MAX];
 	size_t i;
 
@@ -366,13 +367,14 @@ static void fetch_files(const struct sandbox_spec *spec, uid_t uid, gid_t gid)
 		fd = init_open_file(
 			path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0);
 		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-		    (uint64_t)st.st_size <= spec->limits.disk_bytes) {
+		    (uint64_t)st.st_size <= spec->limits.disk_bytes - total) {
 			data = xmalloc((size_t)st.st_size + 1);
 			ssize_t n = read_full(fd, data, (size_t)st.st_size);
 
 			if (n >= 0) {
 				m.kind = INIT_MSG_FETCH;
 				m.len2 = (uint64_t)n;
+				total += (uint64_t)n;
 			}
 		}
 		fd_close(&fd);

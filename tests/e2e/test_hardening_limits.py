@@ -369,3 +369,22 @@ def test_python_client_sends_and_reads_cpu_limits(srv):
         with pytest.raises(sbx.SbxError) as e:
             c.run("python", "print(1)", limits=Limits(cpus=4096))
         assert "limits.cpus" in str(e.value), e.value
+
+
+def test_run_code_fetches_stay_within_the_disk():
+    """One file named many ways in fetch_files was read once per name, each
+    up to the disk size, and the server held them all: together they are
+    now read up to the disk limit, the rest reported missing."""
+    src = ("with open('f', 'wb') as f:\n"
+           "    f.write(b'x' * (3 << 20))\n")
+    names = ["f", "./f", "/work/f", "/work/./f", ".//f", "/work//f"]
+    with SbxServer(extra_args=["--disk", "8M", "--warm", "0"]) as s:
+        status, raw = raw_post(s, "/run_code", {
+            "language": "python", "code": src, "fetch_files": names})
+        assert status == 200
+        data = json.loads(raw)
+        assert data["status"] == "Success", data.get("message")
+        got = data["files"]
+        # Two 3 MiB copies fit in 8 MiB; the others are left out.
+        assert len(got) == 2, sorted(got)
+        assert set(got) <= set(names)
