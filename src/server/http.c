@@ -108,6 +108,7 @@ struct request {
 	char *piece; /* the piece being filled, body_chunk bytes */
 	size_t piece_len;
 	uint64_t body_total;
+	uint64_t body_length; /* Content-Length, or UINT64_MAX */
 
 	/* What the reply holds unsent, on the budget's list while not zero;
 	 * guarded by the budget's lock. */
@@ -485,22 +486,41 @@ static void body_call(struct request *req, char *data, size_t len, bool last,
 	pthread_rwlock_unlock(&stop_lock);
 }
 
+/* Whether the client has closed its side with the body not yet all
+ * sent, once MHD has passed on every byte it read. MHD (0.9.75, epoll)
+ * takes a short read to mean the socket is drained, so a close that came
+ * with the last bytes, while the connection was suspended, is only seen
+ * at --client-timeout; the consumer would wait that long. */
+static bool body_cut(struct request *req)
+{
+	char c;
+
+	return req->body_length != UINT64_MAX &&
+	       req->body_total < req->body_length && req->fd >= 0 &&
+	       recv(req->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Body bytes of a streamed request: fills the piece and, once it is
  * full, hands it over and suspends the connection until the consumer
  * asks for more. Bytes not taken (*size left non-zero) come again after
- * the resume. */
-static void body_feed(struct request *req, const char *data, size_t *size)
+ * the resume. Returns false when the client has gone: the connection is
+ * to be closed. */
+static bool body_feed(struct request *req, const char *data, size_t *size)
 {
 	char *piece = NULL;
 	size_t len = 0, n;
-	bool end = false, too_large = false;
+	bool end = false, too_large = false, gone = false;
 
 	pthread_mutex_lock(&req->lock);
 	if (req->replied || req->body_over) {
-		/* Answered already: the rest is read and dropped. */
+		/* Answered already: the rest is read and dropped, and so is
+		 * a piece begun. */
 		end = !req->body_over;
 		req->body_over = true;
 		*size = 0;
+		free(req->piece);
+		req->piece = NULL;
+		req->piece_len = 0;
 		goto out;
 	}
 	if (req->body_held) {
@@ -536,6 +556,9 @@ static void body_feed(struct request *req, const char *data, size_t *size)
 		req->body_held = true;
 		req->body_paused = true;
 		MHD_suspend_connection(req->conn);
+	} else if (!*size && body_cut(req)) {
+		gone = end = true;
+		req->body_over = true;
 	}
 out:
 	pthread_mutex_unlock(&req->lock);
@@ -547,6 +570,7 @@ out:
 		body_call(req, piece, len, false, false);
 	if (end)
 		body_call(req, NULL, 0, false, true);
+	return !gone;
 }
 
 /* The whole body of a streamed request is in: gives the last piece, then
@@ -1069,8 +1093,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 					: server_state.cfg->max_body;
 		cl = MHD_lookup_connection_value(
 			conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && parse_u64(cl, &len) == 0 && len > req->max_body)
-			req->too_large = true;
+		req->body_length = UINT64_MAX;
+		if (cl && parse_u64(cl, &len) == 0) {
+			req->body_length = len;
+			if (len > req->max_body)
+				req->too_large = true;
+		}
 		/* Refuse before reading (or inviting, with 100 Continue) a
 		 * body that would be thrown away. */
 		if (!token_ok(conn)) {
@@ -1092,27 +1120,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		}
 		if (sandboxes_is_upload(method, url)) {
 			/* An upload is routed on its headers: its body is
-			 * streamed to the route as it comes. */
+			 * streamed to the route as it comes. Even an answer
+			 * made at once waits for the body to be read (and
+			 * dropped), so that every client can read it. */
 			req->started = true;
 			pthread_rwlock_rdlock(&stop_lock);
 			dispatch(req);
 			pthread_rwlock_unlock(&stop_lock);
-			pthread_mutex_lock(&req->lock);
-			ready = req->replied && !req->suspended;
-			pthread_mutex_unlock(&req->lock);
-			/* Answered now, the body is never read. */
-			if (ready)
-				return send_reply(req);
 		}
 		return MHD_YES;
 	}
 	if (*upload_data_size && req->started) {
 		/* Routed on its headers: the route takes the body, or it is
 		 * dropped (the route answered without taking it). */
-		if (req->body_stream)
-			body_feed(req, upload_data, upload_data_size);
-		else
+		if (!req->body_stream)
 			*upload_data_size = 0;
+		else if (!body_feed(req, upload_data, upload_data_size))
+			return MHD_NO; /* the client has gone: close */
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
