@@ -219,7 +219,9 @@ def test_concurrent_big_uploads_bounded_memory():
 
 @pytest.fixture(scope="module")
 def srv():
-    with SbxServer() as s:
+    # A long client timeout: a client that leaves must be seen as it
+    # leaves, not when its connection times out.
+    with SbxServer(extra_args=["--client-timeout", "300"]) as s:
         yield s
         assert s.proc.poll() is None, "the server died:\n" + s.read_log()
 
