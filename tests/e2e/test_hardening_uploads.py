@@ -333,6 +333,28 @@ def test_client_leaving_mid_upload_ends_it(srv, box, sub):
 
     poll("tar stopped in the sandbox", tar_gone, guard_s=30)
     assert box.sh("echo still") == "still\n"
+    check_next_upload(box, sub)
+
+
+def test_client_leaving_with_bytes_in_flight(srv, box):
+    """The client's close comes with its last bytes while the server is
+    waiting for the sandbox (1.5 MiB of garbage, which tar reads on
+    through, looking for a header): it is seen, and tar stopped."""
+    sub = "/archive?path=cut"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d"
+                   "\r\n\r\n" % (box.base + sub, 64 * MIB)).encode())
+        s.sendall(os.urandom(3 * MIB // 2))
+
+    def tar_gone():
+        out = box.sh("cat /proc/[0-9]*/comm 2>/dev/null; true")
+        return "tar" not in out.split()
+
+    poll("tar stopped in the sandbox", tar_gone, guard_s=30)
+    check_next_upload(box, sub)
+
+
+def check_next_upload(box, sub):
     # The next upload to the same place works.
     data = os.urandom(MIB + 7)
     if sub.startswith("/files"):
