@@ -2,11 +2,12 @@
 
 Usage: python3 -c <this file> python|bash
 
-Reads one JSON request per line on stdin: {"code": str, "n": int,
-"max_output": int}. Answers each with one line on its original stdout:
+Reads one JSON request per line on stdin: {"code": str, "stdin": str,
+"n": int, "max_output": int}. Answers each with one line on its original stdout:
 RS + JSON + LF, where RS is the byte 0x1e. Cell output never reaches that
 stream: during a cell, fds 1 and 2 point at files, so the output of child
-processes is captured too.
+processes is captured too, and fd 0 reads the cell's stdin (empty unless
+given), which ends at once instead of waiting on the request stream.
 
 python: cells run in one persistent namespace; a trailing expression's repr
 is the result. bash: cells are sourced by one persistent bash, so the
@@ -32,10 +33,19 @@ class Capture:
     def __init__(self, workdir):
         self.out_path = os.path.join(workdir, "out")
         self.err_path = os.path.join(workdir, "err")
+        self.in_path = os.path.join(workdir, "in")
+        self.stdin = ""
 
     def __enter__(self):
         sys.stdout.flush()
         sys.stderr.flush()
+        with open(self.in_path, "wb") as f:
+            f.write(self.stdin.encode("utf-8", "surrogateescape"))
+        inp = os.open(self.in_path, os.O_RDONLY)
+        os.dup2(inp, 0)
+        os.close(inp)
+        self.saved_stdin = sys.stdin
+        sys.stdin = open(0, "r", closefd=False)
         self.saved = (os.dup(1), os.dup(2))
         out = os.open(self.out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         err = os.open(self.err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -55,6 +65,7 @@ class Capture:
         os.dup2(self.saved[1], 2)
         os.close(self.saved[0])
         os.close(self.saved[1])
+        sys.stdin = self.saved_stdin
         return False
 
     def read(self, limit):
@@ -129,8 +140,8 @@ class Bash:
         marker = "__sbx_cell_%d_%d" % (os.getpid(), n)
         # Output goes to the capture files through fds 1 and 2 of bash.
         self.send(
-            'source %s >%s/out 2>%s/err; printf "%s %%s\\n" "$?"\n'
-            % (cell, self.workdir, self.workdir, marker)
+            'source %s <%s/in >%s/out 2>%s/err; printf "%s %%s\\n" "$?"\n'
+            % (cell, self.workdir, self.workdir, self.workdir, marker)
         )
         while True:
             line = self.proc.stdout.readline()
@@ -165,6 +176,11 @@ class Bash:
 def main():
     language = sys.argv[1] if len(sys.argv) > 1 else "python"
     proto = os.fdopen(os.dup(1), "w", buffering=1)
+    # Requests come on a copy of fd 0; fd 0 itself is each cell's stdin.
+    requests = os.fdopen(os.dup(0), "r")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     workdir = tempfile.mkdtemp(prefix="sbx-repl-")
     capture = Capture(workdir)
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -174,13 +190,14 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         bash = Bash(workdir)
     proto.write(RS + json.dumps({"ready": True}) + "\n")
-    for line in sys.stdin:
+    for line in requests:
         try:
             req = json.loads(line)
         except ValueError:
             continue
         n = int(req.get("n", 0))
         limit = int(req.get("max_output", 1 << 20))
+        capture.stdin = req.get("stdin") or ""
         with capture:
             if bash is not None:
                 reply = bash.run(req.get("code", ""), n)

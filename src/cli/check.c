@@ -81,14 +81,6 @@ static bool has_seccomp(void)
 	       access("/proc/sys/kernel/seccomp/actions_avail", R_OK) == 0;
 }
 
-static bool has_overlayfs(void)
-{
-	char buf[4096];
-
-	return read_file("/proc/filesystems", buf, sizeof(buf)) > 0 &&
-	       strstr(buf, "\toverlay\n");
-}
-
 /* What a crash in a sandbox can start on the host. Sandboxes run with
  * RLIMIT_CORE fixed at 1, which the kernel takes as "no core file" and as
  * its guard against recursive crashes, so a pipe helper (run as host root)
@@ -128,7 +120,7 @@ int cmd_check(int argc, char **argv)
 	struct sandbox_spec spec;
 	struct sandbox_result res;
 	static char *const trial[] = {"/bin/true", NULL};
-	bool userns, ok;
+	bool userns, ok, root;
 	uint64_t t0;
 
 	if (argc > 1 &&
@@ -143,7 +135,11 @@ int cmd_check(int argc, char **argv)
 			argv[1]);
 		return EXIT_USAGE;
 	}
-	line("root", geteuid() == 0, "sbx needs root to create sandboxes",
+	root = geteuid() == 0;
+	line("root", root,
+	     root ? "sbx needs root to create sandboxes"
+		  : "sbx needs root to create sandboxes: run it as root "
+		    "(sudo sbx check)",
 	     true);
 	userns = can_unshare(CLONE_NEWUSER);
 	line("user namespaces", userns,
@@ -151,23 +147,33 @@ int cmd_check(int argc, char **argv)
 		    : "fallback: init runs as host root, the command as an "
 		      "unprivileged host uid",
 	     false);
-	ok = can_unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
-			 CLONE_NEWIPC | CLONE_NEWUTS);
-	line("pid/mount/net/ipc/uts", ok, "namespaces", true);
-	ok = can_unshare(CLONE_NEWCGROUP);
-	line("cgroup namespace", ok, "", true);
+	if (root) {
+		ok = can_unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+				 CLONE_NEWIPC | CLONE_NEWUTS);
+		line("pid/mount/net/ipc/uts", ok, "namespaces", true);
+		ok = can_unshare(CLONE_NEWCGROUP);
+		line("cgroup namespace", ok, "", true);
+	} else {
+		/* Only root may make these namespaces outside a user
+		 * namespace: not being root is the problem, said above. */
+		printf("%-22s %-4s %s\n", "pid/mount/net/ipc/uts", "?",
+		       "namespaces: not tested, only root can make them");
+		printf("%-22s %-4s %s\n", "cgroup namespace", "?",
+		       "not tested, only root can make it");
+	}
 	line("seccomp", has_seccomp(), "syscall filter (libseccomp)", true);
 	line("pidfd", has_pidfd(), "event-driven supervision", true);
 	line("clone3", has_clone3(), "sandboxes are cloned with it (Linux 5.3)",
 	     true);
 	line("openat2", has_openat2(),
 	     "RESOLVE_BENEATH for file access inside sandboxes", false);
-	line("overlayfs", has_overlayfs(), "image directories", false);
 	core_pattern_line();
 	fflush(stdout);
 
 	if (sandbox_host_init(err, sizeof(err))) {
 		printf("%-22s %-4s %s\n", "sandbox host", "no", err);
+		if (!root)
+			printf("\nsbx needs root: run sbx check as root\n");
 		return 1;
 	}
 	uidslot_describe(desc, sizeof(desc));

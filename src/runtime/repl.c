@@ -34,6 +34,8 @@
 
 struct cell {
 	char *code;
+	char *in; /* the cell's stdin, read to its end and then EOF */
+	size_t inlen;
 	uint64_t timeout_ms;
 	session_reply_fn fn;
 	void *ctx;
@@ -74,6 +76,7 @@ static void reply_error(session_reply_fn fn, void *ctx, unsigned status,
 static void cell_free(struct cell *c)
 {
 	free(c->code);
+	free(c->in);
 	free(c);
 }
 
@@ -138,8 +141,9 @@ static void pump(struct repl *r)
 	r->current = r->queue;
 	r->queue = r->current->next;
 	r->count++;
-	req = json_pack("{s:s,s:i,s:i}", "code", r->current->code, "n",
-			(int)r->count, "max_output", (int)MAX_OUTPUT);
+	req = json_pack("{s:s,s:s%,s:i,s:i}", "code", r->current->code, "stdin",
+			r->current->in ? r->current->in : "", r->current->inlen,
+			"n", (int)r->count, "max_output", (int)MAX_OUTPUT);
 	text = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
 	if (text) {
@@ -393,12 +397,44 @@ void repl_free_all(struct repl *list, const char *why)
 void repl_run(struct repl **list, const struct repl_host *host, void *sctx,
 	      struct loop *loop, json_t *args, session_reply_fn fn, void *ctx)
 {
-	const char *lang, *name = "default", *code;
-	json_t *v;
+	static const char *const known[] = {"language", "code", "context",
+					    "timeout_s", "stdin"};
+	const char *lang, *name = "default", *code, *key;
+	json_t *v, *in;
+	size_t i;
 	struct repl *r;
 	struct cell *c, **tail;
 	double secs = DEFAULT_TIMEOUT_MS / 1000.0;
 
+	if (!json_is_object(args)) {
+		reply_error(fn, ctx, 422, "unprocessable",
+			    "the body must be a JSON object");
+		return;
+	}
+	/* A misspelt field ("timeout" for "timeout_s") is refused, not
+	 * ignored, as on every other route. */
+	json_object_foreach(args, key, v)
+	{
+		char text[160];
+
+		for (i = 0; i < ARRAY_SIZE(known); i++)
+			if (!strcmp(key, known[i]))
+				break;
+		if (i == ARRAY_SIZE(known)) {
+			snprintf(text, sizeof(text),
+				 "unknown field '%.64s' (a cell takes: "
+				 "language, code, context, timeout_s, stdin)",
+				 key);
+			reply_error(fn, ctx, 422, "unprocessable", text);
+			return;
+		}
+	}
+	in = json_object_get(args, "stdin");
+	if (in && !json_is_null(in) && !json_is_string(in)) {
+		reply_error(fn, ctx, 422, "unprocessable",
+			    "'stdin' must be a string");
+		return;
+	}
 	lang = json_object_get(args, "language")
 		       ? json_string_value(json_object_get(args, "language"))
 		       : "python";
@@ -456,6 +492,11 @@ void repl_run(struct repl **list, const struct repl_host *host, void *sctx,
 	}
 	c = xcalloc(1, sizeof(*c));
 	c->code = xstrdup(code);
+	if (json_is_string(in) && json_string_length(in)) {
+		c->inlen = json_string_length(in);
+		c->in = xmalloc(c->inlen + 1);
+		memcpy(c->in, json_string_value(in), c->inlen + 1);
+	}
 	c->timeout_ms = (uint64_t)(secs * 1000);
 	c->fn = fn;
 	c->ctx = ctx;

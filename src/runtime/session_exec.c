@@ -90,12 +90,34 @@ void session_exec_ended(struct session *s, struct session_op *op,
 	session_reply_json(op->fn, op->ctx, 200, o);
 }
 
+/* The first field of an exec body that exec does not take, or NULL: a
+ * misspelt limit ("timeout" for "timeout_s") must not run unlimited. */
+static const char *session_exec_unknown_field(json_t *args)
+{
+	static const char *const known[] = {"argv",   "cmd",	   "cwd",
+					    "env",    "stdin",	   "timeout_s",
+					    "stream", "background"};
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	json_object_foreach(args, key, v)
+	{
+		for (i = 0; i < ARRAY_SIZE(known); i++)
+			if (!strcmp(key, known[i]))
+				break;
+		if (i == ARRAY_SIZE(known))
+			return key;
+	}
+	return NULL;
+}
+
 void session_exec(const char *id, json_t *args, session_stream_fn stream,
 		  session_reply_fn fn, void *ctx)
 {
 	struct session *s = session_find(id, fn, ctx);
 	json_t *argv, *cmd, *envj, *v;
-	const char *cwd = NULL, *in = NULL;
+	const char *cwd = NULL, *in = NULL, *key;
 	size_t inlen = 0, nenv, i;
 	uint64_t timeout_ms;
 	bool background;
@@ -108,6 +130,15 @@ void session_exec(const char *id, json_t *args, session_stream_fn stream,
 	if (!json_is_object(args)) {
 		session_reply_error(fn, ctx, 422, "unprocessable",
 				    "the body must be a JSON object");
+		return;
+	}
+	key = session_exec_unknown_field(args);
+	if (key) {
+		session_reply_error(fn, ctx, 422, "unprocessable",
+				    "unknown field '%.64s' (an exec takes: "
+				    "argv, cmd, cwd, env, stdin, timeout_s, "
+				    "stream, background)",
+				    key);
 		return;
 	}
 	argv = json_object_get(args, "argv");

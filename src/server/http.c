@@ -881,7 +881,9 @@ static void dispatch(struct request *req)
 			if (strcmp(r->method, req->method))
 				continue;
 		}
-		req->route = r->path;
+		req->route = str_starts_with(r->path, "/v1/sandboxes")
+				     ? stats_route_template(path)
+				     : r->path;
 		if (req->too_large) {
 			request_error(req, 413, "payload_too_large",
 				      "the request body is larger than %llu "

@@ -51,6 +51,9 @@ void sandboxes_stop(void);
 
 /* Metrics fed by the HTTP layer and the handlers. */
 void metrics_request(const char *route, unsigned status, uint64_t ns);
+/* The metrics label of a /v1/sandboxes URL path: its route template
+ * ("/v1/sandboxes/{id}/exec"), "not_found" when no route has its shape. */
+const char *stats_route_template(const char *path);
 void metrics_run(enum sandbox_status status);
 void metrics_disconnect(void);
 

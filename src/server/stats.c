@@ -15,13 +15,30 @@
 #define SBX_VERSION "0.1.0"
 
 static const char *const route_names[] = {
-	"/run_code",	      "/v1/ping",     "/v1/run",
-	"/v1/health",	      "/metrics",     "not_found",
-	"method_not_allowed", "unauthorized", "other",
+	"/run_code",
+	"/v1/ping",
+	"/v1/run",
+	"/v1/health",
+	"/metrics",
+	"/v1/sandboxes",
+	"/v1/sandboxes/{id}",
+	"/v1/sandboxes/{id}/exec",
+	"/v1/sandboxes/{id}/repl",
+	"/v1/sandboxes/{id}/processes",
+	"/v1/sandboxes/{id}/processes/{n}",
+	"/v1/sandboxes/{id}/processes/{n}/signal",
+	"/v1/sandboxes/{id}/files",
+	"/v1/sandboxes/{id}/files/{path}",
+	"/v1/sandboxes/{id}/archive",
+	"not_found",
+	"method_not_allowed",
+	"unauthorized",
+	"other",
 };
 #define NROUTES ARRAY_SIZE(route_names)
-static const unsigned code_list[] = {200, 400, 401, 404, 405, 413,
-				     422, 429, 500, 503, 0};
+static const unsigned code_list[] = {200, 201, 204, 400, 401, 403, 404,
+				     405, 409, 410, 413, 414, 422, 429,
+				     431, 500, 502, 503, 505, 0};
 #define NCODES ARRAY_SIZE(code_list)
 /* Latency buckets in seconds. */
 static const double bucket_s[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -53,6 +70,52 @@ static size_t code_index(unsigned code)
 		if (code_list[i] == code)
 			return i;
 	return NCODES - 1;
+}
+
+/* Skips one path segment (an id, a number) and says whether it had any
+ * bytes; *p then points at what follows it. */
+static bool stats_skip_segment(const char **p)
+{
+	size_t n = strcspn(*p, "/");
+
+	*p += n;
+	return n > 0;
+}
+
+const char *stats_route_template(const char *path)
+{
+	const char *p;
+
+	if (!str_starts_with(path, "/v1/sandboxes/"))
+		return !strcmp(path, "/v1/sandboxes") ? "/v1/sandboxes"
+						      : "other";
+	p = path + strlen("/v1/sandboxes/");
+	if (!stats_skip_segment(&p))
+		return "not_found";
+	if (!*p)
+		return "/v1/sandboxes/{id}";
+	if (!strcmp(p, "/exec"))
+		return "/v1/sandboxes/{id}/exec";
+	if (!strcmp(p, "/repl"))
+		return "/v1/sandboxes/{id}/repl";
+	if (!strcmp(p, "/archive"))
+		return "/v1/sandboxes/{id}/archive";
+	if (!strcmp(p, "/files") || !strcmp(p, "/files/"))
+		return "/v1/sandboxes/{id}/files";
+	if (str_starts_with(p, "/files/"))
+		return "/v1/sandboxes/{id}/files/{path}";
+	if (!strcmp(p, "/processes"))
+		return "/v1/sandboxes/{id}/processes";
+	if (str_starts_with(p, "/processes/")) {
+		p += strlen("/processes/");
+		if (!stats_skip_segment(&p))
+			return "not_found";
+		if (!*p)
+			return "/v1/sandboxes/{id}/processes/{n}";
+		if (!strcmp(p, "/signal"))
+			return "/v1/sandboxes/{id}/processes/{n}/signal";
+	}
+	return "not_found";
 }
 
 void metrics_request(const char *route, unsigned status, uint64_t ns)
