@@ -2,6 +2,8 @@
 #   make          install missing Debian packages, build build/sbx
 #   make check    build and run every test (unit, fuzz smoke, end-to-end)
 #   make run      build and start the server on the embedded configuration
+#   make install  install sbx into $(PREFIX)/bin (and its node packages
+#                 into $(PREFIX)/lib/sbx/npm); DESTDIR for staging
 #   make format   reformat the C sources; make format-check fails on drift
 # SANITIZE=address,undefined builds everything with those sanitizers.
 
@@ -18,7 +20,10 @@ PYTHON ?= /usr/bin/python3
 # language runtimes the end-to-end tests run inside sandboxes.
 DEBS_BUILD := gcc make pkg-config libseccomp-dev libjansson-dev \
 	libmicrohttpd-dev libsqlite3-dev libcmocka-dev clang clang-format
-DEBS_TEST := python3 python3-pytest bash coreutils iproute2
+# python3-venv and python3-wheel: the Python client installs into a venv
+# with no download (README, tests/e2e/test_newcomer.py).
+DEBS_TEST := python3 python3-pytest bash coreutils iproute2 python3-venv \
+	python3-wheel
 
 # Language runtimes, by /run_code language name. `make deps LANGS="python
 # go"` installs only those; the default (all) is what `make check` needs
@@ -98,7 +103,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all deps build check unit fuzz-smoke e2e run format format-check \
-	clean bench
+	clean bench install uninstall
 .DEFAULT_GOAL := all
 
 all: deps
@@ -231,6 +236,26 @@ check: deps
 run: deps
 	@$(MAKE) --no-print-directory build
 	$(BUILD)/sbx serve
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, and the node
+# packages of typescript and jest where sbx looks for them from an
+# installed binary (../lib/sbx/npm beside bin/).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(BUILD)/sbx $(DESTDIR)$(BINDIR)/sbx
+	@if [ -f $(NPM_DIR)/.installed ]; then \
+		echo "installing node packages into $(DESTDIR)$(LIBDIR)/sbx/npm"; \
+		rm -rf $(DESTDIR)$(LIBDIR)/sbx/npm && \
+		install -d $(DESTDIR)$(LIBDIR)/sbx && \
+		cp -R $(NPM_DIR) $(DESTDIR)$(LIBDIR)/sbx/npm; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sbx
+	rm -rf $(DESTDIR)$(LIBDIR)/sbx
 
 # The baselines the benchmark runs beside sbx.
 DEBS_BENCH := bubblewrap firejail runsc

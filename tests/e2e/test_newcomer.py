@@ -210,3 +210,97 @@ def test_check_lists_only_what_sbx_uses():
     out = p.stdout.decode()
     assert "overlayfs" not in out and "image directories" not in out, out
     assert re.search(r"^seccomp +yes", out, re.M), out
+
+
+# ---- make install ----
+
+def test_make_install_into_destdir():
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    tmp = tempfile.mkdtemp(prefix="sbx-install-")
+    try:
+        npm = os.path.join(tmp, "npm")
+        os.makedirs(os.path.join(npm, "node_modules", "tsx"))
+        for name in (".installed", "node_modules/tsx/package.json"):
+            open(os.path.join(npm, name), "w").close()
+        dest = os.path.join(tmp, "dest")
+        build = os.path.relpath(BUILD, REPO)
+        # -o: install what is built, never rebuild here.
+        p = subprocess.run(
+            ["make", "--no-print-directory", "-o", build + "/sbx",
+             "BUILD=" + build, "NPM_DIR=" + npm, "DESTDIR=" + dest,
+             "install"], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, timeout=120)
+        assert p.returncode == 0, p.stdout.decode()
+        exe = os.path.join(dest, "usr", "local", "bin", "sbx")
+        assert os.access(exe, os.X_OK), p.stdout.decode()
+        assert os.path.isfile(os.path.join(
+            dest, "usr", "local", "lib", "sbx", "npm", "node_modules",
+            "tsx", "package.json")), p.stdout.decode()
+        q = subprocess.run([exe, "run", "--", "echo", "installed"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=60)
+        assert q.returncode == 0 and q.stdout == b"installed\n", q
+        # PREFIX moves both.
+        p = subprocess.run(
+            ["make", "--no-print-directory", "-o", build + "/sbx",
+             "BUILD=" + build, "NPM_DIR=" + npm, "DESTDIR=" + dest,
+             "PREFIX=/opt/sbx", "install"], cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        assert p.returncode == 0, p.stdout.decode()
+        assert os.access(os.path.join(dest, "opt", "sbx", "bin", "sbx"),
+                         os.X_OK)
+        assert os.path.isdir(os.path.join(dest, "opt", "sbx", "lib", "sbx",
+                                          "npm", "node_modules"))
+    finally:
+        shutil.rmtree(tmp)
+
+
+# ---- the Python client on Debian's own Python ----
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def test_python_client_installs_offline_in_a_fresh_venv(srv):
+    """The README's way: a venv that sees Debian's setuptools and wheel,
+    and pip with no build isolation, so nothing is downloaded."""
+    if not os.access(DEBIAN_PYTHON, os.X_OK):
+        pytest.skip("no Debian python3 at " + DEBIAN_PYTHON)
+    probe = subprocess.run(
+        [DEBIAN_PYTHON, "-c", "import ensurepip, venv, wheel, setuptools"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if probe.returncode:
+        pytest.skip("python3-venv or python3-wheel is not installed "
+                    "(make deps installs them): " + probe.stdout.decode())
+    tmp = tempfile.mkdtemp(prefix="sbx-venv-")
+    try:
+        src = os.path.join(tmp, "python")
+        shutil.copytree(os.path.join(REPO, "clients", "python"), src,
+                        ignore=shutil.ignore_patterns(
+                            "build", "*.egg-info", "__pycache__"))
+        venv = os.path.join(tmp, "venv")
+        env = dict(os.environ, PIP_NO_INDEX="1",
+                   PIP_DISABLE_PIP_VERSION_CHECK="1")
+        env.pop("PYTHONPATH", None)
+        subprocess.run([DEBIAN_PYTHON, "-m", "venv",
+                        "--system-site-packages", venv], check=True,
+                       timeout=120, env=env)
+        py = os.path.join(venv, "bin", "python")
+        p = subprocess.run([os.path.join(venv, "bin", "pip"), "install",
+                            "--no-build-isolation", src],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=300, env=env, cwd=tmp)
+        assert p.returncode == 0, p.stdout.decode()
+        code = ("import sbx, sys\n"
+                "assert sbx.__file__.startswith(sys.prefix), sbx.__file__\n"
+                "with sbx.Client(sys.argv[1]) as c:\n"
+                "    r = c.run_code('print(input()[::-1])', stdin='abc',"
+                " run_timeout=5)\n"
+                "    print(r.status, r.stdout.strip())\n")
+        p = subprocess.run([py, "-c", code, srv.url], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=120, env=env,
+                           cwd=tmp)
+        assert p.returncode == 0, p.stdout.decode()
+        assert p.stdout.decode() == "Success cba\n", p.stdout.decode()
+    finally:
+        shutil.rmtree(tmp)

@@ -419,10 +419,13 @@ def archive_get(sandbox_id: str, remote_dir: str) -> Call[bytes]:
 
 
 def repl(sandbox_id: str, code: str, language: str, context: Optional[str],
-         timeout: Optional[float]) -> Call[ReplResult]:
+         timeout: Optional[float],
+         stdin: Optional[str] = None) -> Call[ReplResult]:
     body: Dict[str, Any] = {"language": language, "code": code}
     if context is not None:
         body["context"] = context
+    if stdin is not None:
+        body["stdin"] = stdin
     if timeout is not None:
         body["timeout_s"] = timeout
     wait = (_REPL_DEFAULT_S if timeout is None else float(timeout)) + \

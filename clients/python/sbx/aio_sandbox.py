@@ -241,9 +241,10 @@ class AsyncSandbox:
 
     async def repl(self, code: str, language: str = "python",
                    context: Optional[str] = None,
-                   timeout: Optional[float] = None) -> ReplResult:
+                   timeout: Optional[float] = None,
+                   stdin: Optional[str] = None) -> ReplResult:
         return await self.client._call(_api.repl(self.id, code, language,
-                                                 context, timeout))
+                                                 context, timeout, stdin))
 
     async def delete(self, wait: bool = True) -> None:
         await self.client._call(_api.delete_sandbox(self.id))

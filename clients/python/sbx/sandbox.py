@@ -261,12 +261,14 @@ class Sandbox:
 
     def repl(self, code: str, language: str = "python",
              context: Optional[str] = None,
-             timeout: Optional[float] = None) -> ReplResult:
+             timeout: Optional[float] = None,
+             stdin: Optional[str] = None) -> ReplResult:
         """Runs a cell in a persistent interpreter ("python" or "bash"; one
         per context name). Python's last expression comes back in .result;
-        an exception gives status "error" and .error."""
+        an exception gives status "error" and .error. The cell reads stdin
+        (empty by default: end of file at once)."""
         return self.client._call(_api.repl(self.id, code, language, context,
-                                           timeout))
+                                           timeout, stdin))
 
     def delete(self, wait: bool = True) -> None:
         """Deletes the sandbox and everything in it; NotFound when it is
