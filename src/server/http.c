@@ -1594,8 +1594,16 @@ int server_run(const struct server_config *cfg)
 		MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 		MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
 	if (!d) {
+		int e = errno;
+
 		fprintf(stderr, "sbx serve: cannot listen on %s:%u: %s\n",
-			cfg->host, cfg->port, strerror(errno));
+			cfg->host, cfg->port, strerror(e));
+		if (e == EADDRINUSE)
+			fprintf(stderr,
+				"sbx serve: another program has that port; "
+				"pick another with --listen HOST:PORT or "
+				"SBX_LISTEN (make run "
+				"SBX_LISTEN=127.0.0.1:8081)\n");
 		runner_free(server_state.runner);
 		return 1;
 	}

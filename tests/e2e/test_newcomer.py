@@ -304,3 +304,23 @@ def test_python_client_installs_offline_in_a_fresh_venv(srv):
         assert p.stdout.decode() == "Success cba\n", p.stdout.decode()
     finally:
         shutil.rmtree(tmp)
+
+
+# ---- a busy port says how to pick another ----
+
+def test_busy_port_names_sbx_listen():
+    import socket
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        p = subprocess.run([SBX, "serve", "--listen", "127.0.0.1:%d" % port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=60)
+    finally:
+        s.close()
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert "Address already in use" in err, err
+    assert "SBX_LISTEN" in err and "--listen" in err, err
