@@ -19,24 +19,27 @@ static const char usage[] =
 	"\n"
 	"  --listen=HOST:PORT   address (SBX_LISTEN, default 127.0.0.1:8080;\n"
 	"                       port 0 picks a free one)\n"
-	"  --concurrency=N      sandboxes at once (SBX_CONCURRENCY, default: "
-	"cores)\n"
+	"  --concurrency=N      sandboxes at once (SBX_CONCURRENCY, default:\n"
+	"                       32 per core, at least 128); each also waits\n"
+	"                       for free host memory before it starts\n"
 	"  --queue=N            runs waiting behind them (SBX_QUEUE, default "
 	"2048);\n"
 	"                       past that, 503 with Retry-After\n"
 	"  --warm=N             sandboxes kept built and waiting for runs\n"
-	"                       (SBX_WARM, default: the concurrency; 0: none)\n"
-	"  --token=TOKEN        require 'Authorization: Bearer TOKEN' "
-	"(SBX_TOKEN);\n"
-	"                       mandatory when listening beyond loopback\n"
-	"  --max-body=SIZE      largest request body (SBX_MAX_BODY, default "
-	"32M)\n"
-	"  --memory=SIZE        default memory per run (SBX_MEMORY, default "
-	"512M)\n"
+	"                       (SBX_WARM, default: one per core; 0: none)\n"
+	"  --token=TOKEN        require 'Authorization: Bearer TOKEN' or the\n"
+	"                       path prefix /t/TOKEN (SBX_TOKEN); mandatory\n"
+	"                       when listening beyond loopback\n"
+	"  --max-body=SIZE      largest request body (SBX_MAX_BODY, default:\n"
+	"                       memory / 8, between 64M and 1G)\n"
+	"  --memory=SIZE        default memory per run (SBX_MEMORY, default:\n"
+	"                       memory / (2 * cores), between 1G and 4G,\n"
+	"                       at most half the memory)\n"
 	"  --max-memory=SIZE    most a client may ask for (SBX_MAX_MEMORY, "
 	"8G)\n"
 	"  --time=DURATION      default wall limit per run (SBX_TIME, 10s)\n"
-	"  --max-time=DURATION  most a client may ask for (SBX_MAX_TIME, 10m)\n"
+	"  --max-time=DURATION  most a client may ask for (SBX_MAX_TIME, 1h);\n"
+	"                       /run_code lowers a longer timeout to it\n"
 	"  --output=SIZE        stdout/stderr cap per run (SBX_OUTPUT, 8M)\n"
 	"  --pids=N             processes per run (SBX_PIDS, default 128)\n"
 	"  --max-pids=N         most a client may ask for (SBX_MAX_PIDS,\n"
@@ -400,6 +403,13 @@ int cmd_serve(int argc, char **argv)
 	/* One core and the normal share per sandbox unless told otherwise. */
 	cfg.limits.cpu_quota_milli = 1000;
 	cfg.limits.cpu_weight = 100;
+	/* Chosen so SandboxFusion's clients work unchanged (README, "serve
+	 * options"): limits from what the host has, wall time as asked up to
+	 * an hour. */
+	cfg.concurrency = limits_default_concurrency();
+	cfg.max_body = limits_default_body();
+	cfg.limits.memory_bytes = limits_default_memory();
+	cfg.max_wall_ms = 3600000;
 	for (i = 0; i < ARRAY_SIZE(env_names); i++) {
 		const char *v = env_names[i] ? getenv(env_names[i]) : NULL;
 
@@ -430,6 +440,12 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	set_rules(&cfg);
+	/* Warm sandboxes serve the common burst, not the whole concurrency. */
+	if (!cfg.warm_set) {
+		cfg.warm =
+			(unsigned)at_most(limits_host_cores(), cfg.concurrency);
+		cfg.warm_set = true;
+	}
 	if (cfg.idle_timeout_ms > cfg.max_lifetime_ms)
 		cfg.idle_timeout_ms = cfg.max_lifetime_ms;
 	rc = server_run(&cfg);

@@ -40,19 +40,39 @@ static uint64_t proc_u64(const char *path, uint64_t def)
 	return parse_u64(buf, &v) || !v ? def : v;
 }
 
-/* MemTotal in bytes, or def. */
-static uint64_t host_memory(uint64_t def)
+/* A "Name: N kB" line of /proc/meminfo in bytes, or def. */
+static uint64_t meminfo(const char *name, uint64_t def)
 {
-	char buf[256];
+	char buf[512];
 	unsigned long long kb;
 	const char *p;
+	size_t n = strlen(name);
 
 	if (read_file("/proc/meminfo", buf, sizeof(buf)) < 0)
 		return def;
-	p = strstr(buf, "MemTotal:");
-	if (!p || sscanf(p, "MemTotal: %llu kB", &kb) != 1 || !kb)
+	for (p = buf; (p = strstr(p, name)); p += n)
+		if ((p == buf || p[-1] == '\n') && p[n] == ':')
+			break;
+	if (!p || sscanf(p + n, ": %llu kB", &kb) != 1 || !kb)
 		return def;
 	return (uint64_t)kb << 10;
+}
+
+uint64_t limits_host_memory(uint64_t def)
+{
+	return meminfo("MemTotal", def);
+}
+
+uint64_t limits_host_available(uint64_t def)
+{
+	return meminfo("MemAvailable", def);
+}
+
+unsigned limits_host_cores(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return cores > 0 ? (unsigned)cores : 1;
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -62,8 +82,8 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 
 void limits_rules_init(struct limits_rules *rules)
 {
-	uint64_t mem = host_memory(UINT64_MAX >> 1);
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	uint64_t mem = limits_host_memory(UINT64_MAX >> 1);
+	unsigned cores = limits_host_cores();
 	uint64_t pids =
 		min_u64(proc_u64("/proc/sys/kernel/pid_max", 32768),
 			proc_u64("/proc/sys/kernel/threads-max", UINT32_MAX));
@@ -83,7 +103,7 @@ void limits_rules_init(struct limits_rules *rules)
 	rules->max[LIMITS_NOFILE] =
 		min_u64(MAX_NOFILE, proc_u64("/proc/sys/fs/nr_open", 1 << 20));
 	rules->min[LIMITS_CPUS] = MIN_CPUS;
-	rules->max[LIMITS_CPUS] = (cores > 0 ? (uint64_t)cores : 1) * 1000;
+	rules->max[LIMITS_CPUS] = (uint64_t)cores * 1000;
 	rules->max[LIMITS_CPU_WEIGHT] = MAX_CPU_WEIGHT;
 	/* 0 has a meaning for stateful sandboxes' timeouts: none. */
 	rules->min[LIMITS_LIFETIME] = 0;
@@ -164,6 +184,42 @@ int limits_parse(const struct limits_rules *rules, const struct limits_field *f,
 out_range:
 	range_msg(f, lo, hi, msg, msglen);
 	return -1;
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+/* SandboxFusion applies no memory limit unless asked, and its clients
+ * (tinker) never ask: a run gets a share of the host, enough for a
+ * program of several hundred MB, never more than half the host. */
+uint64_t limits_default_memory(void)
+{
+	uint64_t mem = limits_host_memory(8ull << 30);
+
+	return min_u64(
+		min_u64(4ull << 30,
+			max_u64(1ull << 30, mem / (2 * limits_host_cores()))),
+		mem / 2);
+}
+
+/* Whole test sets travel in one /run_code body (tinker's reach tens of
+ * MB); parsing one holds about twice its size for a moment. */
+uint64_t limits_default_body(void)
+{
+	uint64_t mem = limits_host_memory(8ull << 30);
+
+	return min_u64(1ull << 30, max_u64(64ull << 20, mem / 8));
+}
+
+/* Runs mostly wait (on tests, sleeps, their time limit): a slot per core
+ * would queue work the host has room for. The CPU quota of each sandbox
+ * shares the cores, the memory check of the runner the memory. */
+unsigned limits_default_concurrency(void)
+{
+	return (unsigned)min_u64(4096,
+				 max_u64(128, 32ull * limits_host_cores()));
 }
 
 int limits_parse_cpus(const char *s, uint64_t *milli)

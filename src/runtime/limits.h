@@ -63,6 +63,22 @@ int limits_parse(const struct limits_rules *rules, const struct limits_field *f,
 		 json_t *v, uint64_t max, uint64_t *out, char *msg,
 		 size_t msglen);
 
+/* The host's memory (MemTotal) in bytes, and what it has free now
+ * (MemAvailable); def when /proc/meminfo cannot be read. */
+uint64_t limits_host_memory(uint64_t def);
+uint64_t limits_host_available(uint64_t def);
+/* Online cores, at least 1. */
+unsigned limits_host_cores(void);
+
+/* Server defaults chosen from the host (see the README's serve options):
+ * the memory a run gets when it does not ask, min(4 GiB, max(1 GiB,
+ * memory / (2 * cores)), memory / 2); the largest request body,
+ * min(1 GiB, max(64 MiB, memory / 8)); sandboxes running at once,
+ * max(128, 32 * cores) up to 4096. */
+uint64_t limits_default_memory(void);
+uint64_t limits_default_body(void);
+unsigned limits_default_concurrency(void);
+
 /* Parses a number of cores ("0.5", "2") into thousandths of a core; "0"
  * gives 0. Returns 0 or -EINVAL. */
 int limits_parse_cpus(const char *s, uint64_t *milli);

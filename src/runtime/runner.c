@@ -1,6 +1,15 @@
 /*
  * The runner's queue and its thread. Jobs move queued -> running -> done;
  * the counters are atomics so health checks can read them from any thread.
+ *
+ * Admission: a job starts while fewer than max_running run (a generous
+ * count: most runs wait on tests, sleeps or their time limit, and the CPU
+ * quota of each sandbox shares the cores) and the host has memory free
+ * beyond a reserve kept for itself and the server. Memory limits are not
+ * summed: they are ceilings, far above what most runs use, and counting
+ * them would queue runs the host has room for; a run that reaches its
+ * ceiling is stopped by its own cgroup. With the host short of memory,
+ * jobs wait and are tried again every RETRY_MS, unless none runs at all.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -13,10 +22,14 @@
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/util.h"
+#include "runtime/limits.h"
 #include "runtime/runner.h"
 #include "base/banned.h"
 
-#define RETRY_MS 100 /* waiting for a host uid slot */
+#define RETRY_MS 100 /* waiting for a host uid slot, or memory */
+/* Memory kept free for the host and the server: a sixteenth of it, at
+ * least this much. */
+#define RESERVE_MIN (256ull << 20)
 
 struct runner_job {
 	struct runner *runner;
@@ -56,7 +69,8 @@ struct runner {
 	/* Share of recent warm runs that were Python, in 1/256: warm
 	 * sandboxes start a Python zygote only while it is at least half. */
 	unsigned python_share;
-	int retry_fd; /* one-shot timer: start waiting jobs again */
+	int retry_fd;	  /* one-shot timer: start waiting jobs again */
+	uint64_t reserve; /* bytes of host memory new jobs leave free */
 };
 
 static void kick(struct runner *r);
@@ -84,6 +98,9 @@ struct runner *runner_new(unsigned max_running, unsigned max_queued,
 	r->warm_target = warm;
 	r->python_share = 256;
 	r->retry_fd = -1;
+	r->reserve = limits_host_memory(0) / 16;
+	if (r->reserve < RESERVE_MIN)
+		r->reserve = RESERVE_MIN;
 	if (warm_limits)
 		r->warm_limits = *warm_limits;
 	r->loop = loop_new();
@@ -310,6 +327,15 @@ static void retry_later(struct runner *r)
 		fd_close(&r->retry_fd);
 }
 
+/* Whether the host has memory for another sandbox. One always may run:
+ * a lone job is never kept waiting by memory others hold. */
+static bool memory_free(struct runner *r)
+{
+	if (!__atomic_load_n(&r->running, __ATOMIC_RELAXED))
+		return true;
+	return limits_host_available(UINT64_MAX) > r->reserve;
+}
+
 /* Moves submitted jobs onto the waiting list and starts what fits. */
 static void kick(struct runner *r)
 {
@@ -332,6 +358,10 @@ static void kick(struct runner *r)
 		struct runner_job *job = r->waiting;
 		char err[256];
 
+		if (!memory_free(r)) {
+			retry_later(r);
+			break;
+		}
 		r->waiting = job->next;
 		if (!r->waiting)
 			r->waiting_tail = &r->waiting;

@@ -1,6 +1,7 @@
 /*
- * The runner: at most max_running sandboxes at once, a bounded FIFO queue
- * behind them, all supervised by one event-loop thread. Submitting is safe
+ * The runner: at most max_running sandboxes at once, while the host has
+ * memory free, a bounded FIFO queue behind them, all supervised by one
+ * event-loop thread. Submitting is safe
  * from any thread; everything else (callbacks, cancel, fd watches on
  * runner_loop()) happens on the runner's thread.
  */

@@ -27,7 +27,11 @@ static int bad(struct compat_error *err, const char *field, const char *msg)
 	return -1;
 }
 
-/* A timeout in seconds, checked against the shared wall-time rule. */
+/* A timeout in seconds, checked against the shared wall-time rule. One
+ * above the server's maximum is lowered to it: SandboxFusion takes any
+ * value, and its clients derive theirs from the number of tests (tinker
+ * asks 7 s per test and 5 more), so refusing would fail a run that would
+ * have passed. */
 static int get_timeout(json_t *root, const char *key,
 		       const struct limits_rules *rules, uint64_t *out,
 		       struct compat_error *err)
@@ -35,12 +39,18 @@ static int get_timeout(json_t *root, const char *key,
 	const struct limits_field f = {key, LIMITS_WALL, 1000, true};
 	json_t *v = json_object_get(root, key);
 	char msg[128];
+	double x;
 
 	*out = DEFAULT_TIMEOUT_MS;
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_number(v))
 		return bad(err, key, "must be a number of seconds");
+	x = json_number_value(v);
+	if (isfinite(x) && x * 1000 > (double)rules->max[LIMITS_WALL]) {
+		*out = rules->max[LIMITS_WALL];
+		return 0;
+	}
 	if (limits_parse(rules, &f, v, 0, out, msg, sizeof(msg)))
 		return bad(err, key, msg);
 	return 0;

@@ -66,7 +66,9 @@ struct request {
 	struct buf body;
 	uint64_t max_body;
 	bool too_large;
-	bool started; /* routed; body complete */
+	bool path_token;    /* the URL began with /t/<token>/ */
+	bool path_token_ok; /* and that token was the server's */
+	bool started;	    /* routed; body complete */
 	uint64_t start_ns;
 	int fd;	   /* the client's socket, MHD's */
 	bool seen; /* the handler has been called */
@@ -826,27 +828,79 @@ void request_run(struct request *req, struct sandbox_spec *spec,
 
 /* ---- routing ---- */
 
-static bool token_ok(struct MHD_Connection *conn)
+/* Whether got (m bytes) is the server's token, in time that depends on
+ * the length of the server's token only. */
+static bool token_equal(const char *got, size_t m)
 {
 	const char *want = server_state.cfg->token;
-	const char *got;
-	size_t i, n, m;
+	size_t i, n = strlen(want);
 	unsigned char diff = 0;
 
-	if (!want || !*want)
-		return true;
-	got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-					  MHD_HTTP_HEADER_AUTHORIZATION);
-	if (!got || strncmp(got, "Bearer ", 7))
-		return false;
-	got += 7;
-	n = strlen(want);
-	m = strlen(got);
-	/* Constant time in the token's length. */
 	for (i = 0; i < n; i++)
 		diff |= (unsigned char)want[i] ^
 			(unsigned char)(i < m ? got[i] : 0);
 	return diff == 0 && m == n;
+}
+
+/* The URL without its /t/<token> prefix, which clients that can only be
+ * given a URL (SandboxFusion's) use in place of the Authorization header.
+ * The token is checked here and kept nowhere: routes, logs and metrics
+ * see the rest of the path only. */
+static char *strip_path_token(struct request *req, const char *url)
+{
+	const char *tok, *end;
+	const char *want = server_state.cfg->token;
+
+	if (!str_starts_with(url, "/t/"))
+		return xstrdup(url);
+	tok = url + 3;
+	end = strchr(tok, '/');
+	if (!end)
+		end = tok + strlen(tok);
+	req->path_token = true;
+	req->path_token_ok =
+		want && *want && token_equal(tok, (size_t)(end - tok));
+	return xstrdup(*end ? end : "/");
+}
+
+static bool token_ok(struct request *req)
+{
+	const char *want = server_state.cfg->token;
+	const char *got;
+
+	if (!want || !*want)
+		return true;
+	if (req->path_token)
+		return req->path_token_ok;
+	got = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+					  MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!got || strncmp(got, "Bearer ", 7))
+		return false;
+	return token_equal(got + 7, strlen(got + 7));
+}
+
+/* Load-balancer probes answer without a token: /v1/ping, and /v1/health
+ * saying only that the server is up. A request that brings a token is
+ * held to it. */
+static bool probe_route(const struct request *req)
+{
+	return !strcmp(req->method, "GET") &&
+	       (!strcmp(req->url, "/v1/ping") ||
+		!strcmp(req->url, "/v1/health")) &&
+	       !req->path_token &&
+	       !MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+					    MHD_HTTP_HEADER_AUTHORIZATION);
+}
+
+static void answer_probe(struct request *req)
+{
+	if (!strcmp(req->url, "/v1/ping")) {
+		req->route = "/v1/ping";
+		compat_ping(req);
+		return;
+	}
+	req->route = "/v1/health";
+	request_reply(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 static void dispatch(struct request *req)
@@ -862,11 +916,15 @@ static void dispatch(struct request *req)
 			      "the server is shutting down");
 		return;
 	}
-	if (!token_ok(req->conn)) {
+	if (!token_ok(req)) {
+		if (probe_route(req)) {
+			answer_probe(req);
+			return;
+		}
 		req->route = "unauthorized";
 		request_error(req, 401, "unauthorized",
 			      "a valid 'Authorization: Bearer <token>' header "
-			      "is required");
+			      "or /t/<token> path prefix is required");
 		return;
 	}
 	for (i = 0; i < routes_count; i++) {
@@ -1086,11 +1144,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
 		req->seen = true;
 		req->method = method;
-		req->url = xstrdup(url);
+		req->url = strip_path_token(req, url);
 		pthread_mutex_lock(&live.lock);
 		live.n++;
 		pthread_mutex_unlock(&live.lock);
-		req->max_body = sandboxes_is_upload(method, url)
+		req->max_body = sandboxes_is_upload(method, req->url)
 					? server_state.cfg->max_upload
 					: server_state.cfg->max_body;
 		cl = MHD_lookup_connection_value(
@@ -1103,12 +1161,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		}
 		/* Refuse before reading (or inviting, with 100 Continue) a
 		 * body that would be thrown away. */
-		if (!token_ok(conn)) {
+		if (!token_ok(req) && !probe_route(req)) {
 			req->started = true;
 			req->route = "unauthorized";
 			request_error(req, 401, "unauthorized",
 				      "a valid 'Authorization: Bearer <token>' "
-				      "header is required");
+				      "header or /t/<token> path prefix is "
+				      "required");
 			return send_reply(req);
 		}
 		if (req->too_large) {
@@ -1120,7 +1179,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				      (unsigned long long)req->max_body);
 			return send_reply(req);
 		}
-		if (sandboxes_is_upload(method, url)) {
+		if (sandboxes_is_upload(method, req->url)) {
 			/* An upload is routed on its headers: its body is
 			 * streamed to the route as it comes. Even an answer
 			 * made at once waits for the body to be read (and
