@@ -279,12 +279,16 @@ void compat_run_code(struct request *req)
 	struct run_hooks hooks = {.output = collect,
 				  .done = compat_done,
 				  .free_ctx = compat_run_free};
-	const char *body;
+	char *body;
 	size_t len, i, nsteps;
 	char names[300];
+	json_t *root;
 
-	body = request_body(req, &len);
-	if (compat_parse(body, len, limits_current(), &cq, &err)) {
+	/* A whole test set in one body is given back as it is read. */
+	body = request_body_take(req, &len);
+	root = compat_load_consume(body, len, &err);
+	free(body);
+	if (!root || compat_parse_json(root, limits_current(), &cq, &err)) {
 		unprocessable(req, err.field, err.message);
 		return;
 	}
@@ -317,11 +321,14 @@ void compat_run_code(struct request *req)
 	spec.limits = cfg->limits;
 	if (cq.memory_mb > 0)
 		spec.limits.memory_bytes = (uint64_t)cq.memory_mb << 20;
-	for (i = 0; i < cq.nfiles; i++)
+	for (i = 0; i < cq.nfiles; i++) {
 		sandbox_spec_add_file(
 			&spec, cq.files[i].path,
 			cq.files[i].data.data ? cq.files[i].data.data : "",
 			cq.files[i].data.len, false);
+		/* Copied into the spec: one copy at a time. */
+		buf_release(&cq.files[i].data);
+	}
 	for (i = 0; i < cq.nfetch; i++)
 		sandbox_spec_add_fetch(&spec, cq.fetch[i]);
 	in.data = cq.stdin_data;

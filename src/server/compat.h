@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "base/buf.h"
 #include "runtime/lang.h"
 #include "runtime/limits.h"
@@ -47,6 +49,14 @@ struct compat_error {
  * file_error. */
 int compat_parse(const char *body, size_t len, const struct limits_rules *rules,
 		 struct compat_req *req, struct compat_error *err);
+/* The same in two steps: the body's JSON (NULL with err filled when it is
+ * not JSON), then the request from it (root is taken; the files' text is
+ * freed as it is decoded). compat_load_consume() gives the body's memory
+ * back to the system as it reads it: the caller only frees it after. */
+json_t *compat_load(const char *body, size_t len, struct compat_error *err);
+json_t *compat_load_consume(char *body, size_t len, struct compat_error *err);
+int compat_parse_json(json_t *root, const struct limits_rules *rules,
+		      struct compat_req *req, struct compat_error *err);
 void compat_req_release(struct compat_req *req);
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -87,24 +89,95 @@ static bool place_ok(const char *p, size_t len)
 	return false;
 }
 
-int compat_parse(const char *body, size_t len, const struct limits_rules *rules,
-		 struct compat_req *req, struct compat_error *err)
+json_t *compat_load(const char *body, size_t len, struct compat_error *err)
 {
 	json_error_t jerr;
-	json_t *root, *v, *val;
-	const char *key;
+	json_t *root;
 	char msg[256];
-	int r = -1;
 
-	memset(req, 0, sizeof(*req));
 	memset(err, 0, sizeof(*err));
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
 			  &jerr);
 	if (!root) {
 		snprintf(msg, sizeof(msg), "the body is not valid JSON: %s",
 			 jerr.text);
-		return bad(err, "body", msg);
+		bad(err, "body", msg);
 	}
+	return root;
+}
+
+/* The body, fed to the parser a piece at a time: the pages it has read
+ * are given back (they are never read again), so a body of tens of MB is
+ * not held whole next to the parser's copy of it. */
+struct feed {
+	char *data;
+	size_t len, off;
+	uintptr_t given; /* pages below this address are given back */
+};
+
+#define FEED_STEP (1u << 20)
+
+static size_t feed_read(void *out, size_t n, void *arg)
+{
+	struct feed *f = arg;
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), end;
+
+	if (n > f->len - f->off)
+		n = f->len - f->off;
+	memcpy(out, f->data + f->off, n);
+	f->off += n;
+	end = ((uintptr_t)f->data + f->off) & ~(page - 1);
+	if (!f->given)
+		f->given = ((uintptr_t)f->data + page - 1) & ~(page - 1);
+	if (end > f->given && end - f->given >= FEED_STEP) {
+		madvise((void *)f->given, end - f->given, MADV_DONTNEED);
+		f->given = end;
+	}
+	return n;
+}
+
+json_t *compat_load_consume(char *body, size_t len, struct compat_error *err)
+{
+	struct feed f = {.data = body, .len = len};
+	json_error_t jerr;
+	json_t *root;
+	char msg[256];
+
+	if (len < FEED_STEP)
+		return compat_load(body, len, err);
+	memset(err, 0, sizeof(*err));
+	root = json_load_callback(
+		feed_read, &f, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (!root) {
+		snprintf(msg, sizeof(msg), "the body is not valid JSON: %s",
+			 jerr.text);
+		bad(err, "body", msg);
+	}
+	return root;
+}
+
+int compat_parse(const char *body, size_t len, const struct limits_rules *rules,
+		 struct compat_req *req, struct compat_error *err)
+{
+	json_t *root = compat_load(body, len, err);
+
+	if (!root) {
+		memset(req, 0, sizeof(*req));
+		return -1;
+	}
+	return compat_parse_json(root, rules, req, err);
+}
+
+int compat_parse_json(json_t *root, const struct limits_rules *rules,
+		      struct compat_req *req, struct compat_error *err)
+{
+	json_t *v, *val;
+	const char *key;
+	char msg[256];
+	int r = -1;
+
+	memset(req, 0, sizeof(*req));
+	memset(err, 0, sizeof(*err));
 	if (!json_is_object(root)) {
 		bad(err, "body", "must be a JSON object");
 		goto out;
@@ -222,6 +295,8 @@ int compat_parse(const char *body, size_t len, const struct limits_rules *rules,
 					  json_string_length(val)) &&
 			    !req->file_error)
 				req->file_error = xstrdup(key);
+			/* Decoded: the text is not held twice. */
+			json_string_setn(val, "", 0);
 		}
 	}
 

@@ -700,6 +700,15 @@ const char *request_body(struct request *req, size_t *len)
 	return req->body.data ? req->body.data : "";
 }
 
+char *request_body_take(struct request *req, size_t *len)
+{
+	char *data = req->body.data;
+
+	*len = req->body.len;
+	buf_init(&req->body);
+	return data;
+}
+
 /* ---- runs ---- */
 
 static void unwatch_sock(struct request *req)

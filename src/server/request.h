@@ -34,6 +34,10 @@ void request_reply_raw(struct request *req, unsigned status,
 void request_reply_take(struct request *req, unsigned status,
 			const char *content_type, char *body, size_t len);
 const char *request_body(struct request *req, size_t *len);
+/* Hands the body over (the caller frees it; NULL when empty), leaving
+ * the request an empty one: a route that parses a large body can give it
+ * back as it reads, rather than hold it along with what it made of it. */
+char *request_body_take(struct request *req, size_t *len);
 
 /* Runs spec (its contents are taken). output() collects while it runs;
  * done() must reply. Both run on the runner's thread with ctx. When the

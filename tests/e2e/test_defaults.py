@@ -256,3 +256,17 @@ def test_token_never_in_logs_or_metrics(tsrv):
     assert TOKEN not in tsrv.read_log()
     status, reply = raw_request(tsrv.url + "/t/" + TOKEN + "/nowhere")
     assert status == 404 and TOKEN.encode() not in reply, reply
+
+
+@pytest.mark.parametrize("tail", [b'"', b'}}', b', "code": "x"}'],
+                         ids=["unterminated", "extra", "duplicate"])
+def test_large_malformed_body_is_422(srv, tail):
+    """Bodies past a MiB are parsed as they are read; a bad one is still
+    refused as JSON, with the same words."""
+    body = (b'{"language": "python", "code": "x", "stdin": "'
+            + b"a" * (3 * MiB) + b'"' + tail)
+    if tail == b'"':
+        body = body[:-2]
+    status, _, reply = srv.post("/run_code", body)
+    assert status == 422, reply
+    assert "not valid JSON" in reply["error"]["message"], reply
