@@ -636,6 +636,16 @@ void sandboxes_route(struct request *req)
 			if (!(c->args = body_json(req)))
 				goto out_free;
 			s = json_object_get(c->args, "signal");
+			/* Only 'signal' (default SIGTERM): a misspelt field
+			 * must not send SIGTERM in its place. */
+			if (json_object_size(c->args) != (s ? 1u : 0u) ||
+			    (s && !json_is_null(s) && !json_is_integer(s))) {
+				request_error(req, 422, "unprocessable",
+					      "a signal request takes one "
+					      "field, 'signal' (an integer; "
+					      "default SIGTERM)");
+				goto out_free;
+			}
 			c->sig = json_is_integer(s) ? (int)json_integer_value(s)
 						    : SIGTERM;
 			c->action = A_PROC_SIGNAL;

@@ -324,3 +324,18 @@ def test_busy_port_names_sbx_listen():
     assert p.returncode == 1, err
     assert "Address already in use" in err, err
     assert "SBX_LISTEN" in err and "--listen" in err, err
+
+
+def test_signal_refuses_unknown_fields(srv, box):
+    status, _, res = srv.post(box + "/exec", {"cmd": "sleep 600",
+                                              "background": True})
+    assert status == 201, res
+    proc = "%s/processes/%d" % (box, res["id"])
+    for body in ({"sig": 9}, {"signal": "KILL"}, {"signal": 9, "x": 1}):
+        status, _, res = srv.post(proc + "/signal", body)
+        assert status == 422, (body, res)
+        assert "'signal'" in res["error"]["message"], res
+    status, _, res = srv.get(proc)
+    assert status == 200 and res["status"] == "running", res
+    status, _, res = srv.post(proc + "/signal", {"signal": 9})
+    assert status == 200, res
