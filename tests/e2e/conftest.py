@@ -108,6 +108,19 @@ def describe(cp, result):
             (cp.returncode, result, cp.stdout[-2000:], cp.stderr[-2000:]))
 
 
+def cgroup_roots():
+    """Mount points of every cgroup hierarchy, v1 and v2, as this host has
+    them (not a fixed list of v1 paths: a v2-only host has one root)."""
+    roots = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            fstype = parts[parts.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2") and parts[4] not in roots:
+                roots.append(parts[4])
+    return roots
+
+
 def host_cmdline_pids(marker, argv0=None):
     """Host pids whose command line contains marker (bytes or str) and,
     with argv0, starts with that program name. (sbx's own argv holds the

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import (REPO, SANDBOX_UID, SBX, describe, host_cmdline_pids,
+from conftest import (REPO, SANDBOX_UID, SBX, cgroup_roots, describe,
+                      host_cmdline_pids,
                       is_sandbox_host_uid, out_lines, unique_marker)
 
 # Python helpers every probe below starts with: raw syscalls through ctypes
@@ -161,19 +162,6 @@ def _alive(pid):
 def _ppid(pid):
     with open("/proc/%d/stat" % pid) as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def cgroup_roots():
-    """Mount points of every cgroup hierarchy, v1 and v2, as this host has
-    them (not a fixed list of v1 paths: a v2-only host has one root)."""
-    roots = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            fstype = parts[parts.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2") and parts[4] not in roots:
-                roots.append(parts[4])
-    return roots
 
 
 def _remove_cgroups_of(sbx_pid):

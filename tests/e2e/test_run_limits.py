@@ -10,8 +10,8 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import SBX, describe, host_cmdline_pids, out_lines, \
-    unique_marker
+from conftest import SBX, cgroup_roots, describe, host_cmdline_pids, \
+    out_lines, unique_marker
 
 MiB = 1 << 20
 
@@ -252,19 +252,6 @@ def test_cpu_limit_counts_all_processes(py):
 
 
 # 18. Nothing leaks, run after run.
-
-def cgroup_roots():
-    """Mount points of every cgroup hierarchy, v1 and v2, as this host has
-    them (not a fixed list of v1 paths: a v2-only host has one root)."""
-    roots = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            fstype = parts[parts.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2") and parts[4] not in roots:
-                roots.append(parts[4])
-    return roots
-
 
 def _cgroup_dirs():
     dirs = set()
