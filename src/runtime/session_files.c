@@ -103,17 +103,17 @@ void session_upload_chunk(void *ctx, const char *data, size_t len, bool last)
 		session_archive_feed(s, op, data, len);
 		return;
 	}
-	if (last && !len && op->len) {
-		/* The body ended on a chunk's edge: all of it is written. */
-		put_done(op);
-		session_op_drop(s, op);
-		return;
-	}
-	/* The first chunk truncates (or creates, with the parents), the
-	 * others append. */
+	/* The chunks go to a part file of the op's own, the first creating
+	 * it (and the parents), the others appending; the last (empty when
+	 * the body ended on a chunk's edge) renames it over the path, so the
+	 * file is replaced whole or not at all. */
 	a = path_args(op->path);
-	json_object_set_new(a, "append", json_boolean(op->len > 0));
-	json_object_set_new(a, "mkdirs", json_boolean(op->len == 0));
+	json_object_set_new(a, "part", json_integer(op->id));
+	json_object_set_new(a, "append", json_boolean(op->started));
+	json_object_set_new(a, "mkdirs", json_boolean(!op->started));
+	json_object_set_new(a, "commit", json_boolean(last));
+	json_object_set_new(a, "created", json_boolean(op->created));
+	op->started = true;
 	if (session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a, data, len)) {
 		session_reply_error(op->fn, op->ctx, 410, "gone",
 				    "the sandbox is gone");
@@ -122,6 +122,20 @@ void session_upload_chunk(void *ctx, const char *data, size_t len, bool last)
 	}
 	op->pending = 1;
 	op->len += len;
+}
+
+/* Removes the part file of an upload that will not end. */
+static void discard_part(struct session *s, struct session_op *op)
+{
+	json_t *a;
+
+	if (!op->started)
+		return;
+	a = path_args(op->path);
+	json_object_set_new(a, "part", json_integer(op->id));
+	json_object_set_new(a, "discard", json_true());
+	json_object_set_new(a, "created", json_boolean(op->created));
+	session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a, NULL, 0);
 }
 
 void session_upload_abandon(struct session *s, struct session_op *op)
@@ -134,6 +148,7 @@ void session_upload_abandon(struct session *s, struct session_op *op)
 	}
 	if (op->pending)
 		return; /* init's answer to the chunk it has replies */
+	discard_part(s, op);
 	session_reply_error(op->fn, op->ctx, 400, "bad_request",
 			    "the upload of '%s' was cut short", op->path);
 	session_op_drop(s, op);
@@ -276,9 +291,12 @@ void session_file_reply(struct session *s, struct session_op *op,
 		/* One chunk is out at a time: its answer asks for the next,
 		 * or ends the upload. */
 		op->pending = 0;
+		if (json_is_true(json_object_get(args, "created")))
+			op->created = true;
 		if (err) {
 			session_reply_errno(op->fn, op->ctx, err, op->path);
 		} else if (op->abandoned) {
+			discard_part(s, op);
 			session_reply_error(op->fn, op->ctx, 400, "bad_request",
 					    "the upload of '%s' was cut short",
 					    op->path);

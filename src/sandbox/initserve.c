@@ -33,6 +33,7 @@
 #include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -319,6 +320,124 @@ static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
 	reply_errno(id, -r);
 }
 
+/* The file an upload replaces: path with its symlinks followed, a
+ * regular file (created empty when absent and create is set; *created
+ * then says so). Returns 0 or -errno. */
+static int part_target(const char *path, bool create, mode_t mode,
+		       bool *created, char *out, size_t n)
+{
+	char fdpath[64];
+	struct statvfs vfs;
+	struct stat st;
+	ssize_t got;
+	int fd, r = 0;
+
+	/* O_CREAT whenever create is set, so that errors are those of a
+	 * plain write (EROFS before EACCES on a read-only mount). */
+	bool absent = create && stat(path, &st) < 0 && errno == ENOENT;
+
+	fd = init_open_file(path,
+			    O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+				    (create ? O_CREAT : 0),
+			    mode & 0777);
+	/* A read-only place says so first, as a truncating open does. */
+	if (fd == -EACCES && statvfs(path, &vfs) == 0 &&
+	    (vfs.f_flag & ST_RDONLY))
+		fd = -EROFS;
+	if (fd < 0)
+		return fd;
+	*created = absent;
+	/* Only regular files: a FIFO or device planted by the sandbox must
+	 * not block or surprise init. */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+	} else {
+		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+		got = readlink(fdpath, out, n - 1);
+		if (got < 0)
+			r = -errno;
+		else if ((size_t)got >= n - 1 || out[0] != '/')
+			r = -ENAMETOOLONG;
+		else
+			out[got] = '\0';
+	}
+	fd_close(&fd);
+	return r;
+}
+
+/* An upload in parts ("part": its id): the chunks go to
+ * "<file>.sbx-part-<id>" beside the file the path names, which the last
+ * ("commit") renames over it, so the file is replaced whole or not at
+ * all. A chunk that fails, or "discard" (the client left), removes the
+ * part file, and the file itself when the upload created it (the reply
+ * to the first chunk says "created"; later chunks pass it back). */
+static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
+				const char *payload, size_t len)
+{
+	char path[PATH_MAX], target[PATH_MAX], part[PATH_MAX + 32];
+	bool first = !json_is_true(json_object_get(args, "append"));
+	bool commit = json_is_true(json_object_get(args, "commit"));
+	bool discard = json_is_true(json_object_get(args, "discard"));
+	bool created = json_is_true(json_object_get(args, "created"));
+	long long pid = json_integer_value(json_object_get(args, "part"));
+	json_t *mode_j = json_object_get(args, "mode");
+	mode_t mode = json_is_integer(mode_j)
+			      ? (mode_t)json_integer_value(mode_j) & 07777
+			      : 0644;
+	bool made = false, have_part = false;
+	int fd, r = 0;
+
+	target[0] = '\0';
+	resolve(path, sizeof(path), args);
+	init_as_user(s->uid, s->gid, true);
+	if (first && !discard && json_is_true(json_object_get(args, "mkdirs")))
+		r = init_make_parents(path);
+	if (!r)
+		r = part_target(path, first && !discard, mode, &made, target,
+				sizeof(target));
+	if (!r && snprintf(part, sizeof(part), "%s.sbx-part-%lld", target,
+			   pid) >= (int)sizeof(target))
+		r = -ENAMETOOLONG;
+	created |= made;
+	if (!r && discard) {
+		unlink(part);
+		if (created)
+			unlink(target);
+		goto out;
+	}
+	if (!r) {
+		/* The first chunk makes the part file new: never one planted
+		 * under its name. */
+		fd = init_open_file(
+			part,
+			O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+				(first ? O_CREAT | O_EXCL : O_APPEND),
+			mode & 0777);
+		if (fd < 0) {
+			r = fd;
+		} else {
+			struct stat st;
+
+			have_part = true;
+			if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+				r = -EINVAL;
+			else
+				r = write_full(fd, payload, len);
+			fd_close(&fd);
+		}
+		if (!r && commit && rename(part, target) < 0)
+			r = -errno;
+		if (r && (have_part || !first))
+			unlink(part);
+	}
+	if (r && created && target[0])
+		unlink(target);
+out:
+	init_as_user(s->uid, s->gid, false);
+	reply(id, json_pack("{s:i,s:b}", "errno", -r, "created", made), NULL,
+	      0);
+}
+
 /* Sends what an exec's pulled stdout has, up to what was asked for. */
 static void pull_read(struct sexec *e)
 {
@@ -551,7 +670,12 @@ static void dispatch(struct server *s, const struct init_msg *m,
 		cmd_signal(s, m->step, args);
 		break;
 	case INIT_CMD_FILE_WRITE:
-		cmd_file_write(s, m->step, args, payload, (size_t)m->len2);
+		if (json_is_integer(json_object_get(args, "part")))
+			cmd_file_write_part(s, m->step, args, payload,
+					    (size_t)m->len2);
+		else
+			cmd_file_write(s, m->step, args, payload,
+				       (size_t)m->len2);
 		break;
 	case INIT_CMD_FILE_READ:
 		cmd_file_read(s, m->step, args);

@@ -339,3 +339,83 @@ def test_signal_refuses_unknown_fields(srv, box):
     assert status == 200 and res["status"] == "running", res
     status, _, res = srv.post(proc + "/signal", {"signal": 9})
     assert status == 200, res
+
+
+# ---- a failed file upload leaves nothing behind ----
+
+def test_failed_upload_keeps_the_old_file_whole(srv):
+    status, _, info = srv.post("/v1/sandboxes", {
+        "idle_timeout_s": 120, "limits": {"disk_mb": 16}})
+    assert status == 201, info
+    box = "/v1/sandboxes/" + info["id"]
+    try:
+        status, _, res = srv.request("PUT", box + "/files/keep.txt", b"old\n")
+        assert status == 201, res
+        big = b"x" * (40 << 20)  # past the 16 MiB disk
+        status, _, res = srv.request("PUT", box + "/files/keep.txt", big)
+        assert status == 413, res
+        status, _, res = srv.request("PUT", box + "/files/sub/new.bin", big)
+        assert status == 413, res
+        # The old file is whole, the new one absent, no part file left,
+        # and the disk is free again.
+        status, _, text = srv.get(box + "/files/keep.txt")
+        assert status == 200 and text == "old\n", text
+        status, _, res = srv.get(box + "/files/sub/new.bin")
+        assert status == 404, res
+        status, _, res = srv.post(box + "/exec", {
+            "cmd": "find /work -name '*.sbx-part-*'; du -sk /work | cut -f1"})
+        assert status == 200, res
+        lines = res["stdout"].split()
+        assert len(lines) == 1 and int(lines[0]) < 1024, res
+        # A whole upload still replaces the file, through a symlink too.
+        status, _, res = srv.post(box + "/exec", {
+            "cmd": "ln -s keep.txt /work/link"})
+        status, _, res = srv.request("PUT", box + "/files/link", b"new\n")
+        assert status == 201 and res["size"] == 4, res
+        status, _, text = srv.get(box + "/files/keep.txt")
+        assert status == 200 and text == "new\n", text
+    finally:
+        srv.request("DELETE", box)
+
+
+def test_upload_cut_short_leaves_nothing(srv):
+    import socket
+    import time
+    status, _, info = srv.post("/v1/sandboxes", {"idle_timeout_s": 120})
+    assert status == 201, info
+    box = "/v1/sandboxes/" + info["id"]
+
+    def listing():
+        status, _, res = srv.post(box + "/exec", {
+            "cmd": "ls -a /work; cat /work/keep.txt"})
+        assert status == 200, res
+        return res["stdout"]
+
+    def wait_for(want_part):
+        guard = time.monotonic() + 30
+        while time.monotonic() < guard:
+            out = listing()
+            if ("sbx-part" in out) == want_part:
+                return out
+            time.sleep(0.05)
+        raise AssertionError("part file %s: %s" % (
+            "never appeared" if want_part else "still there", out))
+
+    try:
+        srv.request("PUT", box + "/files/keep.txt", b"old\n")
+        for name in ("keep.txt", "fresh.txt"):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            try:
+                s.sendall(("PUT %s/files/%s HTTP/1.1\r\nHost: x\r\n"
+                           "Content-Length: %d\r\n\r\n"
+                           % (box, name, 64 << 20)).encode())
+                s.sendall(b"y" * (3 << 20))
+                # The upload is under way: it writes beside the file.
+                out = wait_for(True)
+                assert "old" in out.split(), out
+            finally:
+                s.close()
+            out = wait_for(False)
+        assert out.split() == [".", "..", "keep.txt", "old"], out
+    finally:
+        srv.request("DELETE", box)
