@@ -324,7 +324,7 @@ static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
  * regular file (created empty when absent and create is set; *created
  * then says so). Returns 0 or -errno. */
 static int part_target(const char *path, bool create, mode_t mode,
-		       bool *created, char *out, size_t n)
+		       bool *created, mode_t *tmode, char *out, size_t n)
 {
 	char fdpath[64];
 	struct statvfs vfs;
@@ -352,6 +352,7 @@ static int part_target(const char *path, bool create, mode_t mode,
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		r = -EINVAL;
 	} else {
+		*tmode = st.st_mode & 07777;
 		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
 		got = readlink(fdpath, out, n - 1);
 		if (got < 0)
@@ -385,6 +386,7 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 			      ? (mode_t)json_integer_value(mode_j) & 07777
 			      : 0644;
 	bool made = false, have_part = false;
+	mode_t tmode = 0;
 	int fd, r = 0;
 
 	target[0] = '\0';
@@ -393,8 +395,8 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 	if (first && !discard && json_is_true(json_object_get(args, "mkdirs")))
 		r = init_make_parents(path);
 	if (!r)
-		r = part_target(path, first && !discard, mode, &made, target,
-				sizeof(target));
+		r = part_target(path, first && !discard, mode, &made, &tmode,
+				target, sizeof(target));
 	if (!r && snprintf(part, sizeof(part), "%s.sbx-part-%lld", target,
 			   pid) >= (int)sizeof(target))
 		r = -ENAMETOOLONG;
@@ -421,6 +423,9 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 			have_part = true;
 			if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 				r = -EINVAL;
+			/* The file keeps its mode. */
+			else if (first && !made && fchmod(fd, tmode) < 0)
+				r = -errno;
 			else
 				r = write_full(fd, payload, len);
 			fd_close(&fd);

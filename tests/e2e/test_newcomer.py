@@ -369,11 +369,15 @@ def test_failed_upload_keeps_the_old_file_whole(srv):
         assert len(lines) == 1 and int(lines[0]) < 1024, res
         # A whole upload still replaces the file, through a symlink too.
         status, _, res = srv.post(box + "/exec", {
-            "cmd": "ln -s keep.txt /work/link"})
+            "cmd": "ln -s keep.txt /work/link; chmod 750 /work/keep.txt"})
         status, _, res = srv.request("PUT", box + "/files/link", b"new\n")
         assert status == 201 and res["size"] == 4, res
         status, _, text = srv.get(box + "/files/keep.txt")
         assert status == 200 and text == "new\n", text
+        # It keeps its mode, and the link stays a link.
+        status, _, res = srv.post(box + "/exec", {
+            "cmd": "stat -c %a /work/keep.txt; readlink /work/link"})
+        assert res["stdout"] == "750\nkeep.txt\n", res
     finally:
         srv.request("DELETE", box)
 
