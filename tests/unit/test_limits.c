@@ -134,6 +134,25 @@ static void test_host_bounds(void **state)
 	assert_int_equal(r.min[LIMITS_LIFETIME], 0);
 }
 
+/* The serve defaults chosen from the host stay within their documented
+ * bounds, whatever the host. */
+static void test_host_defaults(void **state)
+{
+	uint64_t mem = limits_host_memory(0);
+	uint64_t def = limits_default_memory();
+	uint64_t body = limits_default_body();
+	unsigned conc = limits_default_concurrency();
+
+	assert_true(mem > 0);
+	assert_true(limits_host_available(0) <= mem);
+	assert_true(limits_host_cores() >= 1);
+	assert_true(def <= 4ull << 30 && def <= mem / 2);
+	assert_true(def >= 1ull << 30 || def == mem / 2);
+	assert_true(body >= 64ull << 20 && body <= 1ull << 30);
+	assert_true(conc >= 128 && conc <= 4096);
+	assert_true(conc >= 32 * limits_host_cores() || conc == 4096);
+}
+
 static void test_parse_cpus(void **state)
 {
 	uint64_t m = 7;
@@ -214,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_integers),
 		cmocka_unit_test(test_fractions),
 		cmocka_unit_test(test_host_bounds),
+		cmocka_unit_test(test_host_defaults),
 		cmocka_unit_test(test_parse_cpus),
 		cmocka_unit_test(test_text_matches_jansson),
 		cmocka_unit_test(test_fit),
