@@ -184,7 +184,7 @@ def _shutdown_round():
             s.sendall(_request("POST",
                                "/v1/sandboxes/%s/exec" % boxes[i % 2],
                                {"cmd": "sleep 30.%s" % marker,
-                                "timeout_ms": 60000}))
+                                "timeout_s": 60}))
             socks.append(s)
 
         def accepted():
