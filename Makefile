@@ -225,7 +225,7 @@ fuzz-smoke: $(FUZZ_BINS)
 
 e2e: $(BUILD)/sbx $(HELPER_BINS)
 	SBX=$(abspath $(BUILD)/sbx) SBX_BUILD=$(abspath $(BUILD)) \
-		$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
+		SBX_SANITIZE=$(SANITIZE) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 check: deps
 	@$(MAKE) --no-print-directory format-check build

@@ -16,6 +16,7 @@ import tarfile
 
 import pytest
 
+from conftest import MEMORY_BOUNDS
 from sbxserver import SbxServer
 from test_sandboxes import (GUARD_S, Boxes, as_json, check_error, poll,
                             quote_path, raw_request)
@@ -232,7 +233,8 @@ def test_sparse_files_archive_small_and_round_trip(big_srv):
         assert headers["content-type"] == "application/x-tar", headers
         # Far below the 240 MB the files claim: the holes are not sent.
         assert len(data) < 16 << 20, len(data)
-        assert peak.growth_kib < 48 << 10, peak.growth_kib
+        assert not MEMORY_BOUNDS or peak.growth_kib < 48 << 10, \
+            peak.growth_kib
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             files = {m.name: m for m in tar.getmembers() if m.isfile()}
             assert sorted(files) == ["./f%d" % i for i in range(1, 7)]
@@ -269,7 +271,8 @@ def test_large_archive_and_file_stream_with_bounded_memory(big_srv):
                 big_srv, "/v1/sandboxes/%s/archive?path=big" % box.id)
         assert status == 200 and complete, (status, data[:300])
         assert len(data) > 120000000
-        assert peak.growth_kib < 32 << 10, peak.growth_kib
+        assert not MEMORY_BOUNDS or peak.growth_kib < 32 << 10, \
+            peak.growth_kib
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             got = [hashlib.sha256(tar.extractfile("./r%d" % i).read())
                    .hexdigest() for i in (1, 2)]
@@ -282,7 +285,8 @@ def test_large_archive_and_file_stream_with_bounded_memory(big_srv):
         assert status == 200 and complete, (status, data[:300])
         assert headers["content-type"] == "application/octet-stream"
         assert hashlib.sha256(data).hexdigest() == digests[0]
-        assert peak.growth_kib < 32 << 10, peak.growth_kib
+        assert not MEMORY_BOUNDS or peak.growth_kib < 32 << 10, \
+            peak.growth_kib
     finally:
         boxes.cleanup()
 
@@ -415,7 +419,7 @@ def test_background_output_is_bounded_per_sandbox(srv, box):
     assert kept <= 4 * MIB, kept
     # The server does not hold what was dropped.
     grown = vm_kib(pid, "VmRSS") - base
-    assert grown < 48 << 10, grown
+    assert not MEMORY_BOUNDS or grown < 48 << 10, grown
 
 
 def test_client_names_that_are_not_utf8(srv):

