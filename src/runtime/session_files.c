@@ -112,7 +112,8 @@ void session_upload_chunk(void *ctx, const char *data, size_t len, bool last)
 	json_object_set_new(a, "append", json_boolean(op->started));
 	json_object_set_new(a, "mkdirs", json_boolean(!op->started));
 	json_object_set_new(a, "commit", json_boolean(last));
-	json_object_set_new(a, "created", json_boolean(op->created));
+	json_object_set_new(a, "created",
+			    json_integer((json_int_t)op->created));
 	op->started = true;
 	if (session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a, data, len)) {
 		session_reply_error(op->fn, op->ctx, 410, "gone",
@@ -134,7 +135,8 @@ static void discard_part(struct session *s, struct session_op *op)
 	a = path_args(op->path);
 	json_object_set_new(a, "part", json_integer(op->id));
 	json_object_set_new(a, "discard", json_true());
-	json_object_set_new(a, "created", json_boolean(op->created));
+	json_object_set_new(a, "created",
+			    json_integer((json_int_t)op->created));
 	session_command(s, SANDBOX_CMD_FILE_WRITE, op->id, a, NULL, 0);
 }
 
@@ -291,8 +293,9 @@ void session_file_reply(struct session *s, struct session_op *op,
 		/* One chunk is out at a time: its answer asks for the next,
 		 * or ends the upload. */
 		op->pending = 0;
-		if (json_is_true(json_object_get(args, "created")))
-			op->created = true;
+		if (json_integer_value(json_object_get(args, "created")))
+			op->created = (uint64_t)json_integer_value(
+				json_object_get(args, "created"));
 		if (err) {
 			session_reply_errno(op->fn, op->ctx, err, op->path);
 		} else if (op->abandoned) {

@@ -57,7 +57,8 @@ struct session_op {
 	session_ready_fn ready; /* init took the last chunk: ask for more */
 	bool last;		/* the last chunk has been sent */
 	bool started;		/* file PUT: its part file was begun */
-	bool created;		/* file PUT: and the file was made for it */
+	uint64_t created; /* file PUT: the inode of the empty file made for
+			   * it, 0: none */
 	/* transfers out (file and archive GET) */
 	session_data_fn data;
 	uint64_t sent;	/* bytes handed to data() */

@@ -322,9 +322,9 @@ static void cmd_file_write(struct server *s, uint32_t id, json_t *args,
 
 /* The file an upload replaces: path with its symlinks followed, a
  * regular file (created empty when absent and create is set; *created
- * then says so). Returns 0 or -errno. */
+ * is then its inode, else 0). Returns 0 or -errno. */
 static int part_target(const char *path, bool create, mode_t mode,
-		       bool *created, mode_t *tmode, char *out, size_t n)
+		       uint64_t *created, mode_t *tmode, char *out, size_t n)
 {
 	char fdpath[64];
 	struct statvfs vfs;
@@ -346,12 +346,12 @@ static int part_target(const char *path, bool create, mode_t mode,
 		fd = -EROFS;
 	if (fd < 0)
 		return fd;
-	*created = absent;
 	/* Only regular files: a FIFO or device planted by the sandbox must
 	 * not block or surprise init. */
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		r = -EINVAL;
 	} else {
+		*created = absent ? (uint64_t)st.st_ino : 0;
 		*tmode = st.st_mode & 07777;
 		snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
 		got = readlink(fdpath, out, n - 1);
@@ -364,6 +364,17 @@ static int part_target(const char *path, bool create, mode_t mode,
 	}
 	fd_close(&fd);
 	return r;
+}
+
+/* Removes the empty file an upload made (inode ino), unless another
+ * upload has replaced it since. */
+static void unlink_made(const char *target, uint64_t ino)
+{
+	struct stat st;
+
+	if (ino && lstat(target, &st) == 0 && (uint64_t)st.st_ino == ino &&
+	    st.st_size == 0)
+		unlink(target);
 }
 
 /* An upload in parts ("part": its id): the chunks go to
@@ -379,13 +390,15 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 	bool first = !json_is_true(json_object_get(args, "append"));
 	bool commit = json_is_true(json_object_get(args, "commit"));
 	bool discard = json_is_true(json_object_get(args, "discard"));
-	bool created = json_is_true(json_object_get(args, "created"));
+	uint64_t created =
+		(uint64_t)json_integer_value(json_object_get(args, "created"));
 	long long pid = json_integer_value(json_object_get(args, "part"));
 	json_t *mode_j = json_object_get(args, "mode");
 	mode_t mode = json_is_integer(mode_j)
 			      ? (mode_t)json_integer_value(mode_j) & 07777
 			      : 0644;
-	bool made = false, have_part = false;
+	bool have_part = false;
+	uint64_t made = 0;
 	mode_t tmode = 0;
 	int fd, r = 0;
 
@@ -400,11 +413,11 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 	if (!r && snprintf(part, sizeof(part), "%s.sbx-part-%lld", target,
 			   pid) >= (int)sizeof(target))
 		r = -ENAMETOOLONG;
-	created |= made;
+	if (made)
+		created = made;
 	if (!r && discard) {
 		unlink(part);
-		if (created)
-			unlink(target);
+		unlink_made(target, created);
 		goto out;
 	}
 	if (!r) {
@@ -435,12 +448,13 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 		if (r && (have_part || !first))
 			unlink(part);
 	}
-	if (r && created && target[0])
-		unlink(target);
+	if (r && target[0])
+		unlink_made(target, created);
 out:
 	init_as_user(s->uid, s->gid, false);
-	reply(id, json_pack("{s:i,s:b}", "errno", -r, "created", made), NULL,
-	      0);
+	reply(id,
+	      json_pack("{s:i,s:I}", "errno", -r, "created", (json_int_t)made),
+	      NULL, 0);
 }
 
 /* Sends what an exec's pulled stdout has, up to what was asked for. */

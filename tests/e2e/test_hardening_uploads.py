@@ -393,3 +393,25 @@ def test_sandbox_deleted_mid_upload(srv):
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 410"), data[:300]
     assert b'"gone"' in body, body
+
+
+def test_upload_left_late_keeps_the_next_upload(srv, box):
+    """An upload to a new file makes it (empty) at its first chunk; when its
+    client leaves after another upload to the same name has finished, the
+    file that upload wrote stays: only the empty file the left upload made
+    is removed, never what replaced it."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(("PUT %s/files/late.bin HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Length: %d\r\n\r\n" % (box.base, 8 * MIB))
+                  .encode())
+        s.sendall(os.urandom(3 * MIB))
+        # The first upload is under way: its part file exists.
+        poll("the first upload's part file",
+             lambda: "late.bin.sbx-part-" in box.sh("ls -a /work"),
+             guard_s=30)
+        data = os.urandom(MIB + 7)
+        assert box.put("late.bin", data)[0] == 201
+    # The first client has left: its upload ends, and its part file goes.
+    poll("the left upload's part file removed",
+         lambda: "sbx-part" not in box.sh("ls -a /work"), guard_s=30)
+    assert box.get("late.bin")[2] == data
