@@ -56,11 +56,20 @@ static const char get_script[] =
 	"/home/sandbox|/home/sandbox/*|/dev/shm|/dev/shm/*) ;; *) exit 67;; "
 	"esac; exec tar --sparse --one-file-system -c -f - .";
 
+/* All or nothing: tar unpacks into a staging directory of the upload's
+ * own ($3, the op id) beside the tree, and only a whole archive is then
+ * linked into place (hard links: no second copy of the data) and the
+ * staging removed. A bad member, a cut body or a client that leaves
+ * (SIGTERM, trapped) leaves nothing behind. */
 static const char put_script[] =
 	"d=$1; if [ -n \"$2\" ]; then d=$(printf %s \"$2\" | base64 -d; "
 	"echo x); d=${d%x}; fi; "
-	"mkdir -p -- \"$d\" && exec tar -x -f - --no-same-owner "
-	"--no-same-permissions --no-overwrite-dir -C \"$d\"";
+	"mkdir -p -- \"$d\" || exit 2; s=$d/.sbx-upload-$3; "
+	"trap 'rm -rf -- \"$s\"; exit 143' TERM; "
+	"rm -rf -- \"$s\"; mkdir -- \"$s\" || exit 2; "
+	"tar -x -f - --no-same-owner --no-same-permissions -C \"$s\" && "
+	"cp -R -P -l --remove-destination -- \"$s\"/. \"$d\"/; "
+	"r=$?; rm -rf -- \"$s\"; exit $r";
 
 /* ["/bin/sh", "-c", script, "sh", dir or "", "" or dir in base64] */
 static json_t *script_argv(const char *script, const char *dir)
@@ -273,6 +282,7 @@ void session_archive_put(const char *id, const char *dir,
 	 * stdin is fed as the upload comes, so it has no time limit: a
 	 * client that leaves stops it. */
 	argv = script_argv(put_script, dir);
+	json_array_append_new(argv, json_sprintf("%u", op->id));
 	if (session_send_exec(s, op->id, argv, NULL, NULL, 0, 1 << 20, NULL, 0,
 			      false)) {
 		session_op_drop(s, op);

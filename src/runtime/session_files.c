@@ -143,9 +143,10 @@ static void discard_part(struct session *s, struct session_op *op)
 void session_upload_abandon(struct session *s, struct session_op *op)
 {
 	if (op->kind == SESSION_OP_ARCHIVE_PUT) {
-		/* tar's end replies. */
+		/* tar's end replies; SIGTERM lets its shell remove what was
+		 * unpacked so far. */
 		session_command(s, SANDBOX_CMD_SIGNAL, op->id,
-				json_pack("{s:i}", "signal", SIGKILL), NULL, 0);
+				json_pack("{s:i}", "signal", SIGTERM), NULL, 0);
 		return;
 	}
 	if (op->pending)

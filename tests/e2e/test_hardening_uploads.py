@@ -415,3 +415,69 @@ def test_upload_left_late_keeps_the_next_upload(srv, box):
     poll("the left upload's part file removed",
          lambda: "sbx-part" not in box.sh("ls -a /work"), guard_s=30)
     assert box.get("late.bin")[2] == data
+
+
+# ---- archives are all or nothing ----
+
+def _tar(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _tree(box, d):
+    return box.sh("cd %s && find . -mindepth 1 | sort" % d).split()
+
+
+def test_archive_with_a_bad_member_unpacks_nothing(box):
+    box.sh("mkdir -p /work/up && echo old > /work/up/keep.txt && "
+           "echo old > /work/up/a.txt")
+    data = _tar([("a.txt", b"new"), ("sub/b.txt", b"bee"),
+                 ("../escape.txt", b"no")])
+    status, headers, body = box.call("PUT", "/archive?path=/work/up", data)
+    err = check_error(status, headers, body, 400, "bad_archive")
+    assert "Member name contains '..'" in err["message"], err
+    # Not a member of it, and the file it would have replaced unchanged.
+    assert _tree(box, "/work/up") == ["./a.txt", "./keep.txt"]
+    assert box.get("up/a.txt")[2] == b"old\n"
+    # A whole archive goes in, over what was there.
+    data = _tar([("a.txt", b"new"), ("sub/b.txt", b"bee")])
+    status, headers, body = box.call("PUT", "/archive?path=/work/up", data)
+    assert status == 200, body
+    assert _tree(box, "/work/up") == ["./a.txt", "./keep.txt", "./sub",
+                                      "./sub/b.txt"]
+    assert box.get("up/a.txt")[2] == b"new"
+    assert box.get("up/keep.txt")[2] == b"old\n"
+
+
+def test_archive_cut_short_unpacks_nothing(box):
+    whole = _tar([("one.txt", b"1" * 5000), ("two.txt", b"2" * 5000)])
+    cut = whole[:512 + 5120 + 512 + 1000]  # into the second member's data
+    status, headers, body = box.call("PUT", "/archive?path=/work/cut", cut)
+    check_error(status, headers, body, 400, "bad_archive")
+    assert _tree(box, "/work/cut") == []
+
+
+def test_archive_client_leaving_unpacks_nothing(srv, box):
+    # A whole first member, then a big one the client never finishes.
+    first = tarfile.TarInfo("first.txt")
+    first.size = 1000
+    head = (first.tobuf(format=tarfile.GNU_FORMAT) + b"f" * 1000 +
+            b"\0" * (512 - 1000 % 512))
+    info = tarfile.TarInfo("big.bin")
+    info.size = 64 * MIB
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(("PUT %s/archive?path=/work/gone HTTP/1.1\r\nHost: x\r\n"
+                   "Content-Length: %d\r\n\r\n" % (box.base, 80 * MIB))
+                  .encode())
+        s.sendall(head + info.tobuf(format=tarfile.GNU_FORMAT))
+        s.sendall(os.urandom(3 * MIB))
+        poll("the archive unpacking",
+             lambda: ".sbx-upload-" in box.sh("ls -A /work/gone; true"),
+             guard_s=30)
+    poll("nothing left of the archive",
+         lambda: _tree(box, "/work/gone") == [], guard_s=30)

@@ -393,15 +393,39 @@ def test_tar_hostile_members(box, host):
     host.fresh.append("/tmp/" + dd_name)
     status, headers, body = put_archive(box, "/work/up", data)
     reply = as_json(status, headers, body)
-    # tar extracts what it may and refuses the rest: either way a clear
-    # answer, and the refusals are tar's own.
-    if status == 400:
-        assert reply["error"]["code"] == "bad_archive", reply
-        msg = reply["error"]["message"]
-        assert "Removing leading `/' from member names" in msg, msg
-        assert "Member name contains '..'" in msg, msg
-    else:
-        assert status == 200, reply
+    # tar refuses the '..' members, so the archive is refused whole, with
+    # tar's own words, and nothing of it is left (uploads are all or
+    # nothing).
+    assert status == 400, reply
+    assert reply["error"]["code"] == "bad_archive", reply
+    msg = reply["error"]["message"]
+    assert "Removing leading `/' from member names" in msg, msg
+    assert "Member name contains '..'" in msg, msg
+    assert box.sh("ls -A /work/up") == ""
+    # Members written through links the archive planted: tar refuses
+    # them, and again nothing is left.
+    data = make_tar([
+        ("lnk", "symlink", host.secret),
+        ("lnk/x", "file", b"through the link"),
+        ("dlnk", "symlink", host.dir),
+        ("dlnk/new-%s.txt" % host.tag, "file", b"into the host dir"),
+    ])
+    status, headers, body = put_archive(box, "/work/up", data)
+    reply = as_json(status, headers, body)
+    assert status == 400, reply
+    assert "Not a directory" in reply["error"]["message"], reply
+    assert box.sh("ls -A /work/up") == ""
+    # Without the members tar refuses, what it unpacks stays in /work/up.
+    data = make_tar([
+        ("ok.txt", "file", b"fine"),
+        (abs_evil, "file", b"absolute"),
+        ("lnk", "symlink", host.secret),
+        ("lnk", "file", b"over the link"),
+        ("dlnk", "symlink", host.dir),
+    ])
+    status, headers, body = put_archive(box, "/work/up", data)
+    reply = as_json(status, headers, body)
+    assert status == 200, reply
     assert box.get("up/ok.txt")[2] == b"fine"
     # The absolute member lost its leading '/': it is under /work/up.
     assert box.get("up" + abs_evil)[2] == b"absolute"
