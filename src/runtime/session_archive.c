@@ -60,7 +60,8 @@ static const char get_script[] =
  * own ($3, the op id) beside the tree, and only a whole archive is then
  * linked into place (hard links: no second copy of the data) and the
  * staging removed. A bad member, a cut body or a client that leaves
- * (SIGTERM, trapped) leaves nothing behind. */
+ * (SIGTERM, trapped; ignored once the linking has begun, so it is never
+ * left half done) leaves nothing behind. */
 static const char put_script[] =
 	"d=$1; if [ -n \"$2\" ]; then d=$(printf %s \"$2\" | base64 -d; "
 	"echo x); d=${d%x}; fi; "
@@ -68,7 +69,8 @@ static const char put_script[] =
 	"trap 'rm -rf -- \"$s\"; exit 143' TERM; "
 	"rm -rf -- \"$s\"; mkdir -- \"$s\" || exit 2; "
 	"tar -x -f - --no-same-owner --no-same-permissions -C \"$s\" && "
-	"cp -R -P -l --remove-destination -- \"$s\"/. \"$d\"/; "
+	"{ trap '' TERM; cp -R -P -l --remove-destination -- \"$s\"/. "
+	"\"$d\"/; }; "
 	"r=$?; rm -rf -- \"$s\"; exit $r";
 
 /* ["/bin/sh", "-c", script, "sh", dir or "", "" or dir in base64] */
