@@ -455,8 +455,8 @@ def main():
                     "/usr/bin/python3, what sbx runs inside its sandboxes)")
     ap.add_argument("--server-concurrency", type=int,
                     default=os.cpu_count() or 1,
-                    help="sbx serve --concurrency (default: cores, the "
-                    "server's own default)")
+                    help="sbx serve --concurrency (default: cores; the "
+                    "server's own default is 32 per core)")
     ap.add_argument("--quick", action="store_true",
                     help="few requests per cell and a short time budget: a "
                     "smoke run for CI, numbers not meaningful")
