@@ -112,6 +112,16 @@ def describe(cp, result):
             (cp.returncode, result, cp.stdout[-2000:], cp.stderr[-2000:]))
 
 
+def probes(cp):
+    """{label: value} from the "label value" lines a probe printed."""
+    res = {}
+    for line in out_lines(cp):
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            res[parts[0]] = parts[1]
+    return res
+
+
 def cgroup_roots():
     """Mount points of every cgroup hierarchy, v1 and v2, as this host has
     them (not a fixed list of v1 paths: a v2-only host has one root)."""

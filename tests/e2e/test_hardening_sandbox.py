@@ -22,7 +22,7 @@ import textwrap
 
 import pytest
 
-from conftest import describe, out_lines, unique_marker
+from conftest import describe, probes, unique_marker
 from sbxserver import SbxServer
 
 AF_VSOCK = 40
@@ -32,15 +32,6 @@ SYS_SOCKET = {"x86_64": 41, "aarch64": 198}.get(platform.machine(), -1)
 FAMILY_RANGE = range(0, 64)
 ALLOWED = {socket.AF_UNIX, socket.AF_INET, socket.AF_INET6,
            socket.AF_NETLINK}
-
-
-def probe_lines(cp):
-    res = {}
-    for line in out_lines(cp):
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            res[parts[0]] = parts[1]
-    return res
 
 
 def sandbox_probe(py, body, *argv, opts=()):
@@ -71,7 +62,7 @@ def sandbox_probe(py, body, *argv, opts=()):
         """)
     cp, res = py(prelude + textwrap.dedent(body), *argv, opts=opts)
     assert res is not None and res["status"] == "ok", describe(cp, res)
-    return probe_lines(cp)
+    return probes(cp)
 
 
 # Finding 1: socket families are an allow-list.

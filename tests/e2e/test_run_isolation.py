@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import (REPO, SANDBOX_UID, SBX, cgroup_roots, describe,
-                      host_cmdline_pids,
+                      host_cmdline_pids, probes,
                       is_sandbox_host_uid, out_lines, unique_marker)
 
 # Python helpers every probe below starts with: raw syscalls through ctypes
@@ -80,16 +80,6 @@ def userns_in_use():
 def is_sandbox_user(uid):
     """Whether uid, as a sandboxed process sees it, is the sandbox user."""
     return uid == SANDBOX_UID if userns_in_use() else is_sandbox_host_uid(uid)
-
-
-def probes(cp):
-    """{label: value} from the "label value" lines a probe printed."""
-    res = {}
-    for line in out_lines(cp):
-        parts = line.split(None, 1)
-        if len(parts) == 2:
-            res[parts[0]] = parts[1]
-    return res
 
 
 def run_probe(py, body, *argv, opts=()):
