@@ -1480,6 +1480,26 @@ static void answer_mhd_error(unsigned status, const char *text)
 	request_unref(found);
 }
 
+/* The library logs request URLs as the client sent them: the token of a
+ * path prefix ("/t/TOKEN/") is replaced by three stars in line, which
+ * never grows. */
+static void redact_path_tokens(char *line)
+{
+	char *p = line;
+
+	while ((p = strstr(p, "/t/"))) {
+		char *tok = p + 3;
+		size_t n = strcspn(tok, "/ \t'\"?");
+
+		if (n >= 3) {
+			memmove(tok + 3, tok + n, strlen(tok + n) + 1);
+			n = 3;
+		}
+		memset(tok, '*', n);
+		p = tok + n;
+	}
+}
+
 static void log_mhd(void *cls, const char *fmt, va_list ap)
 {
 	char line[512];
@@ -1500,6 +1520,7 @@ static void log_mhd(void *cls, const char *fmt, va_list ap)
 	}
 	vsnprintf(line, sizeof(line), fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
+	redact_path_tokens(line);
 	log_debug("http: %s", line);
 }
 

@@ -258,6 +258,33 @@ def test_token_never_in_logs_or_metrics(tsrv):
     assert status == 404 and TOKEN.encode() not in reply, reply
 
 
+def test_token_never_in_the_http_librarys_logs(tsrv):
+    """The HTTP library logs the URL of a request it refuses itself (a bad
+    header line, bad chunked encoding, a header too large) or of a client
+    that leaves mid-body; a token in the path is starred out there too."""
+    bad = [b"GET /t/%s/v1/health HTTP/1.1\r\nHost: x\r\nBad header\r\n\r\n",
+           b"POST /t/%s/run_code HTTP/1.1\r\nHost: x\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+           b"GET /t/%s/v1/health HTTP/1.1\r\nHost: x\r\nX: " +
+           b"a" * 70000 + b"\r\n\r\n",
+           b"POST /t/%s/run_code HTTP/1.1\r\nHost: x\r\n"
+           b"Content-Length: 10\r\n\r\nab"]
+    for req in bad:
+        with socket.create_connection(("127.0.0.1", tsrv.port),
+                                      timeout=30) as s:
+            s.sendall(req.replace(b"%s", TOKEN.encode()))
+            s.settimeout(2)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+    # A request after them is logged once they are (one thread order).
+    raw_request(tsrv.url + "/v1/ping")
+    log = tsrv.read_log()
+    assert "/t/***/" in log, log[-2000:]
+    assert TOKEN not in log
+
+
 @pytest.mark.parametrize("tail", [b'"', b'}}', b', "code": "x"}'],
                          ids=["unterminated", "extra", "duplicate"])
 def test_large_malformed_body_is_422(srv, tail):
