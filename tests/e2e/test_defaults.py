@@ -11,7 +11,6 @@ per core). The token tests cover clients that can only be given a URL.
 import base64
 import concurrent.futures
 import json
-import os
 import socket
 import urllib.error
 import urllib.request
