@@ -20,6 +20,7 @@ import pytest
 
 from conftest import MEMORY_BOUNDS, host_cmdline_pids, unique_marker
 from sbxserver import SbxServer
+from test_server import recv_all
 
 GUARD_S = 30
 
@@ -44,24 +45,6 @@ def _request(method, path, body=b"", headers=()):
         head += ["Content-Type: application/json",
                  "Content-Length: %d" % len(body)]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def _recv_all(sock, guard_s=GUARD_S):
-    """Everything until the server closes (a reset ends it too)."""
-    sock.settimeout(guard_s)
-    out = b""
-    while True:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        except socket.timeout:
-            pytest.fail("the server neither answered nor closed: %r"
-                        % out[:200])
-        if not data:
-            break
-        out += data
-    return out
 
 
 def _parse(data):
@@ -195,7 +178,7 @@ def _shutdown_round():
         _wait_for(accepted, "every run and exec to be under way")
         with _Busy():
             srv.proc.send_signal(signal.SIGTERM)
-            got = [_recv_all(s) for s in socks]
+            got = [recv_all(s) for s in socks]
             srv.proc.wait(timeout=GUARD_S)
         lost = ["run" if i < RUNS else "exec"
                 for i, data in enumerate(got) if not data]
@@ -239,7 +222,7 @@ def test_requests_during_shutdown_get_503_and_close():
         time.sleep(0.2)  # not a timing assertion: either outcome is checked
         try:
             idle.sendall(_request("GET", "/v1/ping"))
-            data = _recv_all(idle)
+            data = recv_all(idle)
         except (BrokenPipeError, ConnectionResetError):
             data = b""
         if data:
@@ -247,7 +230,7 @@ def test_requests_during_shutdown_get_503_and_close():
             _check_error(status, headers, body, 503)
             assert body["error"]["code"] == "shutting_down", body
             assert headers.get("connection") == "close", headers
-        assert _recv_all(blocker)
+        assert recv_all(blocker)
         srv.proc.wait(timeout=GUARD_S)
     finally:
         srv.stop()
@@ -307,7 +290,7 @@ def test_unread_replies_are_bounded_by_the_budget():
         # The dropped clients saw their connection close, never a reply
         # cut and then passed off as whole.
         for s in socks:
-            data = _recv_all(s)
+            data = recv_all(s)
             replies, rest = _parse(data)
             assert not replies or (len(replies) == 1 and not rest), \
                 data[:200]
@@ -326,7 +309,7 @@ def _exchange(srv, raw, guard_s=GUARD_S):
             s.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        return _recv_all(s, guard_s)
+        return recv_all(s, guard_s)
     finally:
         s.close()
 
@@ -482,7 +465,7 @@ def test_unread_streamed_replies_are_bounded():
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(_request("GET", base_path + "/files/big",
                            headers=["Connection: close"]))
-        replies, rest = _parse(_recv_all(s))
+        replies, rest = _parse(recv_all(s))
         s.close()
         assert len(replies) == 1 and not rest
         assert hashlib.sha256(replies[0][2]).hexdigest() == digest

@@ -67,6 +67,9 @@ def recv_all(sock, guard_s=30):
             data = sock.recv(65536)
         except ConnectionResetError:
             break
+        except socket.timeout:
+            pytest.fail("the server neither answered nor closed: %r"
+                        % out[:200])
         if not data:
             break
         out += data
