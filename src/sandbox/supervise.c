@@ -462,8 +462,12 @@ static void decide(struct sandbox *sb)
 		cpu_us += last->cpu_ms * 1000;
 		res->output_truncated |= last->output_truncated;
 	}
-	res->cpu_ms = st.has_cpu ? (st.cpu_ns - sb->cpu_base) / 1000000
-				 : cpu_us / 1000;
+	/* The cgroup's figure, but never less than the steps' own together:
+	 * the two are read by different clocks, and a step's time is part
+	 * of the whole. */
+	res->cpu_ms = st.has_cpu ? (st.cpu_ns - sb->cpu_base) / 1000000 : 0;
+	if (res->cpu_ms < cpu_us / 1000)
+		res->cpu_ms = cpu_us / 1000;
 	res->peak_memory_bytes = st.peak_bytes;
 	res->oom_killed = st.oom_kills > sb->oom_base;
 	res->pids_limit_hit = st.pids_max_events > 0;

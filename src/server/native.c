@@ -185,27 +185,11 @@ static const char *verdict(const struct native_run *nr, size_t i,
 	return "sandbox_error";
 }
 
-/* The whole sandbox's CPU time: the cgroup's figure, but never less than
- * its steps' own together (the cgroup's counter and the steps' rusage
- * are read by different clocks, and a step's time is part of the
- * whole). */
-static uint64_t native_total_cpu_ms(const struct sandbox_result *res)
-{
-	uint64_t steps = 0;
-	size_t i;
-
-	for (i = 0; i < res->nsteps; i++)
-		if (res->steps[i].ran)
-			steps += res->steps[i].cpu_ms;
-	return steps > res->cpu_ms ? steps : res->cpu_ms;
-}
-
 static void set_totals(json_t *o, const struct sandbox_result *res)
 {
 	json_object_set_new(o, "wall_ms",
 			    json_integer((json_int_t)res->wall_ms));
-	json_object_set_new(o, "cpu_ms",
-			    json_integer((json_int_t)native_total_cpu_ms(res)));
+	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)res->cpu_ms));
 	json_object_set_new(o, "peak_memory_bytes",
 			    json_integer((json_int_t)res->peak_memory_bytes));
 	json_object_set_new(o, "oom_killed", json_boolean(res->oom_killed));
@@ -311,7 +295,7 @@ static void native_done(struct request *req, struct sandbox_result *res,
 		 ",\"wall_ms\":%llu,\"cpu_ms\":%llu,"
 		 "\"peak_memory_bytes\":%llu,\"oom_killed\":%s",
 		 (unsigned long long)res->wall_ms,
-		 (unsigned long long)native_total_cpu_ms(res),
+		 (unsigned long long)res->cpu_ms,
 		 (unsigned long long)res->peak_memory_bytes,
 		 bool_word(res->oom_killed));
 	if (status == SANDBOX_ERROR) {
