@@ -19,7 +19,8 @@ PYTHON ?= /usr/bin/python3
 # Debian packages: what the build needs, what the tests need, and the
 # language runtimes the end-to-end tests run inside sandboxes.
 DEBS_BUILD := gcc make pkg-config libseccomp-dev libjansson-dev \
-	libmicrohttpd-dev libsqlite3-dev libcmocka-dev clang clang-format
+	libmicrohttpd-dev libsqlite3-dev libcurl4-openssl-dev libcmocka-dev \
+	clang clang-format
 # python3-venv and python3-wheel: the Python client installs into a venv
 # with no download (README, tests/e2e/test_newcomer.py).
 DEBS_TEST := python3 python3-pytest bash coreutils iproute2 python3-venv \
@@ -67,7 +68,7 @@ NPM_DIR := $(BUILD)/npm
 NPM_STAMP := $(if $(filter typescript jest,$(SEL_LANGS)),$(NPM_DIR)/.installed)
 DEBS := $(DEBS_BUILD) $(DEBS_TEST) $(DEBS_LANGS)
 
-PKGS := libseccomp jansson libmicrohttpd sqlite3
+PKGS := libseccomp jansson libmicrohttpd sqlite3 libcurl
 
 CFLAGS_WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla \
 	-Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
