@@ -119,6 +119,10 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 /* Rewrites the generated /proc/meminfo for new limits. 0 or -errno. */
 int mnt_proc_refresh(const struct sandbox_limits *lim);
 int net_setup_child(struct child_err *ce);
+/* Host side: a listening TCP socket (non-blocking, CLOEXEC) on port of
+ * every address of the network namespace of the sandbox whose init is
+ * pid (pidfd proves it alive). Returns the fd or -errno. */
+int listen_in_sandbox(pid_t pid, int pidfd, uint16_t port);
 int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce);
 /* The seccomp filter as a raw BPF program (struct sock_filter array),
  * compiled once on the host with libseccomp and sent to every init, which

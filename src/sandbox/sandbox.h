@@ -95,6 +95,14 @@ struct sandbox_spec {
 	bool standby; /* warm: build the view, then wait for sandbox_assign() */
 	bool zygote;  /* warm: start a Python interpreter too (guest/zygote.py)
 		       */
+	/* A TCP listener on this port of the sandbox's own network (0:
+	 * none), made by the host before any command runs (at start, or at
+	 * sandbox_assign() for a warm sandbox). listen(listen_arg, fd) gets
+	 * it on the loop's thread and owns it from then on; fd is -errno
+	 * when it could not be made (the sandbox then runs without it). */
+	uint16_t listen_port;
+	void (*listen)(void *arg, int fd);
+	void *listen_arg;
 };
 
 /* A file read back from the sandbox after the run (spec->fetch). */

@@ -238,6 +238,7 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	long pid = -1;
 
 	out->slot = -1;
+	out->listen_fd = -1;
 	for (i = 0; i < INIT_FD_COUNT + SANDBOX_MAX_BINDS; i++)
 		args.fds[i] = -1;
 	args.nfds = INIT_FD_COUNT;
@@ -335,6 +336,10 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	}
 	snprintf(path, sizeof(path), "/proc/%ld/oom_score_adj", pid);
 	write_file(path, "-1000");
+	/* Before init runs on: the listener is there before any command. */
+	if (spec->listen_port)
+		out->listen_fd =
+			listen_in_sandbox((pid_t)pid, pidfd, spec->listen_port);
 	if (write(sync_pipe[1], "g", 1) != 1) {
 		r = -errno;
 		snprintf(err, errlen, "cannot start the sandbox: %s",
@@ -351,6 +356,8 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	r = 0;
 	goto out;
 out_kill:
+	if (out->listen_fd >= 0)
+		fd_close(&out->listen_fd);
 	/* Reaped here: its pid namespace is gone with it, so the slot is
 	 * free again (the cgroup, the caller's, is empty). */
 	syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);

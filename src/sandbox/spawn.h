@@ -18,6 +18,8 @@ struct spawn_result {
 	int status_fd; /* read end, CLOEXEC, owned by the caller */
 	int slot;      /* host uid slot: the caller releases it when the
 			* sandbox is gone (uidslot_release) */
+	int listen_fd; /* spec->listen_port's listener (the caller's), or
+			* -errno; -1 when none was asked for */
 };
 
 /* Takes a host uid slot, clones the sandbox, attaches it to cg (may be

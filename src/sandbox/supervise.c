@@ -605,7 +605,7 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 {
 	struct init_mode mode = {0};
 	struct buf enc;
-	int r;
+	int lfd = -1, r;
 
 	if (!sb->standby || sb->exited || sb->kill_status >= 0 ||
 	    !sandbox_spec_is_warmable(spec))
@@ -629,13 +629,24 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 			sb->oom_seen = st.oom_kills;
 		}
 	}
+	/* Before the run is sent: the listener is there before its steps. */
+	if (spec->listen_port)
+		lfd = listen_in_sandbox(sb->proc.pid, sb->proc.pidfd,
+					spec->listen_port);
 	buf_init(&enc);
 	wire_encode_spec(&enc, spec, &mode);
 	r = sandbox_command(sb, (enum sandbox_cmd)INIT_CMD_RUN, 0, NULL,
 			    enc.data, enc.len);
 	buf_release(&enc);
-	if (r)
+	if (r) {
+		if (lfd >= 0)
+			fd_close(&lfd);
 		return r;
+	}
+	if (spec->listen_port && spec->listen)
+		spec->listen(spec->listen_arg, lfd);
+	else if (lfd >= 0)
+		fd_close(&lfd);
 	sb->standby = false;
 	sb->ops = *ops;
 	sb->ctx = ctx;
@@ -686,6 +697,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->kill_status = -1;
 	sb->wall_fd = sb->cpu_fd = -1;
 	sb->proc.pidfd = sb->proc.status_fd = -1;
+	sb->proc.listen_fd = -1;
 	sb->proc.slot = -1;
 	buf_init(&sb->status_buf);
 	sb->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
@@ -737,8 +749,14 @@ struct sandbox *sandbox_start(struct loop *loop,
 		unwatch(sb, &sb->cpu_fd);
 		goto fail;
 	}
+	if (spec->listen_port && spec->listen) {
+		spec->listen(spec->listen_arg, sb->proc.listen_fd);
+		sb->proc.listen_fd = -1;
+	}
 	return sb;
 fail:
+	if (sb->proc.listen_fd >= 0)
+		fd_close(&sb->proc.listen_fd);
 	__atomic_sub_fetch(&live, 1, __ATOMIC_RELAXED);
 	if (sb->have_cg)
 		uidslot_release(sb->proc.slot, cgroup_destroy(&sb->cg) == 0);
