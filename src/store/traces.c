@@ -12,6 +12,7 @@
 #include "store/traces.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/util.h"
@@ -237,7 +239,7 @@ struct traces *traces_open(const char *path, char *err, size_t errlen)
 {
 	struct traces *t = NULL;
 	sqlite3 *db;
-	int r;
+	int r, fd;
 
 	if (!path || !*path) {
 		set_err(err, errlen, "no database path");
@@ -249,12 +251,24 @@ struct traces *traces_open(const char *path, char *err, size_t errlen)
 			path, strerror(-r));
 		return NULL;
 	}
+	/* Traces hold prompts: the file (and the -wal and -shm files
+	 * SQLite gives its mode) is the owner's alone when we make it. */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		set_err(err, errlen, "cannot open '%s': %s", path,
+			strerror(errno));
+		return NULL;
+	}
+	close(fd);
 	t = xcalloc(1, sizeof(*t));
 	pthread_mutex_init(&t->wlock, NULL);
 	pthread_mutex_init(&t->rlock, NULL);
 
 	t->wdb = open_conn(path,
-			   "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+			   "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+			   /* A WAL that a long read let grow is cut back to
+			    * 64 MiB once checkpointed. */
+			   "PRAGMA journal_size_limit=67108864;",
 			   err, errlen);
 	if (!t->wdb)
 		goto fail;

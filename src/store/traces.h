@@ -17,7 +17,7 @@ struct traces;
 struct trace_rec {
 	const char *sandbox;	  /* sandbox id; NULL for a host call */
 	json_t *session_uids;	  /* array of strings */
-	const char *session_name; /* */
+	const char *session_name; /* the session's name */
 	json_t *metadata;	  /* object: the whole session metadata */
 	json_t *labels;		  /* object: the sandbox's labels */
 	const char *upstream;	  /* upstream name */
@@ -47,9 +47,9 @@ int64_t traces_add(struct traces *t, const struct trace_rec *rec);
 struct traces_query {
 	const char *session; /* one of session_uids, or session_name */
 	const char *sandbox;
-	double since;	     /* created at or after (unix seconds), 0: any */
-	int64_t after;	     /* ids greater than this, 0: any */
-	unsigned limit;	     /* 0: no limit */
+	double since;	/* created at or after (unix seconds), 0: any */
+	int64_t after;	/* ids greater than this, 0: any */
+	unsigned limit; /* 0: no limit */
 };
 
 /* Calls fn(arg, trace) for each trace matching q, oldest first; trace is
@@ -60,7 +60,8 @@ struct traces_query {
  *    "labels": {...}, "upstream", "model", "stream": bool,
  *    "request", "response", "prompt_token_ids", "completion_token_ids",
  *    "logprobs", "usage", "latency_ms", "status", "error"}
- * (absent values are null). */
+ * (absent values are null). fn must not read this store itself: reads
+ * share one connection, held until traces_each() returns. */
 int traces_each(struct traces *t, const struct traces_query *q,
 		int (*fn)(void *arg, json_t *trace), void *arg, char *err,
 		size_t errlen);

@@ -635,6 +635,13 @@ static void test_opens_in_missing_nested_directory(void **state)
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 07777, 0700);
 	add(t, "a", NULL, NULL, 0);
+	/* The database and its WAL are the owner's alone. */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	free(dir);
+	dir = xstrfmt("%s-wal", path);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
 	assert_int_equal(traces_count(t), 1);
 	traces_close(t);
 	free(dir);
