@@ -31,6 +31,9 @@ class SbxServer:
         self.dir = tempfile.TemporaryDirectory(prefix="sbx-srv-")
         port_file = os.path.join(self.dir.name, "port")
         self.log_path = os.path.join(self.dir.name, "serve.log")
+        # Its own trace database, unless the test chose one.
+        self.env.setdefault("SBX_STATE_DIR",
+                            os.path.join(self.dir.name, "state"))
         args = [SBX, "serve", "--listen", "127.0.0.1:0", "--port-file", port_file]
         if self.token:
             args += ["--token", self.token]
