@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import (Any, Callable, Dict, Generic, Iterable, List, Mapping,
                     Optional, Sequence, Tuple, TypeVar, Union)
 from urllib.parse import quote
@@ -25,6 +26,11 @@ TestSpec = Union[TestCase, Mapping[str, Any]]
 Command = Union[str, Sequence[str]]
 """A bash command line (str) or an argv list."""
 RawParser = Callable[[Mapping[str, str], bytes], T]
+Llm = Union[bool, Mapping[str, Any], None]
+"""The model gateway for a sandbox or run: True, False, or a dict with
+"session" and the limits "max_calls", "max_prompt_tokens",
+"max_completion_tokens", "max_concurrent"; None: the server's default."""
+Since = Union[int, float, str, datetime, None]
 
 # Slack on top of the run's own limits before the client gives up waiting:
 # compiling, queueing and moving the reply take time too.
@@ -90,10 +96,13 @@ def run(language: str, source: Optional[str],
         files: Optional[Mapping[str, Union[str, bytes]]], entry: Optional[str],
         args: Optional[Sequence[str]], stdin: Optional[str],
         limits: Union[Limits, Mapping[str, Any], None],
-        tests: Optional[Iterable[TestSpec]]) -> Call[RunResult]:
+        tests: Optional[Iterable[TestSpec]],
+        llm: Llm = None) -> Call[RunResult]:
     if source is None and not files:
         raise ValueError("run() needs source or files")
     body: Dict[str, Any] = {"language": language}
+    if llm is not None:
+        body["llm"] = _llm(llm)
     if source is not None:
         body["source"] = source
     if files:
@@ -218,8 +227,11 @@ def create_sandbox(limits: Union[SandboxLimits, Mapping[str, Any], None],
                    env: Optional[Mapping[str, str]],
                    idle_timeout: Optional[float],
                    max_lifetime: Optional[float],
-                   labels: Optional[Mapping[str, str]]) -> Call[SandboxInfo]:
+                   labels: Optional[Mapping[str, str]],
+                   llm: Llm = None) -> Call[SandboxInfo]:
     body: Dict[str, Any] = {}
+    if llm is not None:
+        body["llm"] = _llm(llm)
     lim: Dict[str, Any] = {}
     if isinstance(limits, SandboxLimits):
         lim = limits.to_dict()
@@ -237,6 +249,15 @@ def create_sandbox(limits: Union[SandboxLimits, Mapping[str, Any], None],
         body["labels"] = _str_map("labels", labels)
     return Call("POST", "/v1/sandboxes", body, 0.0,
                 lambda p: SandboxInfo.from_dict(_expect_dict(p, "create")))
+
+
+def _llm(llm: Llm) -> Union[bool, Dict[str, Any]]:
+    if isinstance(llm, bool):
+        return llm
+    if isinstance(llm, Mapping):
+        return dict(llm)
+    raise TypeError("llm must be a bool or a dict, not %s"
+                    % type(llm).__name__)
 
 
 def list_sandboxes(label: Union[str, Tuple[str, str], None]
@@ -432,3 +453,64 @@ def repl(sandbox_id: str, code: str, language: str, context: Optional[str],
         _REPL_GRACE_S + _SLACK_S
     return Call("POST", _sb(sandbox_id, "/repl"), body, wait,
                 lambda p: ReplResult.from_dict(_expect_dict(p, "repl")))
+
+
+# ---- /v1/traces: the model gateway's record of calls ----
+
+def _since(since: Since) -> str:
+    if isinstance(since, datetime):
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        return since.astimezone(timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(since, bool):
+        raise TypeError("since must be seconds, ISO 8601 text or a datetime")
+    if isinstance(since, (int, float)):
+        return repr(float(since)) if isinstance(since, float) else str(since)
+    return str(since)
+
+
+def _traces_query(session: Optional[str], sandbox: Optional[str],
+                  since: Since = None, after: Optional[int] = None,
+                  limit: Optional[int] = None) -> str:
+    q = []
+    if session is not None:
+        q.append("session=" + quote(str(session), safe=""))
+    if sandbox is not None:
+        q.append("sandbox=" + quote(str(sandbox), safe=""))
+    if since is not None:
+        q.append("since=" + quote(_since(since), safe=""))
+    if after is not None:
+        q.append("after=%d" % int(after))
+    if limit is not None:
+        q.append("limit=%d" % int(limit))
+    return "?" + "&".join(q) if q else ""
+
+
+def traces(session: Optional[str], sandbox: Optional[str], since: Since,
+           after: Optional[int], limit: Optional[int]
+           ) -> Call[List[Dict[str, Any]]]:
+    return Call("GET", "/v1/traces" + _traces_query(session, sandbox, since,
+                                                    after, limit), None, 0.0,
+                lambda p: _expect_list(p, "traces", "/v1/traces"))
+
+
+def trace(trace_id: int) -> Call[Dict[str, Any]]:
+    return Call("GET", "/v1/traces/%d" % int(trace_id), None, 0.0,
+                lambda p: _expect_dict(p, "trace"))
+
+
+def _deleted(p: Any) -> int:
+    n = _expect_dict(p, "DELETE /v1/traces").get("deleted")
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ServerError(200, "bad_response",
+                          "DELETE /v1/traces: no count in the reply", p)
+    return n
+
+
+def delete_traces(session: Optional[str], sandbox: Optional[str]
+                  ) -> Call[int]:
+    if session is None and sandbox is None:
+        raise ValueError("delete_traces() needs session or sandbox")
+    return Call("DELETE", "/v1/traces" + _traces_query(session, sandbox),
+                None, 0.0, _deleted)

@@ -19,7 +19,7 @@ from typing import (Any, AsyncIterator, Awaitable, Dict, Iterable, List,
                     Mapping, Optional, Sequence, Tuple, TypeVar, Union)
 
 from . import _api, _http
-from ._api import Call, FileData, TestSpec
+from ._api import Call, FileData, Llm, Since, TestSpec
 from ._http import describe
 from .aio_sandbox import AsyncSandbox
 from .errors import SbxConnectionError, SbxTimeout
@@ -274,10 +274,11 @@ class AsyncClient:
                   args: Optional[Sequence[str]] = None,
                   stdin: Optional[str] = None,
                   limits: Union[Limits, Mapping[str, Any], None] = None,
-                  tests: Optional[Iterable[TestSpec]] = None) -> RunResult:
+                  tests: Optional[Iterable[TestSpec]] = None,
+                  llm: Llm = None) -> RunResult:
         """POST /v1/run; see Client.run."""
         return await self._call(_api.run(language, source, files, entry,
-                                         args, stdin, limits, tests))
+                                         args, stdin, limits, tests, llm))
 
     async def health(self) -> Health:
         """GET /v1/health."""
@@ -295,6 +296,25 @@ class AsyncClient:
         """Any other route: returns the parsed JSON (or text) reply."""
         return await self._call(_api.raw(method, path, json))
 
+    # ---- the model gateway's traces ----
+
+    async def traces(self, session: Optional[str] = None,
+                     sandbox: Optional[str] = None, since: Since = None,
+                     after: Optional[int] = None,
+                     limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """GET /v1/traces; see Client.traces."""
+        return await self._call(_api.traces(session, sandbox, since, after,
+                                            limit))
+
+    async def trace(self, trace_id: int) -> Dict[str, Any]:
+        """GET /v1/traces/{id}; see Client.trace."""
+        return await self._call(_api.trace(trace_id))
+
+    async def delete_traces(self, session: Optional[str] = None,
+                            sandbox: Optional[str] = None) -> int:
+        """DELETE /v1/traces; see Client.delete_traces."""
+        return await self._call(_api.delete_traces(session, sandbox))
+
     # ---- stateful sandboxes ----
 
     async def create_sandbox(self, *,
@@ -303,13 +323,13 @@ class AsyncClient:
                              env: Optional[Mapping[str, str]] = None,
                              idle_timeout: Optional[float] = None,
                              max_lifetime: Optional[float] = None,
-                             labels: Optional[Mapping[str, str]] = None
-                             ) -> AsyncSandbox:
+                             labels: Optional[Mapping[str, str]] = None,
+                             llm: Llm = None) -> AsyncSandbox:
         """POST /v1/sandboxes; see Client.create_sandbox. Use the result in
         `async with` to delete it at the end:
         `async with await client.create_sandbox() as sb:`."""
         info = await self._call(_api.create_sandbox(
-            limits, env, idle_timeout, max_lifetime, labels))
+            limits, env, idle_timeout, max_lifetime, labels, llm))
         return AsyncSandbox(self, info.id, info)
 
     def get_sandbox(self, sandbox_id: str) -> AsyncSandbox:

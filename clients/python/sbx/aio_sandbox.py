@@ -191,6 +191,16 @@ class AsyncSandbox:
     def __repr__(self) -> str:
         return "AsyncSandbox(%r)" % self.id
 
+    @property
+    def llm_base_url(self) -> Optional[str]:
+        """See Sandbox.llm_base_url."""
+        return self.created.llm_base_url if self.created else None
+
+    @property
+    def llm_api_key(self) -> Optional[str]:
+        """See Sandbox.llm_api_key."""
+        return self.created.llm_api_key if self.created else None
+
     async def __aenter__(self) -> "AsyncSandbox":
         return self
 

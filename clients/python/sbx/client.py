@@ -15,7 +15,7 @@ from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, TypeVar, Union)
 
 from . import _api, _http
-from ._api import Call, FileData, TestSpec
+from ._api import Call, FileData, Llm, Since, TestSpec
 from ._http import describe as _describe
 from .errors import SbxConnectionError, SbxTimeout
 from .sandbox import Sandbox
@@ -111,14 +111,18 @@ class Client:
             args: Optional[Sequence[str]] = None,
             stdin: Optional[str] = None,
             limits: Union[Limits, Mapping[str, Any], None] = None,
-            tests: Optional[Iterable[TestSpec]] = None) -> RunResult:
+            tests: Optional[Iterable[TestSpec]] = None,
+            llm: Llm = None) -> RunResult:
         """POST /v1/run: one program, from source or files (+ entry).
 
         tests is a list of TestCase or {"stdin", "expected_stdout"} dicts;
         with tests the program is compiled once and run once per test.
+        llm=True (or a dict: "session", "max_calls", ...) gives the program
+        the model gateway (OPENAI_BASE_URL, OPENAI_API_KEY); its calls are
+        traced under the sandbox id "run-<n>".
         """
         return self._call(_api.run(language, source, files, entry, args,
-                                   stdin, limits, tests))
+                                   stdin, limits, tests, llm))
 
     def health(self) -> Health:
         """GET /v1/health."""
@@ -137,6 +141,31 @@ class Client:
         """Any other route: returns the parsed JSON (or text) reply."""
         return self._call(_api.raw(method, path, json))
 
+    # ---- the model gateway's traces ----
+
+    def traces(self, session: Optional[str] = None,
+               sandbox: Optional[str] = None, since: Since = None,
+               after: Optional[int] = None,
+               limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """GET /v1/traces: the model calls made through the gateway, oldest
+        first, as dicts (id, created_at, sandbox, session_uids,
+        session_name, metadata, labels, upstream, model, stream, request,
+        response, prompt_token_ids, completion_token_ids, logprobs, usage,
+        latency_ms, status, error). session matches a session uid or
+        name; since is unix seconds, ISO 8601 text or a datetime; after
+        is a trace id; limit is at most 10000 (server default 1000)."""
+        return self._call(_api.traces(session, sandbox, since, after, limit))
+
+    def trace(self, trace_id: int) -> Dict[str, Any]:
+        """GET /v1/traces/{id}: one trace; NotFound when there is none."""
+        return self._call(_api.trace(trace_id))
+
+    def delete_traces(self, session: Optional[str] = None,
+                      sandbox: Optional[str] = None) -> int:
+        """DELETE /v1/traces: drops a session's and/or a sandbox's traces
+        (one of them is needed); returns how many."""
+        return self._call(_api.delete_traces(session, sandbox))
+
     # ---- stateful sandboxes ----
 
     def create_sandbox(self, *,
@@ -145,14 +174,19 @@ class Client:
                        env: Optional[Mapping[str, str]] = None,
                        idle_timeout: Optional[float] = None,
                        max_lifetime: Optional[float] = None,
-                       labels: Optional[Mapping[str, str]] = None
-                       ) -> Sandbox:
+                       labels: Optional[Mapping[str, str]] = None,
+                       llm: Llm = None) -> Sandbox:
         """POST /v1/sandboxes: a new sandbox that lives until deleted,
         idle for idle_timeout seconds, or max_lifetime seconds old (None:
         the server's defaults). Use it in `with` to delete it at the end.
-        TooManySandboxes when the server runs all it may."""
+        TooManySandboxes when the server runs all it may.
+
+        llm=True, or a dict ({"session": name, "max_calls": n,
+        "max_prompt_tokens", "max_completion_tokens", "max_concurrent"}),
+        gives it the model gateway; False refuses the server's default;
+        sb.llm_base_url and sb.llm_api_key then say where it calls."""
         info = self._call(_api.create_sandbox(limits, env, idle_timeout,
-                                              max_lifetime, labels))
+                                              max_lifetime, labels, llm))
         return Sandbox(self, info.id, info)
 
     def get_sandbox(self, sandbox_id: str) -> Sandbox:

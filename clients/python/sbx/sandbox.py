@@ -196,6 +196,20 @@ class Sandbox:
     def __repr__(self) -> str:
         return "Sandbox(%r)" % self.id
 
+    @property
+    def llm_base_url(self) -> Optional[str]:
+        """Where code in the sandbox reaches the model gateway (its
+        OPENAI_BASE_URL), from the server's description of the sandbox
+        when it was created; None without the gateway, or on a handle from
+        get_sandbox() (sb.info().llm_base_url asks the server)."""
+        return self.created.llm_base_url if self.created else None
+
+    @property
+    def llm_api_key(self) -> Optional[str]:
+        """The key code in the sandbox sends the gateway (its
+        OPENAI_API_KEY; never the upstream's key), or None as above."""
+        return self.created.llm_api_key if self.created else None
+
     def __enter__(self) -> "Sandbox":
         return self
 

@@ -367,6 +367,12 @@ class SandboxInfo:
     """Seconds since the sandbox was last used."""
     background_processes: int = 0
     """Background processes still running."""
+    llm_base_url: Optional[str] = None
+    """The model gateway's address inside the sandbox (its
+    OPENAI_BASE_URL), or None when it has no gateway."""
+    llm_api_key: Optional[str] = None
+    """The key its code sends there (its OPENAI_API_KEY; any key is
+    accepted inside), or None."""
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -381,6 +387,8 @@ class SandboxInfo:
             max_lifetime_s=_float(d.get("max_lifetime_s")),
             idle_s=_float(d.get("idle_s")),
             background_processes=_int(d.get("background_processes")) or 0,
+            llm_base_url=_str(_dict(d.get("llm")).get("base_url")),
+            llm_api_key=_str(_dict(d.get("llm")).get("api_key")),
             raw=dict(d),
         )
 
