@@ -207,7 +207,7 @@ FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc $(PKG_CFLAGS) \
 FUZZ_LIB_SRCS = $(wildcard src/base/*.c) src/runtime/lang.c \
 	$(wildcard src/server/*_parse.c) src/runtime/limits.c src/sandbox/wire.c \
 	src/sandbox/spec.c \
-	src/sandbox/bpf.c
+	src/sandbox/bpf.c src/llm/slug.c src/llm/sse.c src/llm/extract.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -lpthread

@@ -30,9 +30,10 @@ struct sse_event {
 struct sse_parser {
 	struct buf pending; /* bytes of the event not yet ended */
 	struct buf data;    /* its data fields so far */
+	size_t line;	    /* where its last, unended line starts */
 	size_t max;	    /* largest event accepted, in bytes */
 	bool has_data;
-	bool skip_lf;	    /* the last byte seen was a CR */
+	bool skip_lf; /* the last byte seen was a CR */
 	bool failed;
 };
 
