@@ -163,10 +163,11 @@ def gateway_server(up, *extra, env=None, key="sk-test-" + uid(), ups=None):
     comes from KEY_VAR, with a state directory of its own."""
     state = os.path.join("/tmp", "sbx-gw-state-" + uid())
     args = ["--state-dir", state]
-    for name, url in (ups or [("mock", up.base_url)]):
+    ups = ups or [("mock", up.base_url)]
+    for name, url in ups:
         args += ["--upstream", "%s=%s" % (name, url)]
-    if key:
-        args += ["--upstream-key", "mock=" + KEY_VAR]
+    if key:  # the first upstream's
+        args += ["--upstream-key", "%s=%s" % (ups[0][0], KEY_VAR)]
     args += list(extra)
     srv = SbxServer(extra_args=args, env=dict(env or {}, **{KEY_VAR: key}))
     srv.upstream_key = key
@@ -445,7 +446,8 @@ def test_bad_slug_is_400_and_nothing_goes_upstream(gw, up, kind):
     prompt = "bad slug " + uid()
     for path in ("/llm/meta/%s/v1/chat/completions" % bad,
                  "/llm/meta/%s/v1/completions" % bad):
-        status, h, data = post(gw, path, chat_body(prompt, prompt=prompt))
+        body = dict(chat_body(prompt), prompt=prompt)
+        status, h, data = post(gw, path, body)
         err = gw_error(status, h, data, 400, "bad_slug")
         assert "slug" in err["message"].lower(), err
     assert upstream_posts(up) == [], upstream_posts(up)
@@ -515,10 +517,37 @@ def test_malformed_json_is_400_and_nothing_goes_upstream(gw, up, raw):
     assert upstream_posts(up) == []
 
 
+def send_huge(srv, path, size):
+    """POSTs a body of size bytes (JSON text) as far as the server takes
+    it, then reads its answer: (status, headers, body)."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=GUARD_S)
+    try:
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (path.encode(), size))
+        prefix = b'{"model": "mock-model", "prompt": "'
+        sent = 0
+        chunk = prefix + b"x" * (65536 - len(prefix))
+        try:
+            while sent < size:
+                piece = chunk[:min(len(chunk), size - sent)]
+                sock.sendall(piece)
+                sent += len(piece)
+                chunk = b"x" * 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it stopped reading: its answer is waiting
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return (resp.status, {k.lower(): v for k, v in resp.getheaders()},
+                resp.read())
+    finally:
+        sock.close()
+
+
 def test_huge_body_is_413(gw, up):
-    big = chat_body("x" * (4 << 20))
-    status, h, data = post(gw, "/llm/v1/chat/completions", big)
-    gw_error(status, h, data, 413, "payload_too_large")
+    for path in ("/llm/v1/chat/completions", "/llm/v1/completions"):
+        status, h, data = send_huge(gw, path, 4 << 20)
+        gw_error(status, h, data, 413, "payload_too_large")
     assert upstream_posts(up) == []
 
 
