@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/log.h"
 #include "base/util.h"
@@ -78,6 +79,41 @@ static const char usage[] =
 	"  --uid-slots=N        slots of 65536 host ids, one per live "
 	"sandbox\n"
 	"                       (SBX_UID_SLOTS, default 4096)\n"
+	"\n"
+	"model gateway (OpenAI-compatible calls from sandboxes, traced):\n"
+	"  --upstream=NAME=URL  an OpenAI-compatible upstream, URL ending in\n"
+	"                       /v1; repeatable (SBX_UPSTREAMS, comma-"
+	"separated)\n"
+	"  --upstream-key=NAME=ENVVAR  send the key in the server's env var\n"
+	"                       ENVVAR to upstream NAME (SBX_UPSTREAM_KEYS)\n"
+	"  --default-upstream=NAME  where models no upstream lists go\n"
+	"                       (SBX_DEFAULT_UPSTREAM; default: the only one)\n"
+	"  --llm                sandboxes and runs get the gateway unless\n"
+	"                       they say \"llm\": false (SBX_LLM=1)\n"
+	"  --llm-port=PORT      the gateway's port inside sandboxes\n"
+	"                       (SBX_LLM_PORT, default 4000)\n"
+	"  --state-dir=DIR      where traces are kept, in sbx.db\n"
+	"                       (SBX_STATE_DIR, default /var/lib/sbx as root,\n"
+	"                       else ~/.local/state/sbx)\n"
+	"  --no-llm-token-ids   do not ask upstreams for token ids\n"
+	"                       (SBX_LLM_TOKEN_IDS=0)\n"
+	"  --no-llm-logprobs    do not ask upstreams for logprobs\n"
+	"                       (SBX_LLM_LOGPROBS=0)\n"
+	"  --llm-limit=KEY=N    calls and tokens per sandbox and per session;\n"
+	"                       KEY is sandbox_ or session_ followed by\n"
+	"                       calls, prompt_tokens, completion_tokens or\n"
+	"                       concurrent; 0: none (SBX_LLM_LIMITS; default\n"
+	"                       sandbox_concurrent=256)\n"
+	"  --upstream-connect-timeout=DUR  per attempt (SBX_UPSTREAM_CONNECT_"
+	"TIMEOUT,\n"
+	"                       10s)\n"
+	"  --upstream-read-timeout=DUR  no byte for this long: 504\n"
+	"                       (SBX_UPSTREAM_READ_TIMEOUT, 5m)\n"
+	"  --upstream-retries=N on connect errors and 5xx before any byte\n"
+	"                       was sent on (SBX_UPSTREAM_RETRIES, 2)\n"
+	"  --upstream-connections=N  upstream connections in all\n"
+	"                       (SBX_UPSTREAM_CONNECTIONS, 256)\n"
+	"\n"
 	"  --port-file=FILE     write the bound port to FILE\n"
 	"  --verbose            log debug lines\n";
 
@@ -112,6 +148,19 @@ enum {
 	OPT_REPLY_BUDGET,
 	OPT_UID_BASE,
 	OPT_UID_SLOTS,
+	OPT_UPSTREAM,
+	OPT_UPSTREAM_KEY,
+	OPT_DEFAULT_UPSTREAM,
+	OPT_LLM,
+	OPT_LLM_PORT,
+	OPT_STATE_DIR,
+	OPT_NO_TOKEN_IDS,
+	OPT_NO_LOGPROBS,
+	OPT_LLM_LIMIT,
+	OPT_UP_CONNECT,
+	OPT_UP_READ,
+	OPT_UP_RETRIES,
+	OPT_UP_CONNS,
 };
 
 static const struct option options[] = {
@@ -145,6 +194,19 @@ static const struct option options[] = {
 	{"max-cpus", required_argument, NULL, OPT_MAX_CPUS},
 	{"cpu-weight", required_argument, NULL, OPT_CPU_WEIGHT},
 	{"max-cpu-weight", required_argument, NULL, OPT_MAX_CPU_WEIGHT},
+	{"upstream", required_argument, NULL, OPT_UPSTREAM},
+	{"upstream-key", required_argument, NULL, OPT_UPSTREAM_KEY},
+	{"default-upstream", required_argument, NULL, OPT_DEFAULT_UPSTREAM},
+	{"llm", no_argument, NULL, OPT_LLM},
+	{"llm-port", required_argument, NULL, OPT_LLM_PORT},
+	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
+	{"no-llm-token-ids", no_argument, NULL, OPT_NO_TOKEN_IDS},
+	{"no-llm-logprobs", no_argument, NULL, OPT_NO_LOGPROBS},
+	{"llm-limit", required_argument, NULL, OPT_LLM_LIMIT},
+	{"upstream-connect-timeout", required_argument, NULL, OPT_UP_CONNECT},
+	{"upstream-read-timeout", required_argument, NULL, OPT_UP_READ},
+	{"upstream-retries", required_argument, NULL, OPT_UP_RETRIES},
+	{"upstream-connections", required_argument, NULL, OPT_UP_CONNS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -180,7 +242,159 @@ static const char *const env_names[] = {
 	[OPT_MAX_CPU_WEIGHT - 256] = "SBX_MAX_CPU_WEIGHT",
 	[OPT_UID_BASE - 256] = "SBX_UID_BASE",
 	[OPT_UID_SLOTS - 256] = "SBX_UID_SLOTS",
+	[OPT_UPSTREAM - 256] = "SBX_UPSTREAMS",
+	[OPT_UPSTREAM_KEY - 256] = "SBX_UPSTREAM_KEYS",
+	[OPT_DEFAULT_UPSTREAM - 256] = "SBX_DEFAULT_UPSTREAM",
+	[OPT_LLM - 256] = "SBX_LLM",
+	[OPT_LLM_PORT - 256] = "SBX_LLM_PORT",
+	[OPT_STATE_DIR - 256] = "SBX_STATE_DIR",
+	[OPT_NO_TOKEN_IDS - 256] = "SBX_LLM_TOKEN_IDS",
+	[OPT_NO_LOGPROBS - 256] = "SBX_LLM_LOGPROBS",
+	[OPT_LLM_LIMIT - 256] = "SBX_LLM_LIMITS",
+	[OPT_UP_CONNECT - 256] = "SBX_UPSTREAM_CONNECT_TIMEOUT",
+	[OPT_UP_READ - 256] = "SBX_UPSTREAM_READ_TIMEOUT",
+	[OPT_UP_RETRIES - 256] = "SBX_UPSTREAM_RETRIES",
+	[OPT_UP_CONNS - 256] = "SBX_UPSTREAM_CONNECTIONS",
 };
+
+static const char *const llm_limit_names[LLM_LIMIT_COUNT] = {
+	[LLM_LIMIT_SANDBOX_CALLS] = "sandbox_calls",
+	[LLM_LIMIT_SANDBOX_PROMPT_TOKENS] = "sandbox_prompt_tokens",
+	[LLM_LIMIT_SANDBOX_COMPLETION_TOKENS] = "sandbox_completion_tokens",
+	[LLM_LIMIT_SANDBOX_CONCURRENT] = "sandbox_concurrent",
+	[LLM_LIMIT_SESSION_CALLS] = "session_calls",
+	[LLM_LIMIT_SESSION_PROMPT_TOKENS] = "session_prompt_tokens",
+	[LLM_LIMIT_SESSION_COMPLETION_TOKENS] = "session_completion_tokens",
+	[LLM_LIMIT_SESSION_CONCURRENT] = "session_concurrent",
+};
+
+static bool name_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (!n || n > 64)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!(s[i] == '-' || s[i] == '_' || s[i] == '.' ||
+		      (s[i] >= '0' && s[i] <= '9') ||
+		      (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= 'A' && s[i] <= 'Z')))
+			return false;
+	return true;
+}
+
+static struct server_upstream *find_upstream(struct server_config *cfg,
+					     const char *name, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nupstreams; i++)
+		if (strlen(cfg->upstreams[i].name) == n &&
+		    !strncmp(cfg->upstreams[i].name, name, n))
+			return &cfg->upstreams[i];
+	return NULL;
+}
+
+/* One NAME=VALUE item of --upstream, --upstream-key or --llm-limit. */
+static int apply_item(struct server_config *cfg, int opt, const char *item,
+		      size_t len)
+{
+	const char *eq = memchr(item, '=', len);
+	size_t n = eq ? (size_t)(eq - item) : 0;
+	char *val = eq ? xstrndup(eq + 1, len - n - 1) : NULL;
+	struct server_upstream *u;
+	uint64_t num;
+	size_t i;
+	int r = -1;
+
+	if (!eq || !name_ok(item, n) || !*val) {
+		fprintf(stderr, "sbx serve: bad %s '%.*s' (NAME=%s)\n",
+			opt == OPT_LLM_LIMIT ? "--llm-limit" : "--upstream",
+			(int)len, item,
+			opt == OPT_UPSTREAM    ? "URL"
+			: opt == OPT_LLM_LIMIT ? "N"
+					       : "ENVVAR");
+		goto out;
+	}
+	switch (opt) {
+	case OPT_UPSTREAM:
+		if (strncmp(val, "http://", 7) && strncmp(val, "https://", 8)) {
+			fprintf(stderr,
+				"sbx serve: upstream '%.*s': the URL must "
+				"start with http:// or https://\n",
+				(int)n, item);
+			goto out;
+		}
+		u = find_upstream(cfg, item, n);
+		if (!u) {
+			cfg->upstreams =
+				xrealloc(cfg->upstreams,
+					 (cfg->nupstreams + 1) * sizeof(*u));
+			u = &cfg->upstreams[cfg->nupstreams++];
+			memset(u, 0, sizeof(*u));
+			u->name = xstrndup(item, n);
+		}
+		free(u->url);
+		u->url = val;
+		val = NULL;
+		r = 0;
+		break;
+	case OPT_UPSTREAM_KEY:
+		u = find_upstream(cfg, item, n);
+		if (!u) {
+			fprintf(stderr,
+				"sbx serve: --upstream-key for '%.*s', which "
+				"no --upstream names (give --upstream "
+				"first)\n",
+				(int)n, item);
+			goto out;
+		}
+		free(u->key_env);
+		u->key_env = val;
+		val = NULL;
+		r = 0;
+		break;
+	case OPT_LLM_LIMIT:
+		for (i = 0; i < LLM_LIMIT_COUNT; i++)
+			if (strlen(llm_limit_names[i]) == n &&
+			    !strncmp(llm_limit_names[i], item, n))
+				break;
+		if (i == LLM_LIMIT_COUNT || parse_u64(val, &num)) {
+			fprintf(stderr,
+				"sbx serve: bad --llm-limit '%.*s' (KEY=N; "
+				"see sbx serve --help)\n",
+				(int)len, item);
+			goto out;
+		}
+		cfg->llm_limits[i] = num;
+		r = 0;
+		break;
+	}
+out:
+	free(val);
+	return r;
+}
+
+/* A comma-separated list of items. */
+static int apply_list(struct server_config *cfg, int opt, const char *v)
+{
+	while (*v) {
+		size_t n = strcspn(v, ",");
+
+		if (n && apply_item(cfg, opt, v, n))
+			return -1;
+		v += n;
+		if (*v)
+			v++;
+	}
+	return 0;
+}
+
+static bool env_false(const char *v)
+{
+	return !strcmp(v, "0") || !strcasecmp(v, "false") ||
+	       !strcasecmp(v, "no") || !strcasecmp(v, "off");
+}
 
 /* Maxima that have no field in server_config; 0: derived (see
  * set_rules()). */
@@ -340,6 +554,44 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 			return -1;
 		maxima.cpu_weight = n;
 		return 0;
+	case OPT_UPSTREAM:
+	case OPT_UPSTREAM_KEY:
+	case OPT_LLM_LIMIT:
+		return apply_list(cfg, opt, v);
+	case OPT_DEFAULT_UPSTREAM:
+		free(cfg->default_upstream);
+		cfg->default_upstream = xstrdup(v);
+		return 0;
+	case OPT_LLM:
+		cfg->llm_default = !v || !env_false(v);
+		return 0;
+	case OPT_NO_TOKEN_IDS:
+		cfg->llm_no_token_ids = !v || env_false(v);
+		return 0;
+	case OPT_NO_LOGPROBS:
+		cfg->llm_no_logprobs = !v || env_false(v);
+		return 0;
+	case OPT_LLM_PORT:
+		if (set_count("gateway port", v, 1, 65535, &n))
+			return -1;
+		cfg->llm_port = (uint16_t)n;
+		return 0;
+	case OPT_STATE_DIR:
+		free(cfg->state_dir);
+		cfg->state_dir = xstrdup(v);
+		return 0;
+	case OPT_UP_CONNECT:
+		return set_time("upstream connect timeout", v,
+				&cfg->upstream_connect_ms);
+	case OPT_UP_READ:
+		return set_time("upstream read timeout", v,
+				&cfg->upstream_read_ms);
+	case OPT_UP_RETRIES:
+		return set_count("upstream retries", v, 0, 10,
+				 &cfg->upstream_retries);
+	case OPT_UP_CONNS:
+		return set_count("upstream connections", v, 1, 65536,
+				 &cfg->upstream_connections);
 	case OPT_UID_BASE:
 	case OPT_UID_SLOTS:
 		/* Read and checked by the sandbox layer. */

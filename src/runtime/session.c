@@ -177,6 +177,13 @@ struct session *session_find(const char *id, session_reply_fn fn, void *ctx)
 	return NULL;
 }
 
+static const struct session_gateway *session_gw;
+
+void sessions_set_gateway(const struct session_gateway *gw)
+{
+	session_gw = gw;
+}
+
 static json_t *describe(struct session *s)
 {
 	char created[32];
@@ -189,12 +196,14 @@ static json_t *describe(struct session *s)
 	gmtime_r(&s->created, &tm);
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	return json_pack(
-		"{s:s,s:s,s:s,s:O,s:O,s:I,s:I,s:I,s:i}", "id", s->id, "status",
-		"running", "created_at", created, "labels", s->labels, "limits",
-		s->limits, "idle_timeout_s", (json_int_t)(s->idle_ms / 1000),
-		"max_lifetime_s", (json_int_t)(s->lifetime_ms / 1000), "idle_s",
+		"{s:s,s:s,s:s,s:O,s:O,s:I,s:I,s:I,s:i,s:o}", "id", s->id,
+		"status", "running", "created_at", created, "labels", s->labels,
+		"limits", s->limits, "idle_timeout_s",
+		(json_int_t)(s->idle_ms / 1000), "max_lifetime_s",
+		(json_int_t)(s->lifetime_ms / 1000), "idle_s",
 		(json_int_t)((now_ns() - s->last_used_ns) / 1000000000ull),
-		"background_processes", (int)running);
+		"background_processes", (int)running, "llm",
+		s->gw ? session_gw->describe(s->gw) : json_null());
 }
 
 void session_op_free(struct session_op *op)
@@ -263,6 +272,8 @@ static void on_done(void *ctx, struct sandbox_result *res)
 		log_info("sandbox %s: ended: %s", s->id, why);
 	remember(s->id, why);
 	unlink_session(s);
+	if (s->gw)
+		session_gw->close(s->gw);
 	json_decref(s->labels);
 	json_decref(s->limits);
 	free(s);
@@ -585,8 +596,9 @@ static void new_id(char *out, size_t n)
 
 void session_create(json_t *args, session_reply_fn fn, void *ctx)
 {
-	static const char *const known[] = {"limits", "env", "idle_timeout_s",
-					    "max_lifetime_s", "labels"};
+	static const char *const known[] = {"limits",	      "env",
+					    "idle_timeout_s", "max_lifetime_s",
+					    "labels",	      "llm"};
 	struct sandbox_spec spec;
 	struct session *s;
 	char err[256];
@@ -678,6 +690,21 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 		spec.limits.cpu_weight
 			? json_integer((json_int_t)spec.limits.cpu_weight)
 			: json_null());
+	err[0] = '\0';
+	if (session_gw)
+		s->gw = session_gw->open(s->id, s->labels,
+					 json_object_get(args, "llm"), err,
+					 sizeof(err));
+	else if (json_is_true(json_object_get(args, "llm")) ||
+		 json_is_object(json_object_get(args, "llm")))
+		snprintf(err, sizeof(err), "this server has no model gateway");
+	if (err[0]) {
+		json_decref(s->labels);
+		json_decref(s->limits);
+		goto bad;
+	}
+	if (s->gw)
+		session_gw->attach(s->gw, &spec);
 	s->created = time(NULL);
 	s->last_used_ns = now_ns();
 	s->create_fn = fn;
@@ -688,6 +715,8 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	busy = !s->sb && errno == EAGAIN; /* no free host uid slot */
 	sandbox_spec_release(&spec);
 	if (!s->sb) {
+		if (s->gw)
+			session_gw->close(s->gw);
 		json_decref(s->labels);
 		json_decref(s->limits);
 		free(s);

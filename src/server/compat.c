@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "runtime/coderun.h"
 #include "server/compat.h"
+#include "server/gateway.h"
 #include "server/internal.h"
 #include "server/request.h"
 #include "base/banned.h"
@@ -25,15 +26,20 @@
 
 struct compat_run {
 	struct coderun_output co;
+	struct gateway_peer *peer; /* the model gateway's (serve --llm) */
 	bool has_compile;
 	bool cut[2];	    /* per step: output dropped past the cap */
 	uint64_t collected; /* output so far, in serialised bytes */
 };
 
+/* Names runs at the model gateway ("run_code-N"). */
+static uint64_t run_seq;
+
 static void compat_run_free(void *ctx)
 {
 	struct compat_run *cr = ctx;
 
+	gateway_peer_close(cr->peer);
 	coderun_output_release(&cr->co);
 	free(cr);
 }
@@ -339,6 +345,16 @@ void compat_run_code(struct request *req)
 	cr = xcalloc(1, sizeof(*cr));
 	cr->has_compile = cq.lang->compile != NULL;
 	coderun_output_init(&cr->co, nsteps);
+	if (gateway_default_on()) {
+		struct gateway_opts o = {.on = true};
+		char id[32];
+
+		snprintf(id, sizeof(id), "run_code-%llu",
+			 (unsigned long long)__atomic_add_fetch(
+				 &run_seq, 1, __ATOMIC_RELAXED));
+		cr->peer = gateway_peer_new(id, NULL, &o);
+		gateway_peer_attach(cr->peer, &spec);
+	}
 	request_run(req, &spec, &hooks, cr);
 	sandbox_spec_release(&spec);
 out:

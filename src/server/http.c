@@ -48,6 +48,8 @@
 #define STREAM_KEEP (256 * 1024)
 /* Longest wait at shutdown for replies to be sent. */
 #define DRAIN_S 10
+/* Connections the gateway serves at once, every sandbox together. */
+#define GATEWAY_CONNECTIONS 8192
 
 /* A writer waiting for a stream to drain (request_stream_when_drained). */
 struct drain_waiter {
@@ -70,8 +72,10 @@ struct request {
 	bool path_token_ok; /* and that token was the server's */
 	bool started;	    /* routed; body complete */
 	uint64_t start_ns;
-	int fd;	   /* the client's socket, MHD's */
-	bool seen; /* the handler has been called */
+	int fd;	      /* the client's socket, MHD's */
+	bool seen;    /* the handler has been called */
+	bool gateway; /* came in on a sandbox's gateway socket */
+	void *peer;   /* that socket's peer (request_gateway_add()) */
 
 	/* On the list of requests being read (from the request line until
 	 * the body is complete or a reply is queued), by the MHD thread that
@@ -166,9 +170,26 @@ struct conn_info {
 	int fd;
 	pthread_t thread;
 	bool busy;
+	void *peer; /* a gateway connection's peer, referenced */
 	struct conn_info *prev, *next;
 };
 static struct conn_info *conns;
+
+/* The gateway's own daemon: it has no listening socket; connections
+ * accepted on sandboxes' gateway sockets are added to it with the peer
+ * they came from, found by fd when MHD starts serving them. Its
+ * callbacks get &gateway_tag as their closure. */
+static struct MHD_Daemon *gateway_daemon;
+static int gateway_tag;
+struct gateway_conn {
+	int fd;
+	void *peer;
+	struct gateway_conn *next;
+};
+static struct {
+	pthread_mutex_t lock;
+	struct gateway_conn *head;
+} gateway_adding = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Requests MHD has not finished with: shutdown waits for them. */
 static struct {
@@ -613,6 +634,53 @@ out:
 		body_call(req, NULL, 0, false, true);
 }
 
+void *request_peer(struct request *req)
+{
+	return req->peer;
+}
+
+const char *request_header(struct request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+int request_gateway_add(int fd, void *peer)
+{
+	struct gateway_conn *g, **pp;
+	struct sockaddr_in addr;
+
+	if (!gateway_daemon) {
+		close(fd);
+		return -ENOTCONN;
+	}
+	g = xcalloc(1, sizeof(*g));
+	g->fd = fd;
+	g->peer = peer;
+	pthread_mutex_lock(&gateway_adding.lock);
+	g->next = gateway_adding.head;
+	gateway_adding.head = g;
+	pthread_mutex_unlock(&gateway_adding.lock);
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (MHD_add_connection(gateway_daemon, fd, (struct sockaddr *)&addr,
+			       sizeof(addr)) == MHD_YES)
+		return 0;
+	/* MHD closed fd; its entry goes unless MHD took it meanwhile. */
+	pthread_mutex_lock(&gateway_adding.lock);
+	for (pp = &gateway_adding.head; *pp; pp = &(*pp)->next)
+		if (*pp == g) {
+			*pp = g->next;
+			free(g);
+			g = NULL;
+			break;
+		}
+	pthread_mutex_unlock(&gateway_adding.lock);
+	if (!g)
+		gateway_peer_put(peer);
+	return -EIO;
+}
+
 int request_dup_socket(struct request *req)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
@@ -877,7 +945,7 @@ static bool token_ok(struct request *req)
 	const char *want = server_state.cfg->token;
 	const char *got;
 
-	if (!want || !*want)
+	if (!want || !*want || req->gateway)
 		return true;
 	if (req->path_token)
 		return req->path_token_ok;
@@ -923,6 +991,19 @@ static void dispatch(struct request *req)
 		req->route = "other";
 		request_error(req, 503, "shutting_down",
 			      "the server is shutting down");
+		return;
+	}
+	if (req->gateway) {
+		/* A sandbox's gateway socket reaches the gateway only. */
+		req->route = "gateway";
+		if (req->too_large) {
+			request_error(req, 413, "payload_too_large",
+				      "the request body is larger than %llu "
+				      "bytes",
+				      (unsigned long long)req->max_body);
+			return;
+		}
+		gateway_route(req);
 		return;
 	}
 	if (!token_ok(req)) {
@@ -1091,6 +1172,20 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
 		ci = xcalloc(1, sizeof(*ci));
 		ci->fd = info ? info->connect_fd : -1;
 		ci->thread = pthread_self();
+		if (cls == &gateway_tag) {
+			struct gateway_conn **pp, *g;
+
+			pthread_mutex_lock(&gateway_adding.lock);
+			for (pp = &gateway_adding.head; (g = *pp);
+			     pp = &g->next)
+				if (g->fd == ci->fd) {
+					*pp = g->next;
+					ci->peer = g->peer;
+					free(g);
+					break;
+				}
+			pthread_mutex_unlock(&gateway_adding.lock);
+		}
 		pthread_mutex_lock(&reading.lock);
 		ci->next = conns;
 		if (conns)
@@ -1111,6 +1206,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
 	if (ci->next)
 		ci->next->prev = ci->prev;
 	pthread_mutex_unlock(&reading.lock);
+	if (ci->peer)
+		gateway_peer_put(ci->peer);
 	free(ci);
 	*socket_context = NULL;
 }
@@ -1124,8 +1221,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 		conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 
 	req->reader = pthread_self();
+	req->gateway = cls == &gateway_tag;
 	pthread_mutex_lock(&reading.lock);
 	req->ci = info ? info->socket_context : NULL;
+	if (req->ci)
+		req->peer = req->ci->peer;
 	if (req->ci)
 		req->ci->busy = true;
 	req->reading = true;
@@ -1145,8 +1245,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	struct request *req = *con_cls;
 	bool ready;
 
-	if (!req)
+	if (!req) {
 		req = *con_cls = request_new(conn);
+		req->gateway = cls == &gateway_tag;
+	}
+	if (req->gateway && !req->peer) {
+		/* A gateway request is only ever served for its peer. */
+		const union MHD_ConnectionInfo *gi = MHD_get_connection_info(
+			conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		struct conn_info *gci = gi ? gi->socket_context : NULL;
+
+		if (!gci || !gci->peer)
+			return MHD_NO;
+		req->peer = gci->peer;
+	}
 	if (!req->seen) {
 		const char *cl;
 		uint64_t len;
@@ -1157,9 +1269,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		pthread_mutex_lock(&live.lock);
 		live.n++;
 		pthread_mutex_unlock(&live.lock);
-		req->max_body = sandboxes_is_upload(method, req->url)
-					? server_state.cfg->max_upload
-					: server_state.cfg->max_body;
+		req->max_body =
+			!req->gateway && sandboxes_is_upload(method, req->url)
+				? server_state.cfg->max_upload
+				: server_state.cfg->max_body;
 		cl = MHD_lookup_connection_value(
 			conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		req->body_length = UINT64_MAX;
@@ -1188,7 +1301,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				      (unsigned long long)req->max_body);
 			return send_reply(req);
 		}
-		if (sandboxes_is_upload(method, req->url)) {
+		if (!req->gateway && sandboxes_is_upload(method, req->url)) {
 			/* An upload is routed on its headers: its body is
 			 * streamed to the route as it comes. Even an answer
 			 * made at once waits for the body to be read (and
@@ -1551,6 +1664,12 @@ void server_config_init(struct server_config *cfg)
 	cfg->max_sandboxes = 64;
 	cfg->idle_timeout_ms = 600000;
 	cfg->max_lifetime_ms = 6 * 3600000ull;
+	cfg->llm_port = 4000;
+	cfg->llm_limits[LLM_LIMIT_SANDBOX_CONCURRENT] = 256;
+	cfg->upstream_connect_ms = 10000;
+	cfg->upstream_read_ms = 300000;
+	cfg->upstream_retries = 2;
+	cfg->upstream_connections = 256;
 }
 
 void server_config_release(struct server_config *cfg)
@@ -1558,6 +1677,14 @@ void server_config_release(struct server_config *cfg)
 	free(cfg->host);
 	free(cfg->token);
 	free(cfg->port_file);
+	for (size_t i = 0; i < cfg->nupstreams; i++) {
+		free(cfg->upstreams[i].name);
+		free(cfg->upstreams[i].url);
+		free(cfg->upstreams[i].key_env);
+	}
+	free(cfg->upstreams);
+	free(cfg->default_upstream);
+	free(cfg->state_dir);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1592,12 +1719,16 @@ static void stop(struct MHD_Daemon *d, const struct server_config *cfg)
 {
 	MHD_socket lfd = MHD_quiesce_daemon(d);
 
+	if (gateway_daemon)
+		MHD_quiesce_daemon(gateway_daemon);
+
 	/* Connections waiting in the backlog are refused, not left hanging. */
 	if (lfd != MHD_INVALID_SOCKET)
 		close(lfd);
 	pthread_rwlock_wrlock(&stop_lock);
 	stopping = true;
 	pthread_rwlock_unlock(&stop_lock);
+	gateway_stop_accepting();
 	sandboxes_stop();
 	pthread_rwlock_wrlock(&stop_lock);
 	runner_gone = true;
@@ -1607,6 +1738,10 @@ static void stop(struct MHD_Daemon *d, const struct server_config *cfg)
 	drain(cfg->client_timeout_s < DRAIN_S ? cfg->client_timeout_s
 					      : DRAIN_S);
 	MHD_stop_daemon(d);
+	if (gateway_daemon)
+		MHD_stop_daemon(gateway_daemon);
+	gateway_daemon = NULL;
+	gateway_stop();
 }
 
 int server_run(const struct server_config *cfg)
@@ -1661,6 +1796,10 @@ int server_run(const struct server_config *cfg)
 		fprintf(stderr, "sbx serve: %s\n", err);
 		return 1;
 	}
+	if (gateway_start(cfg)) {
+		runner_free(server_state.runner);
+		return 1;
+	}
 	sandboxes_start(cfg);
 	/* Signals are taken synchronously below; every thread inherits the
 	 * mask. */
@@ -1696,6 +1835,21 @@ int server_run(const struct server_config *cfg)
 		runner_free(server_state.runner);
 		return 1;
 	}
+	/* The gateway's daemon serves the connections of sandboxes'
+	 * gateway sockets, apart from the public one. */
+	gateway_daemon = MHD_start_daemon(
+		flags | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC, 0, NULL, NULL,
+		on_request, &gateway_tag, MHD_OPTION_THREAD_POOL_SIZE,
+		(unsigned)(cfg->http_threads < 2 ? cfg->http_threads : 2),
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->client_timeout_s,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)GATEWAY_CONNECTIONS,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &gateway_tag,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, &gateway_tag,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, &gateway_tag,
+		MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
+	if (!gateway_daemon)
+		log_warn("cannot start the model gateway's HTTP service: %s",
+			 strerror(errno));
 	di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	log_info("listening on http://%s:%u (%u sandboxes at once, %u "
 		 "queued)",

@@ -49,6 +49,22 @@ bool sandboxes_is_upload(const char *method, const char *url);
 void sandboxes_start(const struct server_config *cfg);
 void sandboxes_stop(void);
 
+/* The model gateway (gateway.c). gateway_route() serves requests of
+ * sandboxes' gateway sockets; llm_route() /llm/... on the server's own
+ * address; traces_route() /v1/traces. */
+void gateway_route(struct request *req);
+void llm_route(struct request *req);
+void traces_route(struct request *req);
+/* Drops a connection's reference to its peer. */
+void gateway_peer_put(void *peer);
+/* Starts the gateway (upstreams, trace store, its thread) before the
+ * HTTP service; returns 0 or 1 with a message printed. */
+int gateway_start(const struct server_config *cfg);
+/* Stops accepting on sandboxes' gateway sockets; then, once the HTTP
+ * services are down, everything. */
+void gateway_stop_accepting(void);
+void gateway_stop(void);
+
 /* Metrics fed by the HTTP layer and the handlers. */
 void metrics_request(const char *route, unsigned status, uint64_t ns);
 /* The metrics label of a /v1/sandboxes URL path: its route template

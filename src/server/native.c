@@ -11,6 +11,7 @@
 
 #include "base/util.h"
 #include "runtime/coderun.h"
+#include "server/gateway.h"
 #include "server/internal.h"
 #include "server/request.h"
 #include "server/native.h"
@@ -25,6 +26,7 @@
 
 struct native_run {
 	struct coderun_output co;
+	struct gateway_peer *peer; /* the model gateway's, or NULL */
 	bool *cut;	    /* per step: output dropped past the reply's cap */
 	uint64_t collected; /* output so far, in serialised bytes */
 	uint64_t budget;    /* most output the reply may carry, serialised */
@@ -41,6 +43,7 @@ static void native_run_free(void *ctx)
 	struct native_run *nr = ctx;
 	size_t i;
 
+	gateway_peer_close(nr->peer);
 	coderun_output_release(&nr->co);
 	free(nr->cut);
 	for (i = 0; i < nr->ntests; i++) {
@@ -347,6 +350,9 @@ static uint64_t or_default(uint64_t v, uint64_t def)
 	return v ? v : def;
 }
 
+/* Names runs at the model gateway ("run-N"). */
+static uint64_t run_seq;
+
 void native_run(struct request *req)
 {
 	const struct server_config *cfg = server_state.cfg;
@@ -368,6 +374,14 @@ void native_run(struct request *req)
 		request_error(req, 422, "unprocessable", "%s: %s", err.field,
 			      err.message);
 		return;
+	}
+	if (!nq.llm_given)
+		nq.llm.on = gateway_default_on();
+	if (nq.llm.on && !gateway_enabled()) {
+		request_error(req, 422, "no_upstream",
+			      "llm: this server has no model upstream (sbx "
+			      "serve --upstream NAME=URL)");
+		goto out;
 	}
 	if (!lang_available(nq.lang)) {
 		lang_why_unavailable(nq.lang, msg, sizeof(msg));
@@ -430,6 +444,15 @@ void native_run(struct request *req)
 	nr->ntests = nq.ntests;
 	nq.tests = NULL;
 	nq.ntests = 0;
+	if (nq.llm.on) {
+		char id[32];
+
+		snprintf(id, sizeof(id), "run-%llu",
+			 (unsigned long long)__atomic_add_fetch(
+				 &run_seq, 1, __ATOMIC_RELAXED));
+		nr->peer = gateway_peer_new(id, NULL, &nq.llm);
+		gateway_peer_attach(nr->peer, &spec);
+	}
 	request_run(req, &spec, &hooks, nr);
 	sandbox_spec_release(&spec);
 out:

@@ -12,6 +12,7 @@
 
 #include "runtime/lang.h"
 #include "runtime/limits.h"
+#include "server/gateway.h"
 
 #define NATIVE_MAX_TESTS 256
 #define NATIVE_MAX_FILES 1024
@@ -60,7 +61,9 @@ struct native_req {
 	size_t stdin_len;
 	struct native_limits limits;
 	struct native_test *tests;
-	size_t ntests; /* 0: a plain run, no "tests" field */
+	size_t ntests;		 /* 0: a plain run, no "tests" field */
+	struct gateway_opts llm; /* "llm", when llm_given */
+	bool llm_given;
 };
 
 /* What was wrong with a request: field names where ("limits.wall_ms",

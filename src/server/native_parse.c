@@ -17,8 +17,8 @@
 #include "base/banned.h"
 
 static const char *const top_fields[] = {
-	"language", "source", "files",	"entry",
-	"args",	    "stdin",  "limits", "tests",
+	"language", "source", "files", "entry", "args",
+	"stdin",    "limits", "tests", "llm",
 };
 
 static const char *const test_fields[] = {"stdin", "expected_stdout"};
@@ -347,6 +347,13 @@ static int parse_root(json_t *root, const struct limits_rules *rules,
 		return -1;
 	if ((v = get(root, "tests")) && parse_tests(v, req, err))
 		return -1;
+	if ((v = get(root, "llm"))) {
+		char why[sizeof(err->message)];
+
+		if (gateway_opts_parse(v, false, &req->llm, why, sizeof(why)))
+			return bad(err, "llm", why);
+		req->llm_given = true;
+	}
 	if ((v = get(root, "stdin"))) {
 		if (!json_is_string(v))
 			return bad(err, "stdin", "must be a string");

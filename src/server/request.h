@@ -105,6 +105,19 @@ void request_body_stream(struct request *req, size_t chunk,
 /* The consumer has handed on the last piece: read the next. Any thread. */
 void request_body_more(struct request *req);
 
+/* The gateway peer of a request that came in on a sandbox's gateway
+ * socket (what request_gateway_add() was given for its connection), or
+ * NULL for one that came to the server's own address. */
+void *request_peer(struct request *req);
+/* The value of a request header, or NULL. */
+const char *request_header(struct request *req, const char *name);
+/* Serves fd, a connection accepted on a sandbox's gateway socket (taken),
+ * on the gateway's own HTTP service: its requests go to gateway_route()
+ * only, with request_peer() giving peer, and gateway_peer_put(peer) is
+ * called once the connection is gone (the caller's reference passes to
+ * it, also on failure). Returns 0 or -errno. */
+int request_gateway_add(int fd, void *peer);
+
 /* A CLOEXEC duplicate of the client's socket (the caller closes it), or
  * -1: lets another thread notice a hang-up safely. */
 int request_dup_socket(struct request *req);

@@ -17,5 +17,7 @@ const struct route routes_table[] = {
 	{"POST", "/v1/run", false, native_run},
 	{"GET", "/v1/health", false, stats_health},
 	{"GET", "/metrics", false, stats_metrics},
+	{"*", "/llm/", true, llm_route},
+	{"*", "/v1/traces", true, traces_route},
 };
 const size_t routes_count = ARRAY_SIZE(routes_table);

@@ -37,6 +37,7 @@
 #include "base/text.h"
 #include "base/util.h"
 #include "runtime/session.h"
+#include "server/gateway.h"
 #include "server/internal.h"
 #include "server/request.h"
 #include "base/banned.h"
@@ -439,6 +440,7 @@ static void run_call(struct loop *loop, void *arg)
 
 static void start_cb(struct loop *loop, void *arg)
 {
+	sessions_set_gateway(&gateway_session_ops);
 	sessions_init(loop, arg);
 }
 

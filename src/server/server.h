@@ -11,6 +11,26 @@
 
 #include "sandbox/sandbox.h"
 
+/* A model upstream of the gateway (--upstream NAME=URL). */
+struct server_upstream {
+	char *name;
+	char *url;     /* an OpenAI-compatible base, ending in /v1 */
+	char *key_env; /* the server's env var holding its key, or NULL */
+};
+
+/* The gateway's limits (--llm-limit KEY=N), 0: none. */
+enum server_llm_limit {
+	LLM_LIMIT_SANDBOX_CALLS,
+	LLM_LIMIT_SANDBOX_PROMPT_TOKENS,
+	LLM_LIMIT_SANDBOX_COMPLETION_TOKENS,
+	LLM_LIMIT_SANDBOX_CONCURRENT,
+	LLM_LIMIT_SESSION_CALLS,
+	LLM_LIMIT_SESSION_PROMPT_TOKENS,
+	LLM_LIMIT_SESSION_COMPLETION_TOKENS,
+	LLM_LIMIT_SESSION_CONCURRENT,
+	LLM_LIMIT_COUNT,
+};
+
 struct server_config {
 	char *host;	      /* listen address, default 127.0.0.1 */
 	uint16_t port;	      /* default 8080; 0 picks a free port */
@@ -35,6 +55,22 @@ struct server_config {
 	unsigned max_sandboxes;	  /* live stateful sandboxes */
 	uint64_t idle_timeout_ms; /* default for stateful sandboxes */
 	uint64_t max_lifetime_ms; /* cap for stateful sandboxes */
+
+	/* The model gateway. */
+	struct server_upstream *upstreams;
+	size_t nupstreams;
+	char *default_upstream; /* NULL: the only one, if only one */
+	bool llm_default;	/* sandboxes get the gateway unless they
+				 * say "llm": false */
+	uint16_t llm_port;	/* the gateway's port inside sandboxes */
+	char *state_dir;	/* sbx.db lives here */
+	bool llm_no_token_ids;	/* do not ask upstreams for token ids */
+	bool llm_no_logprobs;	/* nor for logprobs */
+	uint64_t llm_limits[LLM_LIMIT_COUNT];
+	uint64_t upstream_connect_ms;
+	uint64_t upstream_read_ms;
+	unsigned upstream_retries;
+	unsigned upstream_connections;
 };
 
 /* Fills the defaults (env vars are the CLI's business). */

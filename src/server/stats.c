@@ -8,6 +8,7 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "runtime/lang.h"
+#include "server/gateway.h"
 #include "server/internal.h"
 #include "server/request.h"
 #include "base/banned.h"
@@ -163,13 +164,14 @@ void stats_health(struct request *req)
 			json_array_append_new(langs, json_string(l->name));
 	request_reply(
 		req, 200,
-		json_pack("{s:s,s:s,s:I,s:{s:i,s:i},s:i,s:i,s:i,s:o}", "status",
-			  "ok", "version", SBX_VERSION, "uptime_s",
+		json_pack("{s:s,s:s,s:I,s:{s:i,s:i},s:i,s:i,s:i,s:o,s:o}",
+			  "status", "ok", "version", SBX_VERSION, "uptime_s",
 			  (json_int_t)((now_ns() - server_state.started_ns) /
 				       1000000000ull),
 			  "capacity", "sandboxes", (int)maxr, "queue",
 			  (int)maxq, "running", (int)running, "queued",
-			  (int)queued, "warm", (int)warm, "languages", langs));
+			  (int)queued, "warm", (int)warm, "languages", langs,
+			  "llm", gateway_health()));
 }
 
 void stats_metrics(struct request *req)
