@@ -228,6 +228,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mock-vllm/0.1"
     timeout = 300
+    # headers and body go out in separate writes: no Nagle delay between
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet
         pass
