@@ -391,8 +391,7 @@ static int insert_locked(struct traces *t, const struct trace_rec *rec,
 	rc |= bind_text(st, 4, rec->upstream);
 	rc |= bind_text(st, 5, rec->model);
 	rc |= sqlite3_bind_int(st, 6, rec->stream);
-	rc |= rec->status ? sqlite3_bind_int(st, 7, rec->status)
-			  : sqlite3_bind_null(st, 7);
+	rc |= sqlite3_bind_int(st, 7, rec->status);
 	rc |= sqlite3_bind_double(st, 8, rec->latency_ms);
 	rc |= bind_text(st, 9, rec->error);
 	for (i = 0; i < J_COUNT; i++)
@@ -579,10 +578,8 @@ static json_t *row_json(sqlite3_stmt *st)
 	SET("logprobs", col_json(st, COL_LOGPROBS, DEFAULT_NULL));
 	SET("usage", col_json(st, COL_USAGE, DEFAULT_NULL));
 	SET("latency_ms", json_real(sqlite3_column_double(st, COL_LATENCY_MS)));
-	SET("status",
-	    sqlite3_column_type(st, COL_STATUS) == SQLITE_NULL
-		    ? json_null()
-		    : json_integer(sqlite3_column_int64(st, COL_STATUS)));
+	/* 0: no answer came (a row without one reads as 0 too). */
+	SET("status", json_integer(sqlite3_column_int64(st, COL_STATUS)));
 	SET("error", col_text(st, COL_ERROR));
 #undef SET
 	if (bad) {

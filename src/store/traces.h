@@ -29,7 +29,7 @@ struct trace_rec {
 	json_t *logprobs;
 	json_t *usage;
 	double latency_ms;
-	int status;	   /* upstream HTTP status, 0: none */
+	int status;	   /* upstream HTTP status, 0: no answer came */
 	const char *error; /* why the call failed, or NULL */
 	bool stream;
 	double created_at; /* unix seconds; 0: now */

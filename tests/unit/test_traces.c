@@ -304,6 +304,8 @@ static void test_absent_fields_read_as_null_or_empty(void **state)
 				assert_true(json_is_false(v));
 			else if (!strcmp(key, "latency_ms"))
 				assert_true(json_real_value(v) == 0.0);
+			else if (!strcmp(key, "status"))
+				assert_int_equal(json_integer_value(v), 0);
 			else if (!json_is_null(v))
 				fail_msg("'%s' is not null", key);
 		}
