@@ -309,6 +309,23 @@ def test_completions_plain_is_forwarded_and_traced(gw, up):
     assert t["usage"] == body["usage"], t
 
 
+def test_every_plain_answer_keeps_the_upstream_content_type(gw, up):
+    """The OpenAI SDKs parse a body as JSON only when it says so."""
+    bad = []
+    for i in range(40):
+        for path, body in (("/llm/v1/chat/completions",
+                            chat_body("ctype %d" % i)),
+                           ("/llm/v1/completions",
+                            {"model": "mock-model", "prompt": "ct %d" % i})):
+            status, h, data = post(gw, path, body)
+            if status != 200 or not h.get("content-type", "").startswith(
+                    "application/json"):
+                bad.append((path, status, h))
+    assert bad == [], "%d of 80 answers: %s" % (len(bad), bad[:3])
+    for r in upstream_posts(up):
+        assert r["outcome"] == "ok", r
+
+
 def test_fields_the_client_set_are_kept(gw, up):
     prompt = "own fields " + uid()
     status, h, data = post(gw, "/llm/v1/chat/completions",
@@ -1187,6 +1204,12 @@ function slugOf(meta: Record<string, unknown>): string {
   return "rllm1:" + Buffer.from(JSON.stringify(sorted)).toString("base64url");
 }
 
+function first(resp: any, what: string): any {
+  if (!resp || !Array.isArray(resp.choices) || !resp.choices[0])
+    throw new Error(what + " answered " + JSON.stringify(resp));
+  return resp.choices[0];
+}
+
 async function main() {
   const out: Record<string, unknown> = {};
   const client = new OpenAI();  // OPENAI_BASE_URL and OPENAI_API_KEY
@@ -1194,7 +1217,7 @@ async function main() {
     model: "mock-model",
     messages: [{ role: "user", content: "node plain %(uid)s" }],
   });
-  out.plain = plain.choices[0].message.content;
+  out.plain = first(plain, "plain").message.content;
 
   const stream = await client.chat.completions.create({
     model: "mock-model",
@@ -1213,10 +1236,10 @@ async function main() {
   const s: any = await slugged.completions.create({
     model: "mock-model", prompt: "node slug %(uid)s", max_tokens: 5,
   });
-  out.slug = s.choices[0].text;
+  out.slug = first(s, "slug").text;
   console.log(JSON.stringify(out));
 }
-main().catch((e) => { console.error(String(e)); process.exit(1); });
+main().catch((e) => { console.error(e); process.exit(1); });
 '''
 
 
@@ -1235,7 +1258,8 @@ def test_openai_node_sdk_inside_a_sandbox(gw, up):
         guard_s=180)
     res = as_json(status, h, data)
     assert status == 200, res
-    assert res["run"]["status"] == "ok", res["run"]
+    assert res["run"]["status"] == "ok", (res["run"]["stdout"][-2000:],
+                                          res["run"]["stderr"][-2000:])
     out = json.loads(res["run"]["stdout"].strip().splitlines()[-1])
     plain_t = chat_prompt("node plain " + u)
     stream_t = chat_prompt("node stream " + u)
