@@ -14,12 +14,18 @@ each `print(...)  # TEXT` must print TEXT.
 
 `make check` (what runs this file) and `make run` are not run from the
 blocks: test_make_run runs `make run` on its own.
+
+The model gateway's example starts its own mock upstream (port 9000) and
+server (port 8081) in the background; here they get free ports instead,
+and whatever of them is still running at the end (the pids it wrote to
+gateway.pids) is stopped.
 """
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -151,27 +157,71 @@ def world():
                     os.path.join(work, "clients", "python"),
                     ignore=shutil.ignore_patterns("build", "*.egg-info",
                                                   "__pycache__"))
+    os.makedirs(os.path.join(work, "tests", "e2e"))
+    shutil.copy(os.path.join(REPO, "tests", "e2e", "mock_upstream.py"),
+                os.path.join(work, "tests", "e2e"))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV"))}
     env.update(PATH=bindir + ":" + SYSTEM_PATH, HOME=os.path.join(tmp, "home"),
                PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    ports = {9000: free_port(), 8081: free_port()}
     try:
         with SbxServer() as srv:
-            yield {"dir": work, "env": env, "srv": srv}
+            yield {"dir": work, "env": env, "srv": srv, "ports": ports}
     finally:
+        stop_listed(os.path.join(work, "gateway.pids"))
         shutil.rmtree(tmp)
 
 
-def localize(text, srv):
-    host = srv.url[len("http://"):]
-    return text.replace("localhost:8080", host).replace("127.0.0.1:8080",
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def stop_listed(pid_file):
+    """Stops the processes whose pids the README's commands wrote to
+    pid_file (they started them), if they still run."""
+    try:
+        with open(pid_file) as f:
+            pids = [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def localize(text, world):
+    host = world["srv"].url[len("http://"):]
+    text = text.replace("localhost:8080", host).replace("127.0.0.1:8080",
                                                         host)
+    for port, real in world["ports"].items():
+        for pat in ("localhost:%d", "127.0.0.1:%d", "--port %d"):
+            text = text.replace(pat % port, pat % real)
+    return text
 
 
 def run_shell(cmds, world):
     script = ["exec 2>&1"]
     for i, c in enumerate(cmds):
-        script.append(localize(c.text, world["srv"]))
+        script.append(localize(c.text, world))
         script.append("printf '\\n@@SBX-README %d %%d\\n' $?" % i)
     p = subprocess.run(["bash", "-c", "\n".join(script)], cwd=world["dir"],
                        env=world["env"], stdout=subprocess.PIPE,
@@ -244,7 +294,7 @@ def check_python(lines, first, world):
     else:
         py = "/usr/bin/python3"
         env["PYTHONPATH"] = os.path.join(REPO, "clients", "python")
-    code = localize("\n".join(lines), world["srv"])
+    code = localize("\n".join(lines), world)
     p = subprocess.run([py, "-c", code], cwd=world["dir"], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=300)
