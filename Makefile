@@ -174,10 +174,12 @@ $(BUILD)/gen/init_blob.o: $(BUILD)/gen/init_blob.S $(BUILD)/sbx-init
 	@$(CC) -c -o $@ $<
 
 # What runs inside sandboxes and is not C (guest/) is embedded as strings.
-$(BUILD)/gen/guest.c: guest/repl.py guest/zygote.py tools/embed.py
+$(BUILD)/gen/guest.c: guest/repl.py guest/zygote.py guest/rpc.py \
+		tools/embed.py
 	@mkdir -p $(@D)
 	@{ $(PYTHON) tools/embed.py guest_repl_py guest/repl.py && \
-	   $(PYTHON) tools/embed.py guest_zygote_py guest/zygote.py; } > $@
+	   $(PYTHON) tools/embed.py guest_zygote_py guest/zygote.py && \
+	   $(PYTHON) tools/embed.py guest_rpc_py guest/rpc.py; } > $@
 
 $(BUILD)/gen/guest.o: $(BUILD)/gen/guest.c
 	@echo "  CC $<"

@@ -11,5 +11,8 @@ extern const unsigned long guest_repl_py_len;
 /* guest/zygote.py: the Python interpreter warm sandboxes start early. */
 extern const char guest_zygote_py[];
 extern const unsigned long guest_zygote_py_len;
+/* guest/rpc.py: the interface server (runtime/rpc.c). */
+extern const char guest_rpc_py[];
+extern const unsigned long guest_rpc_py_len;
 
 #endif

@@ -26,6 +26,7 @@
 #include "runtime/limits.h"
 #include "runtime/repl.h"
 #include "runtime/result.h"
+#include "runtime/rpc.h"
 #include "runtime/session_internal.h"
 #include "base/banned.h"
 
@@ -268,6 +269,7 @@ static void on_done(void *ctx, struct sandbox_result *res)
 		session_proc_free(p);
 	}
 	repl_free_all(s->repls, why);
+	rpc_free_all(s->rpcs, why);
 	if (s->ready)
 		log_info("sandbox %s: ended: %s", s->id, why);
 	remember(s->id, why);
@@ -334,8 +336,8 @@ static void on_output(void *ctx, size_t id, int stream, const char *data,
 	p = session_proc_find(s, (uint32_t)id);
 	if (p)
 		session_proc_output_add(s, p, stream, data, len);
-	else
-		repl_output(s->repls, (uint32_t)id, stream, data, len);
+	else if (!repl_output(s->repls, (uint32_t)id, stream, data, len))
+		rpc_output(s->rpcs, (uint32_t)id, stream, data, len);
 }
 
 /* An answer from init. One that does not parse is an error, never data:
@@ -409,7 +411,7 @@ static void on_event(void *ctx, const struct sandbox_event *ev)
 			else
 				session_archive_ended(s, op, ev);
 			session_op_free(op);
-		} else {
+		} else if (!rpc_process_ended(&s->rpcs, ev->id, &ev->result)) {
 			repl_process_ended(s->repls, ev->id, &ev->result);
 		}
 		return;
@@ -436,7 +438,8 @@ static void on_idle_tick(struct loop *loop, int fd, uint32_t events, void *arg)
 	}
 	for (s = session_table.list; s; s = next) {
 		next = s->next;
-		if (!s->ready || s->ops || !s->idle_ms || repl_busy(s->repls))
+		if (!s->ready || s->ops || !s->idle_ms || repl_busy(s->repls) ||
+		    rpc_busy(s->rpcs))
 			continue;
 		if ((now - s->last_used_ns) / 1000000 >= s->idle_ms) {
 			snprintf(s->end_reason, sizeof(s->end_reason),

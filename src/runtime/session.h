@@ -146,4 +146,18 @@ void session_archive_get(const char *id, const char *dir, session_data_fn data,
  * "timeout_s"}. */
 void session_repl(const char *id, json_t *args, session_reply_fn fn, void *ctx);
 
+/* Interfaces (runtime/rpc.h). Load: args as rpc_load() takes them;
+ * schema: Seer's {"functions", "schemas"} (full: with "signatures");
+ * call: {"fn", "args", "kwargs", "timeout_s"?}; list: every interface;
+ * unload: removes one. */
+void session_rpc_load(const char *id, json_t *args, session_reply_fn fn,
+		      void *ctx);
+void session_rpc_schema(const char *id, const char *name, bool full,
+			session_reply_fn fn, void *ctx);
+void session_rpc_call(const char *id, const char *name, json_t *call,
+		      session_reply_fn fn, void *ctx);
+void session_rpc_list(const char *id, session_reply_fn fn, void *ctx);
+void session_rpc_unload(const char *id, const char *name, session_reply_fn fn,
+			void *ctx);
+
 #endif

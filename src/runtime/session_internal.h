@@ -5,8 +5,9 @@
  * the events from each sandbox and dispatches them to the file that owns
  * the operation: session_exec.c (processes waited for), session_procs.c
  * (background processes), session_files.c (file reads, writes, listings,
- * deletes), session_archive.c (trees as tar) and session_repl.c (REPL
- * glue). Everything here runs on the runner's loop thread.
+ * deletes), session_archive.c (trees as tar), session_repl.c (REPL
+ * glue) and session_rpc.c (interfaces' glue). Everything here runs on
+ * the runner's loop thread.
  */
 #ifndef SBX_SESSION_INTERNAL_H
 #define SBX_SESSION_INTERNAL_H
@@ -29,6 +30,7 @@
 #define SESSION_DEFAULT_EXEC_MS 60000
 
 struct repl;
+struct rpc;
 
 enum session_op_kind {
 	SESSION_OP_EXEC,
@@ -102,6 +104,7 @@ struct session {
 	unsigned procs_forgotten; /* records dropped */
 	uint64_t procs_end_seq;
 	struct repl *repls;
+	struct rpc *rpcs; /* interfaces (session_rpc.c) */
 	session_reply_fn create_fn;
 	void *create_ctx;
 	session_reply_fn delete_fn; /* answered once it is really gone */

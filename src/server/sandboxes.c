@@ -14,6 +14,7 @@
  *   PUT|GET|DELETE /v1/sandboxes/{id}/files/{path}   (or ?path=/abs)
  *   PUT|GET /v1/sandboxes/{id}/archive?path=dir      tar in and out
  *   POST   /v1/sandboxes/{id}/repl             a REPL cell
+ *   .../v1/sandboxes/{id}/rpc[/...]            interfaces (server/rpc.c)
  *
  * A path is bytes: percent-encoded in the URL, or given as ?path_b64= (its
  * bytes in standard base64) when it is not UTF-8. File reads and archives
@@ -40,6 +41,7 @@
 #include "server/gateway.h"
 #include "server/internal.h"
 #include "server/request.h"
+#include "server/rpc.h"
 #include "base/banned.h"
 
 enum action {
@@ -679,6 +681,9 @@ void sandboxes_route(struct request *req)
 			method_not_allowed(req, "GET, PUT, DELETE");
 			goto out_free;
 		}
+	} else if (!strcmp(sub, "/rpc") || str_starts_with(sub, "/rpc/")) {
+		rpc_route(req, c->id, sub); /* interfaces: server/rpc.c */
+		goto out_free;
 	} else if (!strcmp(sub, "/archive")) {
 		arg = request_arg(req, "path");
 		c->path = xstrdup(arg && *arg ? arg : ".");
