@@ -231,8 +231,8 @@ static int attempt(struct upstream_call *c)
 		return -ENOMEM;
 	c->headers = curl_slist_append(NULL, "Expect:");
 	if (c->body)
-		c->headers = curl_slist_append(c->headers,
-					       "Content-Type: application/json");
+		c->headers = curl_slist_append(
+			c->headers, "Content-Type: application/json");
 	if (c->key) {
 		char *auth = xstrfmt("Authorization: Bearer %s", c->key);
 
@@ -310,6 +310,15 @@ static void attempt_done(struct upstream_call *c, CURLcode res)
 		break;
 	case CURLE_OPERATION_TIMEDOUT:
 		err = -ETIMEDOUT;
+		if (connected)
+			snprintf(msg, sizeof(msg),
+				 "read timeout: no byte came for %llu ms",
+				 (unsigned long long)c->e->cfg.read_timeout_ms);
+		else
+			snprintf(msg, sizeof(msg),
+				 "connect timeout: no connection in %llu ms",
+				 (unsigned long long)
+					 c->e->cfg.connect_timeout_ms);
 		break;
 	case CURLE_GOT_NOTHING:
 	case CURLE_RECV_ERROR:
@@ -323,8 +332,9 @@ static void attempt_done(struct upstream_call *c, CURLcode res)
 	}
 	/* Retried only while nothing of the answer was handed on, and not
 	 * after a read timeout: a slow model is not a broken one. */
-	if (!c->head_sent && (err == -ECONNREFUSED || err == -EPIPE ||
-			      (err == -ETIMEDOUT && !connected)) &&
+	if (!c->head_sent &&
+	    (err == -ECONNREFUSED || err == -EPIPE ||
+	     (err == -ETIMEDOUT && !connected)) &&
 	    retry_later(c))
 		return;
 	finish(c, err, msg);
@@ -510,8 +520,9 @@ static void *engine_main(void *arg)
 	return NULL;
 }
 
-struct upstream_engine *upstream_engine_new(
-	const struct upstream_engine_config *cfg, char *err, size_t errlen)
+struct upstream_engine *
+upstream_engine_new(const struct upstream_engine_config *cfg, char *err,
+		    size_t errlen)
 {
 	struct upstream_engine *e = xcalloc(1, sizeof(*e));
 	int r;
@@ -524,8 +535,8 @@ struct upstream_engine *upstream_engine_new(
 	}
 	e->loop = loop_new();
 	e->multi = curl_multi_init();
-	e->timer_fd = timerfd_create(CLOCK_MONOTONIC,
-				     TFD_NONBLOCK | TFD_CLOEXEC);
+	e->timer_fd =
+		timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (!e->loop || !e->multi || e->timer_fd < 0) {
 		snprintf(err, errlen, "cannot set up upstream calls: %s",
 			 strerror(errno));

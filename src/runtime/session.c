@@ -605,7 +605,7 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	struct sandbox_spec spec;
 	struct session *s;
 	char err[256];
-	const char *key;
+	const char *key, *code = "unprocessable";
 	bool busy;
 	json_t *v;
 
@@ -697,14 +697,17 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	if (session_gw)
 		s->gw = session_gw->open(s->id, s->labels,
 					 json_object_get(args, "llm"), err,
-					 sizeof(err));
+					 sizeof(err), &code);
 	else if (json_is_true(json_object_get(args, "llm")) ||
 		 json_is_object(json_object_get(args, "llm")))
 		snprintf(err, sizeof(err), "this server has no model gateway");
 	if (err[0]) {
 		json_decref(s->labels);
 		json_decref(s->limits);
-		goto bad;
+		sandbox_spec_release(&spec);
+		free(s);
+		session_reply_error(fn, ctx, 422, code, "%s", err);
+		return;
 	}
 	if (s->gw)
 		session_gw->attach(s->gw, &spec);

@@ -336,7 +336,8 @@ void gateway_peer_close(struct gateway_peer *p)
 
 /* Stateful sandboxes' side (runtime/session.h). */
 static void *session_open(const char *id, const json_t *labels,
-			  const json_t *llm, char *err, size_t errlen)
+			  const json_t *llm, char *err, size_t errlen,
+			  const char **code)
 {
 	struct gateway_opts o;
 
@@ -344,6 +345,7 @@ static void *session_open(const char *id, const json_t *labels,
 	    !o.on)
 		return NULL;
 	if (!gateway_enabled()) {
+		*code = "no_upstream";
 		snprintf(err, errlen,
 			 "'llm' needs a model upstream, and this server has "
 			 "none (sbx serve --upstream NAME=URL)");
@@ -600,6 +602,30 @@ static void unwatch_client(struct call *c)
 	fd_close(&c->sock);
 }
 
+/* The HTTP layer keeps a reply's content type by pointer: upstreams'
+ * types are kept here for good (a few distinct ones in practice). */
+static const char *content_type(const char *ctype)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char *seen[32];
+	const char *r = "application/octet-stream";
+	size_t i;
+
+	if (!ctype[0])
+		return "application/json";
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < ARRAY_SIZE(seen) && seen[i]; i++)
+		if (!strcmp(seen[i], ctype))
+			break;
+	if (i < ARRAY_SIZE(seen)) {
+		if (!seen[i])
+			seen[i] = xstrdup(ctype);
+		r = seen[i];
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 static void call_done(void *arg, int err, const char *msg)
 {
 	struct call *c = arg;
@@ -698,7 +724,7 @@ static void call_done(void *arg, int err, const char *msg)
 		request_stream_end(c->req);
 	} else if (!err && !c->too_big) {
 		request_reply_raw(c->req, (unsigned)c->status,
-				  c->ctype[0] ? c->ctype : "application/json",
+				  content_type(c->ctype),
 				  c->body.len ? c->body.data : "", c->body.len);
 	} else if (err == -ETIMEDOUT) {
 		gw_error(c->req, 504, "upstream_timeout",

@@ -26,7 +26,9 @@ void request_reply(struct request *req, unsigned status, json_t *body);
 /* Replies with {"error": {"code": code, "message": ...}}. */
 void request_error(struct request *req, unsigned status, const char *code,
 		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-/* Replies with a raw body of the given content type (copied). */
+/* Replies with a raw body of the given content type (the body is
+ * copied; content_type is kept by pointer and must outlive the request,
+ * as a string constant does). */
 void request_reply_raw(struct request *req, unsigned status,
 		       const char *content_type, const char *body, size_t len);
 /* Replies with a raw body of the given content type; takes ownership of
