@@ -169,7 +169,8 @@ def gateway_server(up, *extra, env=None, key="sk-test-" + uid(), ups=None):
     if key:  # the first upstream's
         args += ["--upstream-key", "%s=%s" % (ups[0][0], KEY_VAR)]
     args += list(extra)
-    srv = SbxServer(extra_args=args, env=dict(env or {}, **{KEY_VAR: key}))
+    srv = SbxServer(extra_args=args,
+                    env=dict(env or {}, **({KEY_VAR: key} if key else {})))
     srv.upstream_key = key
     srv.state_dir = state
     return srv
@@ -754,6 +755,11 @@ def test_traces_filters_ndjson_get_and_delete(gw, up):
     assert len(traces_of(gw, session=s1, since=iso)) == 3
     iso_late = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 3600))
     assert traces_of(gw, session=s1, since=iso_late) == []
+    # "at or after": a trace's own created_at finds it
+    for i, t in enumerate(traces_of(gw, session=s1)):
+        got = [x["id"] for x in traces_of(gw, session=s1,
+                                          since=t["created_at"])]
+        assert got == ids[s1][i:], (t["created_at"], got, ids[s1])
     # host calls have no sandbox
     assert traces_of(gw, session=s1, sandbox="sb-nonexistent") == []
     # NDJSON
