@@ -7,6 +7,7 @@
 int cmd_run(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_mcp(int argc, char **argv);
 
 /* Exit status for a usage error, after printing one line. */
 #define EXIT_USAGE 2

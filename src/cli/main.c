@@ -19,6 +19,9 @@ static const char usage[] =
 	"sandbox\n"
 	"  check                            what this host supports\n"
 	"  serve [options]                  the HTTP server\n"
+	"  mcp --url U --sandbox ID --interface NAME\n"
+	"                                   a stdio MCP server for an "
+	"interface\n"
 	"  version                          print the version\n"
 	"\n"
 	"'sbx <command> --help' describes each command's options.\n";
@@ -37,6 +40,8 @@ int main(int argc, char **argv)
 		return cmd_check(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "serve"))
 		return cmd_serve(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "mcp"))
+		return cmd_mcp(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("sbx %s\n", SBX_VERSION);
 		return 0;
