@@ -186,6 +186,7 @@ def key():
 @pytest.fixture(scope="module")
 def mock(key):
     with MockUpstream(models=["mock-model"], api_key=key) as up:
+        up.key_for_tests = key
         yield up
 
 
@@ -1131,6 +1132,88 @@ def test_sandbox_limit_caps_what_a_sandbox_asks(limited, up):
         assert statuses == [200, 200, 200, 429], statuses
     finally:
         boxes.cleanup()
+
+
+def test_sandbox_concurrency_limit(gw, up, boxes):
+    box = boxes(llm={"max_concurrent": 1})
+    other = boxes(llm={"max_concurrent": 1})
+    held = "held in a sandbox " + uid()
+    status, h, data = box.put("llmcall.py", PY_CALL.encode())
+    box.probe_written = True
+    status, h, data = box.exec_raw({"argv": [
+        "python3", "llmcall.py", json.dumps(
+            {"body": chat_body(held, model="stall-30s", stream=True)})],
+        "background": True})
+    res = as_json(status, h, data)
+    assert status == 201 and res.get("status") == "running", res
+    poll("the held call to reach the mock",
+         lambda: upstream_posts(up, chat_prompt(held)))
+    r = box_call(box, body=chat_body("second " + held))
+    assert r["status"] == 429, r
+    err = json.loads(r["body"])["error"]
+    assert err["code"] == "limit_exceeded" and "concurrent" in \
+        err["message"], err
+    # another sandbox is not held back
+    assert box_call(other, body=chat_body("other " + held))["status"] == 200
+
+
+def test_listed_model_goes_to_its_upstream_before_the_default(key):
+    with MockUpstream(models=["model-a"]) as a, \
+            MockUpstream(models=["model-b"]) as b:
+        srv = gateway_server(a, "--default-upstream", "b", key=None,
+                             ups=[("a", a.base_url), ("b", b.base_url)])
+        with srv:
+            status, h, data = post(srv, "/llm/v1/chat/completions",
+                                   chat_body("anything", model="free-form"))
+            # the default upstream got it, and passed its own 404 back
+            assert status == 404, data[:300]
+            assert len(b.completions()) == 1 and a.completions() == []
+            # a model upstream a lists goes to a
+            status, h, data = post(srv, "/llm/v1/chat/completions",
+                                   chat_body("listed", model="model-a"))
+            assert status == 200, (status, data[:300])
+            assert len(a.completions()) == 1 and len(b.completions()) == 1
+            status, h, data = raw_request(srv, "GET", "/v1/health")
+            llm = as_json(status, h, data)["llm"]
+            assert [u["default"] for u in llm["upstreams"]] == [False, True]
+        subprocess.run(["rm", "-rf", srv.state_dir])
+
+
+def test_no_extra_fields_and_another_llm_port(mock, up):
+    srv = gateway_server(mock, "--no-llm-token-ids", "--no-llm-logprobs",
+                         "--llm-port", "4100", key=None)
+    mock.configure(api_key=None)
+    try:
+        with srv:
+            status, h, data = post(srv, "/llm/v1/chat/completions",
+                                   chat_body("no extras"))
+            assert status == 200, data[:300]
+            status, h, data = post(srv, "/llm/v1/completions",
+                                   {"model": "mock-model", "prompt": "n"})
+            assert status == 200, data[:300]
+            for req in up.completions():
+                assert "return_token_ids" not in req["json"], req["json"]
+                assert "logprobs" not in req["json"], req["json"]
+            status, h, data = raw_request(srv, "GET", "/v1/health")
+            assert as_json(status, h, data)["llm"]["port"] == 4100
+            bx = Boxes(srv)
+            try:
+                box = bx(llm=True)
+                assert box.info["llm"]["base_url"] == \
+                    "http://127.0.0.1:4100/v1", box.info
+                r = box_call(box, body=chat_body("port"))
+                assert r["status"] == 200, r
+                r = box_call(box, base="http://127.0.0.1:4000/v1",
+                             body=chat_body("old port"))
+                assert r.get("oserror") == 111, r
+            finally:
+                bx.cleanup()
+            t = traces_of(srv)
+            assert len(t) == 3 and all(x["prompt_token_ids"] is None
+                                       for x in t), t
+    finally:
+        mock.configure(api_key=mock.key_for_tests)
+    subprocess.run(["rm", "-rf", srv.state_dir])
 
 
 # ---- /v1/run, server defaults, no upstream ----
