@@ -671,3 +671,66 @@ def test_seer_style_client_through_the_token_path_prefix():
         assert e.value.code == 401
         assert seer_style_call(s.url + "/t/" + token + path, "hi",
                                name="seer") == "hi seer"
+
+
+def client_module():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                    "clients", "python"))
+    import sbx
+    return sbx
+
+
+def test_python_client_sync(srv, tmp_path):
+    sbx = client_module()
+    client = sbx.Client(srv.url)
+    with client.create_sandbox() as sb:
+        sb.files.write("/work/helper.py", HELPER)
+        loaded = sb.rpc_load("tools", INTERFACE)
+        assert loaded["functions"] == SCHEMA["functions"]
+        assert sb.rpc_schema("tools") == SCHEMA
+        assert sb.rpc_call("tools", "get_embedding", kwargs={
+            "text": "abcd"}) == {"embedding": [2.0, -4.0, 8.0]}
+        assert sb.rpc_call("tools", "echo", [2**63 - 1]) == 2**63 - 1
+        with pytest.raises(sbx.RpcError) as e:
+            sb.rpc_call("tools", "fail", ["bad"])
+        assert e.value.code == "exception" and e.value.message == "bad"
+        assert "ValueError: bad" in e.value.traceback
+        with pytest.raises(sbx.RpcError) as e:
+            sb.rpc_call("tools", "nope")
+        assert e.value.code == "not_found"
+        with pytest.raises(sbx.NotFound):
+            sb.rpc_call("other", "x")
+        with pytest.raises(sbx.Unprocessable) as e:
+            sb.rpc_load("broken", "raise KeyError('k')\n")
+        assert "KeyError" in e.value.body["error"]["traceback"]
+        assert [i["name"] for i in sb.rpc_interfaces()] == ["tools"]
+        code = sb.rpc_client_code("tools")
+        (tmp_path / "tools_client.py").write_text(code)
+        mod = load_module(str(tmp_path / "tools_client.py"), "tools_client")
+        assert mod.scaled([1], k=5) == [5]
+        assert sb.rpc_prompt("tools").startswith("# tools Interface")
+        assert sb.rpc_mcp_config("tools")["mcpServers"]["tools"]["args"][
+            2] == srv.url
+        sb.rpc_unload("tools")
+        assert sb.rpc_interfaces() == []
+
+
+def test_python_client_async(srv):
+    sbx = client_module()
+    import asyncio
+
+    async def main():
+        async with sbx.AsyncClient(srv.url) as client:
+            sb = await client.create_sandbox()
+            try:
+                await sb.rpc_load("a", "@expose\nasync def inc(x: int)"
+                                  " -> int:\n    return x + 1\n")
+                got = await asyncio.gather(*[
+                    sb.rpc_call("a", "inc", [i]) for i in range(16)])
+                assert got == [i + 1 for i in range(16)]
+                assert (await sb.rpc_schema("a"))["functions"] == ["inc"]
+                assert "def inc(x: int) -> int:" in \
+                    await sb.rpc_client_code("a")
+            finally:
+                await sb.delete()
+    asyncio.run(main())

@@ -22,6 +22,7 @@ from .errors import (BadRequest, Busy, Conflict, Forbidden,  # noqa: E402
                      Gone, NotFound, PayloadTooLarge, SbxConnectionError,
                      SbxError, SbxTimeout, ServerError, TooManySandboxes,
                      Unauthorized, Unprocessable, UnsafeArchive)
+from ._rpc import RpcError  # noqa: E402
 from .sandbox import ExecStream, Process, Sandbox, SandboxFiles  # noqa: E402
 from .types import (Capacity, CommandResult, ExecEvent,  # noqa: E402
                     ExecResult, FileEntry, Health, Limits, ProcessInfo,
@@ -47,6 +48,7 @@ __all__ = [
     "TooManySandboxes",
     "ServerError",
     "UnsafeArchive",
+    "RpcError",
     "CommandResult",
     "RunCodeResult",
     "Limits",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal as _signal
-from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, List,
-                    Mapping, Optional, Sequence, TypeVar)
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict,
+                    List, Mapping, Optional, Sequence, TypeVar)
 
-from . import _api, _tar
+from . import _api, _rpc, _tar
 from ._api import Command, FileData
 from .errors import NotFound, SbxTimeout, ServerError
 from .types import (ExecEvent, ExecResult, FileEntry, ProcessInfo,
@@ -255,6 +255,61 @@ class AsyncSandbox:
                    stdin: Optional[str] = None) -> ReplResult:
         return await self.client._call(_api.repl(self.id, code, language,
                                                  context, timeout, stdin))
+
+    # ---- interfaces: @expose functions served over RPC ----
+
+    async def rpc_load(self, name: str, source: Optional[str] = None, *,
+                 path: Optional[str] = None, workers: Optional[int] = None,
+                 timeout: Optional[float] = None,
+                 load_timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Loads a Python module as interface name (from source, or the
+        file at path in the sandbox): its code runs once, with expose,
+        get_model_path and list_configured_models defined, and each
+        @expose function becomes callable. Returns {"name", "functions",
+        "schemas"}; a module that fails raises Unprocessable with the
+        traceback in .body. Loading a name again replaces it."""
+        return await self.client._call(_rpc.load(self.id, name, source, path,
+                                           workers, timeout, load_timeout))
+
+    async def rpc_schema(self, name: str) -> Dict[str, Any]:
+        """The interface's {"functions", "schemas"} (Seer's shape)."""
+        return await self.client._call(_rpc.schema(self.id, name))
+
+    async def rpc_interfaces(self) -> List[Dict[str, Any]]:
+        """Every interface: name, state, functions, restarts, ..."""
+        return await self.client._call(_rpc.listing(self.id))
+
+    async def rpc_call(self, name: str, fn: str, args: Sequence[Any] = (),
+                 kwargs: Optional[Mapping[str, Any]] = None, *,
+                 timeout: Optional[float] = None) -> Any:
+        """Calls fn of interface name; returns its result, or raises
+        RpcError (its .code says which failure, .traceback the remote
+        traceback)."""
+        return await self.client._call(_rpc.call(self.id, name, fn, args,
+                                           kwargs or {}, timeout))
+
+    async def rpc_unload(self, name: str) -> None:
+        """Removes the interface, stopping its process."""
+        await self.client._call(_rpc.unload(self.id, name))
+
+    async def rpc_client_code(self, name: str,
+                        base_url: Optional[str] = None) -> str:
+        """A stdlib-only Python module with one function per exposed
+        function, calling this server (or base_url)."""
+        return await self.client._call(_rpc.document(
+            self.id, name, "client.py", base_url or self.client.base_url))
+
+    async def rpc_prompt(self, name: str, base_url: Optional[str] = None) -> str:
+        """Markdown describing the interface, for an agent's prompt."""
+        return await self.client._call(_rpc.document(
+            self.id, name, "prompt.md", base_url or self.client.base_url))
+
+    async def rpc_mcp_config(self, name: str,
+                       base_url: Optional[str] = None) -> Dict[str, Any]:
+        """{"mcpServers": {name: ...}}: an MCP config running `sbx mcp`
+        for the interface."""
+        return await self.client._call(_rpc.document(
+            self.id, name, "mcp.json", base_url or self.client.base_url))
 
     async def delete(self, wait: bool = True) -> None:
         await self.client._call(_api.delete_sandbox(self.id))

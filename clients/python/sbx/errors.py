@@ -185,6 +185,10 @@ def error_from_reply(status: int, headers: Mapping[str, str],
     if isinstance(err, dict):
         code = str(err.get("code") or code)
         message = str(err.get("message") or "")
+    elif isinstance(payload, dict) and isinstance(err, str):
+        # An interface call's own shape: {"ok": false, "code", "error"}.
+        code = str(payload.get("code") or code)
+        message = err
     elif isinstance(payload, dict) and "detail" in payload:
         message = str(payload["detail"])
     elif isinstance(payload, str):

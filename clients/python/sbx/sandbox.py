@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import signal as _signal
 import time
-from typing import (TYPE_CHECKING, Any, Iterator, List, Mapping, Optional,
-                    Sequence)
+from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping,
+                    Optional, Sequence)
 
-from . import _api, _tar
+from . import _api, _rpc, _tar
 from ._api import Command, FileData
 from .errors import NotFound, SbxTimeout, ServerError
 from .types import (ExecEvent, ExecResult, FileEntry, ProcessInfo,
@@ -283,6 +283,61 @@ class Sandbox:
         (empty by default: end of file at once)."""
         return self.client._call(_api.repl(self.id, code, language, context,
                                            timeout, stdin))
+
+    # ---- interfaces: @expose functions served over RPC ----
+
+    def rpc_load(self, name: str, source: Optional[str] = None, *,
+                 path: Optional[str] = None, workers: Optional[int] = None,
+                 timeout: Optional[float] = None,
+                 load_timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Loads a Python module as interface name (from source, or the
+        file at path in the sandbox): its code runs once, with expose,
+        get_model_path and list_configured_models defined, and each
+        @expose function becomes callable. Returns {"name", "functions",
+        "schemas"}; a module that fails raises Unprocessable with the
+        traceback in .body. Loading a name again replaces it."""
+        return self.client._call(_rpc.load(self.id, name, source, path,
+                                           workers, timeout, load_timeout))
+
+    def rpc_schema(self, name: str) -> Dict[str, Any]:
+        """The interface's {"functions", "schemas"} (Seer's shape)."""
+        return self.client._call(_rpc.schema(self.id, name))
+
+    def rpc_interfaces(self) -> List[Dict[str, Any]]:
+        """Every interface: name, state, functions, restarts, ..."""
+        return self.client._call(_rpc.listing(self.id))
+
+    def rpc_call(self, name: str, fn: str, args: Sequence[Any] = (),
+                 kwargs: Optional[Mapping[str, Any]] = None, *,
+                 timeout: Optional[float] = None) -> Any:
+        """Calls fn of interface name; returns its result, or raises
+        RpcError (its .code says which failure, .traceback the remote
+        traceback)."""
+        return self.client._call(_rpc.call(self.id, name, fn, args,
+                                           kwargs or {}, timeout))
+
+    def rpc_unload(self, name: str) -> None:
+        """Removes the interface, stopping its process."""
+        self.client._call(_rpc.unload(self.id, name))
+
+    def rpc_client_code(self, name: str,
+                        base_url: Optional[str] = None) -> str:
+        """A stdlib-only Python module with one function per exposed
+        function, calling this server (or base_url)."""
+        return self.client._call(_rpc.document(
+            self.id, name, "client.py", base_url or self.client.base_url))
+
+    def rpc_prompt(self, name: str, base_url: Optional[str] = None) -> str:
+        """Markdown describing the interface, for an agent's prompt."""
+        return self.client._call(_rpc.document(
+            self.id, name, "prompt.md", base_url or self.client.base_url))
+
+    def rpc_mcp_config(self, name: str,
+                       base_url: Optional[str] = None) -> Dict[str, Any]:
+        """{"mcpServers": {name: ...}}: an MCP config running `sbx mcp`
+        for the interface."""
+        return self.client._call(_rpc.document(
+            self.id, name, "mcp.json", base_url or self.client.base_url))
 
     def delete(self, wait: bool = True) -> None:
         """Deletes the sandbox and everything in it; NotFound when it is
