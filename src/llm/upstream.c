@@ -45,8 +45,12 @@ struct upstream_call {
 	struct upstream_engine *e;
 	CURL *easy;
 	struct curl_slist *headers;
-	char *url, *method, *key, *body;
+	char *url, *method, *key, *body, *ctype_out;
+	char **headers_in;
 	size_t len;
+	int sock; /* the caller's socket until curl takes it (-2), or -1 */
+	bool fresh;
+	unsigned retries;
 	const struct upstream_call_ops *ops;
 	void *arg;
 	unsigned attempts;
@@ -74,6 +78,12 @@ void upstream_call_put(struct upstream_call *c)
 	free(c->method);
 	free(c->key);
 	free(c->body);
+	free(c->ctype_out);
+	for (char **h = c->headers_in; h && *h; h++)
+		free(*h);
+	free(c->headers_in);
+	if (c->sock >= 0)
+		close(c->sock);
 	free(c);
 }
 
@@ -149,8 +159,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *arg)
 	if (code < 200)
 		return len; /* 100 Continue and friends */
 	c->status = code;
-	if (code >= 500 && c->attempts <= c->e->cfg.retries &&
-	    !c->e->stopping) {
+	if (code >= 500 && c->attempts <= c->retries && !c->e->stopping) {
 		c->discard = true;
 		return len;
 	}
@@ -183,6 +192,20 @@ static size_t on_write(char *data, size_t size, size_t n, void *arg)
 
 static int attempt(struct upstream_call *c);
 
+/* A call into a sandbox connects with the socket made there, once: curl
+ * closes it (the default close callback) when the connection ends. */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose,
+				 struct curl_sockaddr *addr)
+{
+	struct upstream_call *c = arg;
+	int fd = c->sock;
+
+	if (purpose != CURLSOCKTYPE_IPCXN || fd < 0 || addr->family != AF_INET)
+		return CURL_SOCKET_BAD;
+	c->sock = -2; /* curl's now */
+	return fd;
+}
+
 static void on_retry(struct loop *loop, int fd, uint32_t events, void *arg)
 {
 	struct upstream_call *c = arg;
@@ -200,7 +223,7 @@ static bool retry_later(struct upstream_call *c)
 {
 	uint64_t ms;
 
-	if (c->attempts > c->e->cfg.retries || c->e->stopping)
+	if (c->attempts > c->retries || c->e->stopping)
 		return false;
 	ms = (uint64_t)BACKOFF_MS << (c->attempts - 1);
 	if (ms > BACKOFF_MAX_MS)
@@ -230,9 +253,16 @@ static int attempt(struct upstream_call *c)
 	if (!h)
 		return -ENOMEM;
 	c->headers = curl_slist_append(NULL, "Expect:");
-	if (c->body)
-		c->headers = curl_slist_append(
-			c->headers, "Content-Type: application/json");
+	if (c->body) {
+		char *ct = xstrfmt("Content-Type: %s",
+				   c->ctype_out ? c->ctype_out
+						: "application/json");
+
+		c->headers = curl_slist_append(c->headers, ct);
+		free(ct);
+	}
+	for (char **hl = c->headers_in; hl && *hl; hl++)
+		c->headers = curl_slist_append(c->headers, *hl);
 	if (c->key) {
 		char *auth = xstrfmt("Authorization: Bearer %s", c->key);
 
@@ -260,13 +290,25 @@ static int attempt(struct upstream_call *c)
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, secs);
 	}
-	if (!strcmp(c->method, "POST")) {
+	if (c->fresh) {
+		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	}
+	if (c->sock != -1) {
+		curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+		curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, c);
+	}
+	if (!strcmp(c->method, "GET")) {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	} else if (!strcmp(c->method, "HEAD")) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else {
 		curl_easy_setopt(h, CURLOPT_POST, 1L);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body ? c->body : "");
 		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
 				 (curl_off_t)c->len);
-	} else {
-		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+		if (strcmp(c->method, "POST"))
+			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
 	}
 	if (curl_multi_add_handle(e->multi, h) != CURLM_OK) {
 		easy_drop(c);
@@ -457,6 +499,23 @@ struct upstream_call *upstream_call_start(struct upstream_engine *e,
 	c->body = req->body;
 	c->len = req->len;
 	req->body = NULL;
+	c->ctype_out = req->content_type ? xstrdup(req->content_type) : NULL;
+	if (req->headers) {
+		size_t n = 0;
+
+		while (req->headers[n])
+			n++;
+		c->headers_in = xcalloc(n + 1, sizeof(char *));
+		for (size_t i = 0; i < n; i++)
+			c->headers_in[i] = xstrdup(req->headers[i]);
+	}
+	c->sock = req->has_sock ? req->sock : -1;
+	if (req->has_sock)
+		req->sock = -1;
+	c->fresh = req->fresh || req->has_sock;
+	c->retries = req->has_sock	? 0
+		     : req->has_retries ? (unsigned)req->retries
+					: e->cfg.retries;
 	c->ops = ops;
 	c->arg = arg;
 	c->retry_fd = -1;

@@ -24,8 +24,9 @@ struct upstream_engine_config {
 };
 
 /* Starts the engine's thread. Returns NULL with the reason in err. */
-struct upstream_engine *upstream_engine_new(
-	const struct upstream_engine_config *cfg, char *err, size_t errlen);
+struct upstream_engine *
+upstream_engine_new(const struct upstream_engine_config *cfg, char *err,
+		    size_t errlen);
 /* Cancels every call (their done() runs with -ECANCELED), stops the
  * thread and frees the engine. NULL is a no-op. */
 void upstream_engine_free(struct upstream_engine *e);
@@ -34,10 +35,24 @@ struct loop *upstream_engine_loop(struct upstream_engine *e);
 
 struct upstream_request {
 	const char *url;    /* copied */
-	const char *method; /* "GET" or "POST"; copied */
+	const char *method; /* "GET", "POST", or any other; copied */
 	const char *key;    /* sent as a bearer token, or NULL; copied */
 	char *body;	    /* taken (freed by the engine); NULL: none */
 	size_t len;
+	/* The rest is optional (zero: as for a model call). */
+	const char *content_type; /* of body; default application/json */
+	char **headers; /* NULL-terminated "Name: value" lines, copied */
+	/* A socket to connect with, taken (closed by the engine): a call
+	 * into a sandbox's network uses one made there. Such a call is never
+	 * retried and its connection never reused. -1 or 0: none (set
+	 * has_sock). */
+	int sock;
+	bool has_sock;
+	/* Its own connection, closed after it: for targets that are not
+	 * model upstreams. */
+	bool fresh;
+	int retries; /* -1: the engine's; set has_retries */
+	bool has_retries;
 };
 
 /* What a call reports, on the engine's thread, in this order: head()

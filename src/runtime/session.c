@@ -751,6 +751,18 @@ bool session_exists(const char *id)
 	return false;
 }
 
+int session_net_socket(const char *id)
+{
+	struct session *s;
+
+	for (s = session_table.list; s; s = s->next)
+		if (!strcmp(s->id, id) && s->ready && !s->deleting && s->sb) {
+			s->last_used_ns = now_ns();
+			return sandbox_net_socket(s->sb);
+		}
+	return -ENOENT;
+}
+
 void session_get(const char *id, session_reply_fn fn, void *ctx)
 {
 	struct session *s = session_find(id, fn, ctx);

@@ -67,6 +67,9 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx);
 void session_get(const char *id, session_reply_fn fn, void *ctx);
 /* True when id names a live sandbox (not one being deleted). */
 bool session_exists(const char *id);
+/* A TCP socket of the network of sandbox id (sandbox_net_socket()), or
+ * -ENOENT when there is no such live sandbox; loop thread only. */
+int session_net_socket(const char *id);
 /* label: "key=value" or NULL. */
 void session_list(const char *label, session_reply_fn fn, void *ctx);
 void session_delete(const char *id, session_reply_fn fn, void *ctx);

@@ -123,6 +123,8 @@ int net_setup_child(struct child_err *ce);
  * every address of the network namespace of the sandbox whose init is
  * pid (pidfd proves it alive). Returns the fd or -errno. */
 int listen_in_sandbox(pid_t pid, int pidfd, uint16_t port);
+/* The same with port 0: an unbound TCP socket of that namespace, for the
+ * host to connect to one of the sandbox's own ports. */
 int rlimit_setup_child(const struct sandbox_limits *lim, struct child_err *ce);
 /* The seccomp filter as a raw BPF program (struct sock_filter array),
  * compiled once on the host with libseccomp and sent to every init, which

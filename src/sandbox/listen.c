@@ -1,9 +1,11 @@
 /*
- * Listeners inside a sandbox's network namespace, made by the host: a TCP
- * socket created there belongs to that namespace for good, so connections
- * to it can only come from processes of that sandbox, while the host holds
- * the only fd. A short-lived thread enters the namespace, makes the socket
- * and ends, so no thread of the server ever stays in a sandbox's network.
+ * Sockets inside a sandbox's network namespace, made by the host: a TCP
+ * socket created there belongs to that namespace for good. A listener
+ * there takes connections only from processes of that sandbox, while the
+ * host holds the only fd; a socket the host connects there reaches only
+ * that sandbox's loopback. A short-lived thread enters the namespace, makes the
+ * socket and ends, so no thread of the server ever stays in a sandbox's
+ * network.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +24,8 @@
 
 struct listen_job {
 	int ns_fd;
-	uint16_t port;
-	int fd; /* out: the listener, or -errno */
+	uint16_t port; /* 0: a socket to connect with, not a listener */
+	int fd;	       /* out: the socket, or -errno */
 };
 
 static void *listen_thread(void *arg)
@@ -39,6 +41,10 @@ static void *listen_thread(void *arg)
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		j->fd = -errno;
+		return NULL;
+	}
+	if (!j->port) {
+		j->fd = fd;
 		return NULL;
 	}
 	/* Any address: loopback may not be up yet, and it is the only

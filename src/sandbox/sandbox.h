@@ -258,6 +258,12 @@ bool sandbox_spec_is_warmable(const struct sandbox_spec *spec);
  * `python3 SCRIPT [ARGS]`. */
 bool sandbox_spec_is_python(const struct sandbox_spec *spec);
 
+/* A TCP socket (non-blocking, CLOEXEC) of the sandbox's own network, for
+ * the host to connect to a port a process of the sandbox listens on: it
+ * reaches that sandbox's loopback and nothing else. Returns the fd (the
+ * caller's) or -errno. */
+int sandbox_net_socket(struct sandbox *sb);
+
 /* Queues a command (loop thread only). Returns 0 or -EPIPE when the
  * sandbox is gone. */
 int sandbox_command(struct sandbox *sb, enum sandbox_cmd cmd, uint32_t id,

@@ -600,6 +600,13 @@ bool sandbox_spec_is_python(const struct sandbox_spec *spec)
 	       argv[1][0] != '-';
 }
 
+int sandbox_net_socket(struct sandbox *sb)
+{
+	if (sb->exited || sb->proc.pidfd < 0)
+		return -ESRCH;
+	return listen_in_sandbox(sb->proc.pid, sb->proc.pidfd, 0);
+}
+
 int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		   const struct sandbox_ops *ops, void *ctx)
 {

@@ -604,7 +604,7 @@ static void unwatch_client(struct call *c)
 
 /* The HTTP layer keeps a reply's content type by pointer: upstreams'
  * types are kept here for good (a few distinct ones in practice). */
-static const char *content_type(const char *ctype)
+const char *gateway_content_type(const char *ctype)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	static char *seen[32];
@@ -724,7 +724,7 @@ static void call_done(void *arg, int err, const char *msg)
 		request_stream_end(c->req);
 	} else if (!err && !c->too_big) {
 		request_reply_raw(c->req, (unsigned)c->status,
-				  content_type(c->ctype),
+				  gateway_content_type(c->ctype),
 				  c->body.len ? c->body.data : "", c->body.len);
 	} else if (err == -ETIMEDOUT) {
 		gw_error(c->req, 504, "upstream_timeout",
@@ -1405,6 +1405,16 @@ void traces_route(struct request *req)
 }
 
 /* ---- health, start and stop ---- */
+
+struct upstream_engine *gateway_engine(void)
+{
+	return gw.eng;
+}
+
+struct loop *gateway_loop(void)
+{
+	return gw.loop;
+}
 
 json_t *gateway_health(void)
 {

@@ -28,6 +28,8 @@ int gateway_opts_parse(const json_t *v, bool on_default, struct gateway_opts *o,
 
 struct gateway_peer;
 struct session_gateway;
+struct upstream_engine;
+struct loop;
 
 /* Whether the server has any upstream (so "llm" can be on). */
 bool gateway_enabled(void);
@@ -48,6 +50,11 @@ json_t *gateway_peer_json(const struct gateway_peer *p);
 void gateway_peer_close(struct gateway_peer *p);
 /* The hooks stateful sandboxes use (sessions_set_gateway()). */
 extern const struct session_gateway gateway_session_ops;
+/* The gateway's engine and its loop (for forwarding), and a content type
+ * kept for good (the HTTP layer keeps reply content types by pointer). */
+struct upstream_engine *gateway_engine(void);
+struct loop *gateway_loop(void);
+const char *gateway_content_type(const char *ctype);
 /* What /v1/health shows of the gateway (a new reference). */
 json_t *gateway_health(void);
 

@@ -75,6 +75,7 @@ struct request {
 	int fd;	      /* the client's socket, MHD's */
 	bool seen;    /* the handler has been called */
 	bool gateway; /* came in on a sandbox's gateway socket */
+	char *query;  /* request_query()'s, made on demand */
 	void *peer;   /* that socket's peer (request_gateway_add()) */
 
 	/* On the list of requests being read (from the request line until
@@ -285,6 +286,7 @@ static void request_unref(struct request *req)
 	buf_release(&req->stream);
 	free(req->piece);
 	free(req->url);
+	free(req->query);
 	free(req->reply);
 	pthread_mutex_destroy(&req->lock);
 	free(req);
@@ -697,6 +699,55 @@ const char *request_method(struct request *req)
 const char *request_path(struct request *req)
 {
 	return req->url;
+}
+
+/* Percent-encodes what is not unreserved in a query part. */
+static void add_query_part(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+		    c == '_' || c == '~') {
+			buf_add(b, s, 1);
+		} else {
+			char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+
+			buf_add(b, e, 3);
+		}
+	}
+}
+
+static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind,
+				     const char *key, const char *value)
+{
+	struct buf *b = cls;
+
+	if (b->len)
+		buf_adds(b, "&");
+	add_query_part(b, key);
+	if (value) {
+		buf_adds(b, "=");
+		add_query_part(b, value);
+	}
+	return MHD_YES;
+}
+
+const char *request_query(struct request *req)
+{
+	struct buf b;
+
+	if (req->query)
+		return req->query;
+	buf_init(&b);
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND,
+				  add_query_arg, &b);
+	req->query = xstrdup(b.len ? b.data : "");
+	buf_release(&b);
+	return req->query;
 }
 
 const char *request_arg(struct request *req, const char *key)

@@ -55,6 +55,16 @@ void sandboxes_stop(void);
 void gateway_route(struct request *req);
 void llm_route(struct request *req);
 void traces_route(struct request *req);
+/* Forwards req (deferred: its reference is taken) to url, with its
+ * method, body and a few of its headers plus headers (NULL-terminated
+ * "Name: value" lines, taken), and streams the answer back; sock, when not
+ * -1, is the socket to connect with (taken). what names the target in
+ * errors ("sandbox port 8000"). */
+void forward_start(struct request *req, const char *url, int sock,
+		   char **headers, const char *what);
+/* /v1/sandboxes/{id}/ports/{port}/... (ports.c); sub is from "/ports". */
+void ports_route(struct request *req, const char *id, const char *sub);
+
 /* Drops a connection's reference to its peer. */
 void gateway_peer_put(void *peer);
 /* Starts the gateway (upstreams, trace store, its thread) before the

@@ -125,6 +125,9 @@ int request_gateway_add(int fd, void *peer);
 int request_dup_socket(struct request *req);
 const char *request_method(struct request *req);
 const char *request_path(struct request *req);
+/* The query string (without '?'), rebuilt from its arguments in their
+ * order, percent-encoded; "" when there is none. Owned by the request. */
+const char *request_query(struct request *req);
 /* A query argument, or NULL. */
 const char *request_arg(struct request *req, const char *key);
 

@@ -15,6 +15,8 @@
  *   PUT|GET /v1/sandboxes/{id}/archive?path=dir      tar in and out
  *   POST   /v1/sandboxes/{id}/repl             a REPL cell
  *   .../v1/sandboxes/{id}/rpc[/...]            interfaces (server/rpc.c)
+ *   ANY    /v1/sandboxes/{id}/ports/{port}/{path}  a server inside
+ *                                              (server/ports.c)
  *
  * A path is bytes: percent-encoded in the URL, or given as ?path_b64= (its
  * bytes in standard base64) when it is not UTF-8. File reads and archives
@@ -681,6 +683,9 @@ void sandboxes_route(struct request *req)
 			method_not_allowed(req, "GET, PUT, DELETE");
 			goto out_free;
 		}
+	} else if (str_starts_with(sub, "/ports/")) {
+		ports_route(req, c->id, sub); /* server/ports.c */
+		goto out_free;
 	} else if (!strcmp(sub, "/rpc") || str_starts_with(sub, "/rpc/")) {
 		rpc_route(req, c->id, sub); /* interfaces: server/rpc.c */
 		goto out_free;
