@@ -601,7 +601,8 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 {
 	static const char *const known[] = {"limits",	      "env",
 					    "idle_timeout_s", "max_lifetime_s",
-					    "labels",	      "llm"};
+					    "labels",	      "llm",
+					    "host_routes"};
 	struct sandbox_spec spec;
 	struct session *s;
 	char err[256];
@@ -696,7 +697,7 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	err[0] = '\0';
 	if (session_gw)
 		s->gw = session_gw->open(s->id, s->labels,
-					 json_object_get(args, "llm"), err,
+					 args, err,
 					 sizeof(err), &code);
 	else if (json_is_true(json_object_get(args, "llm")) ||
 		 json_is_object(json_object_get(args, "llm")))

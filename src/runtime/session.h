@@ -42,15 +42,15 @@ struct session_limits {
  * time, used to recognise ids of an earlier run. */
 void sessions_init(struct loop *loop, const struct session_limits *lim);
 /* The model gateway's part in stateful sandboxes, given by the server
- * before sessions_init(). open() reads a create request's "llm" value
- * (NULL when absent) for sandbox id: it returns a handle, or NULL when
+ * before sessions_init(). open() reads a create request's "llm" and
+ * "host_routes" values (args is the whole request) for sandbox id: it returns a handle, or NULL when
  * the sandbox has no gateway, with err (and the error's code, when not
  * "unprocessable") set when the value is refused.
  * attach() gives the sandbox's spec what the gateway needs, describe()
  * is what the sandbox's JSON shows under "llm" (a new reference), and
  * close() is called once the sandbox is gone. */
 struct session_gateway {
-	void *(*open)(const char *id, const json_t *labels, const json_t *llm,
+	void *(*open)(const char *id, const json_t *labels, const json_t *args,
 		      char *err, size_t errlen, const char **code);
 	void (*attach)(void *h, struct sandbox_spec *spec);
 	json_t *(*describe)(void *h);
@@ -62,7 +62,8 @@ void sessions_set_gateway(const struct session_gateway *gw);
 void sessions_shutdown(void);
 
 /* POST /v1/sandboxes. args: {"limits": {...}, "env": {...},
- * "idle_timeout_s", "max_lifetime_s", "labels": {...}, "llm"}. */
+ * "idle_timeout_s", "max_lifetime_s", "labels": {...}, "llm",
+ * "host_routes"}. */
 void session_create(json_t *args, session_reply_fn fn, void *ctx);
 void session_get(const char *id, session_reply_fn fn, void *ctx);
 /* True when id names a live sandbox (not one being deleted). */

@@ -83,6 +83,9 @@ struct session_use {
 
 struct gateway_peer {
 	int refs;
+	bool llm; /* the model routes; else host routes only */
+	struct gateway_route *routes;
+	size_t nroutes;
 	char *id;
 	json_t *labels;
 	char session[128];
@@ -160,6 +163,7 @@ static void peer_unref(struct gateway_peer *p)
 	if (!p || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	json_decref(p->labels);
+	free(p->routes);
 	free(p->id);
 	free(p);
 }
@@ -203,6 +207,12 @@ struct gateway_peer *gateway_peer_new(const char *id, const json_t *labels,
 	const uint64_t *lim = gw.cfg->llm_limits;
 
 	p->refs = 1;
+	p->llm = o->on;
+	if (o->nroutes) {
+		p->routes = xmalloc(o->nroutes * sizeof(*p->routes));
+		memcpy(p->routes, o->routes, o->nroutes * sizeof(*p->routes));
+		p->nroutes = o->nroutes;
+	}
 	p->id = xstrdup(id);
 	p->labels = labels ? json_deep_copy(labels) : json_object();
 	str_copy(p->session, sizeof(p->session), o->session);
@@ -294,6 +304,11 @@ void gateway_peer_attach(struct gateway_peer *p, struct sandbox_spec *spec)
 	spec->listen_port = gw.cfg->llm_port;
 	spec->listen = on_listener;
 	spec->listen_arg = p;
+	snprintf(env, sizeof(env), "SBX_GATEWAY_URL=http://127.0.0.1:%u",
+		 (unsigned)gw.cfg->llm_port);
+	sandbox_spec_add_env(spec, env);
+	if (!p->llm)
+		return;
 	snprintf(env, sizeof(env), "OPENAI_BASE_URL=http://127.0.0.1:%u/v1",
 		 (unsigned)gw.cfg->llm_port);
 	sandbox_spec_add_env(spec, env);
@@ -302,13 +317,21 @@ void gateway_peer_attach(struct gateway_peer *p, struct sandbox_spec *spec)
 
 json_t *gateway_peer_json(const struct gateway_peer *p)
 {
-	char url[64];
+	char url[80], gurl[64];
+	json_t *routes = json_object();
+	size_t i;
 
-	snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1",
+	snprintf(gurl, sizeof(gurl), "http://127.0.0.1:%u",
 		 (unsigned)gw.cfg->llm_port);
-	return json_pack("{s:s,s:s,s:s?}", "base_url", url, "api_key",
-			 SANDBOX_KEY, "session",
-			 p->session[0] ? p->session : NULL);
+	snprintf(url, sizeof(url), "%s/v1", gurl);
+	for (i = 0; i < p->nroutes; i++)
+		json_object_set_new(routes, p->routes[i].prefix,
+				    json_string(p->routes[i].target));
+	return json_pack("{s:s?,s:s?,s:s?,s:s,s:o}", "base_url",
+			 p->llm ? url : NULL, "api_key",
+			 p->llm ? SANDBOX_KEY : NULL, "session",
+			 p->session[0] ? p->session : NULL, "gateway_url", gurl,
+			 "host_routes", routes);
 }
 
 static void close_cb(struct loop *loop, void *arg)
@@ -336,22 +359,29 @@ void gateway_peer_close(struct gateway_peer *p)
 
 /* Stateful sandboxes' side (runtime/session.h). */
 static void *session_open(const char *id, const json_t *labels,
-			  const json_t *llm, char *err, size_t errlen,
+			  const json_t *args, char *err, size_t errlen,
 			  const char **code)
 {
-	struct gateway_opts o;
+	struct gateway_opts *o = xmalloc(sizeof(*o));
+	struct gateway_peer *p = NULL;
 
-	if (gateway_opts_parse(llm, gateway_default_on(), &o, err, errlen) ||
-	    !o.on)
-		return NULL;
-	if (!gateway_enabled()) {
+	if (gateway_opts_parse(json_object_get(args, "llm"),
+			       gateway_default_on(), o, err, errlen) ||
+	    gateway_routes_parse(json_object_get(args, "host_routes"), o, err,
+				 errlen) ||
+	    (!o->on && !o->nroutes))
+		goto out;
+	if (o->on && !gateway_enabled()) {
 		*code = "no_upstream";
 		snprintf(err, errlen,
 			 "'llm' needs a model upstream, and this server has "
 			 "none (sbx serve --upstream NAME=URL)");
-		return NULL;
+		goto out;
 	}
-	return gateway_peer_new(id, labels, &o);
+	p = gateway_peer_new(id, labels, o);
+out:
+	free(o);
+	return p;
 }
 
 static void session_attach(void *h, struct sandbox_spec *spec)
@@ -799,16 +829,20 @@ static bool lists_model(const struct upstream *u, const char *model)
 	return false;
 }
 
-/* The upstream for model, with the model to send it; under gw.lock. */
-static struct upstream *route_model(const char *model, const char **sent)
+/* The upstream for model, with the model to send it, and whether the
+ * model named its upstream; under gw.lock. */
+static struct upstream *route_model(const char *model, const char **sent,
+				    bool *named)
 {
 	const char *slash = strchr(model, '/');
 	struct upstream *u;
 	size_t i;
 
 	*sent = model;
+	*named = false;
 	if (slash && slash[1] && (u = find_upstream(model, slash - model))) {
 		*sent = slash + 1;
+		*named = true;
 		return u;
 	}
 	for (i = 0; i < gw.nups; i++)
@@ -881,18 +915,20 @@ static const struct upstream_call_ops models_ops = {
 };
 
 /* Fetches every upstream's model list, then calls fn(arg) (on the
- * engine's thread, or at once when there is no upstream). */
+ * engine's thread; fn may be NULL: a refresh in the background). */
 static void models_refresh(void (*fn)(void *arg), void *arg)
 {
-	struct models_wait *w = xmalloc(sizeof(*w));
+	struct models_wait *w = fn ? xmalloc(sizeof(*w)) : NULL;
 	bool start;
 	size_t i;
 
-	w->fn = fn;
-	w->arg = arg;
 	pthread_mutex_lock(&gw.lock);
-	w->next = gw.waiters;
-	gw.waiters = w;
+	if (w) {
+		w->fn = fn;
+		w->arg = arg;
+		w->next = gw.waiters;
+		gw.waiters = w;
+	}
 	start = !gw.refreshing;
 	if (start) {
 		gw.refreshing = true;
@@ -946,6 +982,8 @@ static void fail_pending(struct pending *p, unsigned status, const char *code,
 static void start_call(struct pending *p, struct upstream *u,
 		       const char *model);
 static void route_pending(struct pending *p);
+static void serve_models(struct request *req, struct gateway_peer *peer,
+			 const char *path);
 
 static void route_after_refresh(void *arg)
 {
@@ -958,17 +996,23 @@ static void route_pending(struct pending *p)
 		json_string_value(json_object_get(p->body, "model"));
 	const char *sent;
 	struct upstream *u;
-	bool stale;
+	bool never, stale, named;
 
 	pthread_mutex_lock(&gw.lock);
-	u = route_model(model, &sent);
+	u = route_model(model, &sent, &named);
+	never = gw.models_ns == 0;
 	stale = now_ns() - gw.models_ns > MODELS_FRESH_NS;
 	pthread_mutex_unlock(&gw.lock);
-	if (!u && stale && !p->refreshed) {
+	/* The lists decide where a model goes: wait for them the first
+	 * time, and when nothing serves the model; else refresh them in the
+	 * background now and then. */
+	if (!named && !p->refreshed && (never || (!u && stale))) {
 		p->refreshed = true;
 		models_refresh(route_after_refresh, p);
 		return;
 	}
+	if (!named && stale)
+		models_refresh(NULL, NULL);
 	if (!u) {
 		char msg[300];
 
@@ -1116,8 +1160,58 @@ static void models_reply(void *arg)
 
 /* Serves path ("/v1/...", or "/meta/<slug>/v1/...") for peer (NULL: a
  * call from the host). */
+/* A host route of peer's for path, or NULL. */
+static const struct gateway_route *host_route(struct gateway_peer *peer,
+					      const char *path)
+{
+	size_t i;
+
+	for (i = 0; peer && i < peer->nroutes; i++)
+		if (str_starts_with(path, peer->routes[i].prefix))
+			return &peer->routes[i];
+	return NULL;
+}
+
+/* Forwards a sandbox's request on a host route, saying which sandbox. */
+static void serve_host_route(struct request *req, struct gateway_peer *peer,
+			     const struct gateway_route *r, const char *path)
+{
+	char **headers = xcalloc(3, sizeof(char *));
+	char *labels = json_dumps(peer->labels, JSON_COMPACT);
+	const char *q = request_query(req);
+	char *url, what[200];
+
+	headers[0] = xstrfmt("X-Sbx-Sandbox: %s", peer->id);
+	headers[1] = xstrfmt("X-Sbx-Labels: %s", labels ? labels : "{}");
+	free(labels);
+	url = xstrfmt("%s%s%s%s", r->target, path, q && *q ? "?" : "",
+		      q && *q ? q : "");
+	snprintf(what, sizeof(what), "host route '%s'", r->prefix);
+	forward_start(request_defer(req), url, -1, headers, what);
+	free(url);
+}
+
 static void serve(struct request *req, struct gateway_peer *peer,
 		  const char *path)
+{
+	const struct gateway_route *hr = host_route(peer, path);
+
+	if (hr) {
+		serve_host_route(req, peer, hr, path);
+		return;
+	}
+	if (peer && !peer->llm) {
+		gw_error(req, 404, "not_found",
+			 "this sandbox's gateway has no route '%.200s' (no "
+			 "model routes: it was created without \"llm\")",
+			 path);
+		return;
+	}
+	serve_models(req, peer, path);
+}
+
+static void serve_models(struct request *req, struct gateway_peer *peer,
+			 const char *path)
 {
 	const char *method = request_method(req);
 	json_t *meta = NULL, *body = NULL;

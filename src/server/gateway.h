@@ -13,9 +13,21 @@
 
 #include "sandbox/sandbox.h"
 
-/* A sandbox's "llm" value: false, true, or an object of these. */
+#define GATEWAY_MAX_ROUTES 8
+
+/* A host route: gateway paths under prefix ("/rollout/") go to target
+ * ("http://127.0.0.1:9000"), a server of the host. */
+struct gateway_route {
+	char prefix[129];
+	char target[513];
+};
+
+/* A sandbox's "llm" value: false, true, or an object of these; and its
+ * "host_routes". */
 struct gateway_opts {
-	bool on;
+	bool on; /* the model routes */
+	struct gateway_route routes[GATEWAY_MAX_ROUTES];
+	size_t nroutes;
 	char session[128]; /* default session name, "" for none */
 	uint64_t max_calls, max_prompt_tokens, max_completion_tokens,
 		max_concurrent; /* 0: the server's limit */
@@ -25,6 +37,10 @@ struct gateway_opts {
  * Returns 0, or -EINVAL with the reason in err. */
 int gateway_opts_parse(const json_t *v, bool on_default, struct gateway_opts *o,
 		       char *err, size_t errlen);
+/* Parses a "host_routes" value (NULL or null: none) into o's routes:
+ * {"/prefix/": "http://host:port[/base]"}. Returns 0 or -EINVAL. */
+int gateway_routes_parse(const json_t *v, struct gateway_opts *o, char *err,
+			 size_t errlen);
 
 struct gateway_peer;
 struct session_gateway;

@@ -83,3 +83,71 @@ int gateway_opts_parse(const json_t *v, bool on_default, struct gateway_opts *o,
 		return -EINVAL;
 	return 0;
 }
+
+int gateway_routes_parse(const json_t *v, struct gateway_opts *o, char *err,
+			 size_t errlen)
+{
+	static const char *const reserved[] = {"/v1/", "/meta/", "/rllm/",
+					       "/llm/"};
+	const char *key;
+	const json_t *x;
+	size_t i;
+
+	o->nroutes = 0;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_object(v)) {
+		snprintf(err, errlen,
+			 "'host_routes' must be an object of path prefixes "
+			 "and URLs");
+		return -EINVAL;
+	}
+	if (json_object_size(v) > GATEWAY_MAX_ROUTES) {
+		snprintf(err, errlen, "'host_routes' has more than %d routes",
+			 GATEWAY_MAX_ROUTES);
+		return -EINVAL;
+	}
+	json_object_foreach((json_t *)v, key, x)
+	{
+		struct gateway_route *r = &o->routes[o->nroutes];
+		size_t n = strlen(key);
+		const char *url = json_string_value(x);
+
+		if (n < 3 || n >= sizeof(r->prefix) || key[0] != '/' ||
+		    key[n - 1] != '/' || strstr(key, "..") ||
+		    strstr(key, "//") || strpbrk(key, "?#% \t\r\n")) {
+			snprintf(err, errlen,
+				 "host route '%.64s': a prefix is a path such "
+				 "as '/tools/' (starting and ending with '/', "
+				 "at most %zu bytes)",
+				 key, sizeof(r->prefix) - 1);
+			return -EINVAL;
+		}
+		for (i = 0; i < ARRAY_SIZE(reserved); i++)
+			if (!strncmp(key, reserved[i], strlen(reserved[i]))) {
+				snprintf(err, errlen,
+					 "host route '%.64s': '%s' is the "
+					 "gateway's own",
+					 key, reserved[i]);
+				return -EINVAL;
+			}
+		if (!url ||
+		    (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) ||
+		    strlen(url) >= sizeof(r->target) ||
+		    strpbrk(url, "?# \t\r\n")) {
+			snprintf(err, errlen,
+				 "host route '%.64s': the target must be an "
+				 "http:// or https:// URL without a query",
+				 key);
+			return -EINVAL;
+		}
+		str_copy(r->prefix, sizeof(r->prefix), key);
+		str_copy(r->target, sizeof(r->target), url);
+		/* The path is appended whole: no slash of the base's own. */
+		n = strlen(r->target);
+		while (n > 8 && r->target[n - 1] == '/')
+			r->target[--n] = '\0';
+		o->nroutes++;
+	}
+	return 0;
+}

@@ -1316,7 +1316,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
 		req->seen = true;
 		req->method = method;
-		req->url = strip_path_token(req, url);
+		/* A sandbox's gateway paths are its own: no token prefix. */
+		req->url = req->gateway ? xstrdup(url)
+					: strip_path_token(req, url);
 		pthread_mutex_lock(&live.lock);
 		live.n++;
 		pthread_mutex_unlock(&live.lock);

@@ -525,10 +525,11 @@ static json_t *col_json(sqlite3_stmt *st, int col, enum json_default dflt)
 	}
 }
 
-/* "2026-12-02T10:00:00.123Z" from unix seconds, to the nearest ms. */
+/* "2026-12-02T10:00:00.123Z" from unix seconds, cut to the ms below: a
+ * trace's own created_at, given back as "since", finds it. */
 static json_t *iso8601(double secs)
 {
-	double x = secs * 1000.0 + 0.5;
+	double x = secs * 1000.0;
 	long long ms = (long long)x;
 	time_t s;
 	struct tm tm;
