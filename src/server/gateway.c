@@ -118,7 +118,8 @@ static struct {
 	unsigned refresh_pending;
 	uint64_t models_ns;
 	struct models_wait *waiters;
-	uint64_t calls, failures;
+	uint64_t calls, failures, prompt_tokens, completion_tokens, active;
+	uint64_t rejected; /* by a limit */
 } gw = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- errors ---- */
@@ -726,6 +727,9 @@ static void call_done(void *arg, int err, const char *msg)
 	}
 	if (why[0])
 		gw.failures++;
+	gw.prompt_tokens += prompt;
+	gw.completion_tokens += completion;
+	gw.active--;
 	pthread_mutex_unlock(&gw.lock);
 	json_decref(usage);
 	json_decref(resp);
@@ -1095,8 +1099,12 @@ static void start_call(struct pending *p, struct upstream *u, const char *model)
 		c->peer->u.calls++;
 		c->peer->u.active++;
 	}
-	if (!reached)
+	if (!reached) {
 		gw.calls++;
+		gw.active++;
+	} else {
+		gw.rejected++;
+	}
 	pthread_mutex_unlock(&gw.lock);
 	if (reached) {
 		char msg[200];
@@ -1500,6 +1508,42 @@ void traces_route(struct request *req)
 
 /* ---- health, start and stop ---- */
 
+void gateway_metrics(struct buf *b)
+{
+	uint64_t v[6];
+
+	pthread_mutex_lock(&gw.lock);
+	v[0] = gw.calls;
+	v[1] = gw.failures;
+	v[2] = gw.rejected;
+	v[3] = gw.active;
+	v[4] = gw.prompt_tokens;
+	v[5] = gw.completion_tokens;
+	pthread_mutex_unlock(&gw.lock);
+	buf_addf(b,
+		 "# HELP sbx_llm_calls_total Model calls sent upstream by the "
+		 "gateway.\n# TYPE sbx_llm_calls_total counter\n"
+		 "sbx_llm_calls_total %llu\n"
+		 "# HELP sbx_llm_failed_calls_total Model calls that ended in "
+		 "an error (the upstream's, a timeout, a hang-up).\n"
+		 "# TYPE sbx_llm_failed_calls_total counter\n"
+		 "sbx_llm_failed_calls_total %llu\n"
+		 "# HELP sbx_llm_limited_calls_total Model calls refused by a "
+		 "sandbox or session limit.\n"
+		 "# TYPE sbx_llm_limited_calls_total counter\n"
+		 "sbx_llm_limited_calls_total %llu\n"
+		 "# HELP sbx_llm_active_calls Model calls under way.\n"
+		 "# TYPE sbx_llm_active_calls gauge\n"
+		 "sbx_llm_active_calls %llu\n"
+		 "# HELP sbx_llm_tokens_total Tokens of traced calls.\n"
+		 "# TYPE sbx_llm_tokens_total counter\n"
+		 "sbx_llm_tokens_total{kind=\"prompt\"} %llu\n"
+		 "sbx_llm_tokens_total{kind=\"completion\"} %llu\n",
+		 (unsigned long long)v[0], (unsigned long long)v[1],
+		 (unsigned long long)v[2], (unsigned long long)v[3],
+		 (unsigned long long)v[4], (unsigned long long)v[5]);
+}
+
 struct upstream_engine *gateway_engine(void)
 {
 	return gw.eng;
@@ -1513,10 +1557,17 @@ struct loop *gateway_loop(void)
 json_t *gateway_health(void)
 {
 	json_t *ups = json_array();
+	uint64_t calls, failures;
 	size_t i;
 
-	if (!gw.cfg)
+	if (!gw.cfg) {
+		json_decref(ups);
 		return json_null();
+	}
+	pthread_mutex_lock(&gw.lock);
+	calls = gw.calls;
+	failures = gw.failures;
+	pthread_mutex_unlock(&gw.lock);
 	for (i = 0; i < gw.nups; i++)
 		json_array_append_new(
 			ups, json_pack("{s:s,s:s,s:b,s:b}", "name",
@@ -1527,8 +1578,8 @@ json_t *gateway_health(void)
 			 (int)gw.cfg->llm_port, "default_on",
 			 gw.cfg->llm_default, "traces",
 			 (json_int_t)(gw.traces ? traces_count(gw.traces) : 0),
-			 "calls", (json_int_t)gw.calls, "failed_calls",
-			 (json_int_t)gw.failures);
+			 "calls", (json_int_t)calls, "failed_calls",
+			 (json_int_t)failures);
 }
 
 static char *default_state_dir(void)

@@ -71,6 +71,9 @@ extern const struct session_gateway gateway_session_ops;
 struct upstream_engine *gateway_engine(void);
 struct loop *gateway_loop(void);
 const char *gateway_content_type(const char *ctype);
+/* The gateway's lines of /metrics. */
+struct buf;
+void gateway_metrics(struct buf *b);
 /* What /v1/health shows of the gateway (a new reference). */
 json_t *gateway_health(void);
 

@@ -1,0 +1,67 @@
+"""The gateway's counters in /metrics and /v1/health: calls, failures,
+calls refused by a limit, tokens."""
+import base64
+import json
+import re
+import urllib.request
+
+from mock_upstream import MockUpstream
+from sbxserver import SbxServer
+
+
+def slug(meta):
+    body = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+    return "rllm1:" + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def call(srv, path, body):
+    req = urllib.request.Request(srv.url + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def metric(text, name):
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    assert m, (name, text[-2000:])
+    return int(m.group(1))
+
+
+def test_counters_follow_calls_failures_limits_and_tokens(tmp_path):
+    with MockUpstream() as up, SbxServer(extra_args=[
+            "--state-dir", str(tmp_path), "--upstream", "mock=" + up.base_url,
+            "--upstream", "down=http://127.0.0.1:9/v1",
+            "--default-upstream", "mock", "--upstream-retries", "0",
+            "--llm-limit", "session_calls=1"]) as srv:
+        body = {"model": "mock-model",
+                "messages": [{"role": "user", "content": "count me"}]}
+        st, first = call(srv, "/llm/meta/%s/v1/chat/completions"
+                         % slug({"session_uids": ["s-1"]}), body)
+        assert st == 200, first
+        st, again = call(srv, "/llm/meta/%s/v1/chat/completions"
+                         % slug({"session_uids": ["s-1"]}), body)
+        assert st == 429 and again["error"]["code"] == "limit_exceeded"
+        assert "this session" in again["error"]["message"]
+        st, down = call(srv, "/llm/v1/chat/completions",
+                        dict(body, model="down/x"))
+        assert st == 502, down
+        st, _, text = srv.get("/metrics")
+        assert st == 200
+        assert metric(text, "sbx_llm_calls_total") == 2
+        assert metric(text, "sbx_llm_failed_calls_total") == 1
+        assert metric(text, "sbx_llm_limited_calls_total") == 1
+        assert metric(text, "sbx_llm_active_calls") == 0
+        usage = first["usage"]
+        assert metric(text, 'sbx_llm_tokens_total{kind="prompt"}') == \
+            usage["prompt_tokens"]
+        assert metric(text, 'sbx_llm_tokens_total{kind="completion"}') == \
+            usage["completion_tokens"]
+        st, _, health = srv.get("/v1/health")
+        llm = health["llm"]
+        assert llm["calls"] == 2 and llm["failed_calls"] == 1
+        assert llm["traces"] == 2
+        assert [u["name"] for u in llm["upstreams"]] == ["mock", "down"]
+        assert [u["default"] for u in llm["upstreams"]] == [True, False]
