@@ -626,13 +626,23 @@ fail:
 	return NULL;
 }
 
-static void stop_cb(struct loop *loop, void *arg)
+static void stop_calls_cb(struct loop *loop, void *arg)
 {
 	struct upstream_engine *e = arg;
 
 	e->stopping = true;
 	while (e->calls)
 		finish(e->calls, -ECANCELED, "the server is stopping");
+}
+
+void upstream_engine_stop_calls(struct upstream_engine *e)
+{
+	loop_post(e->loop, stop_calls_cb, e);
+}
+
+static void stop_cb(struct loop *loop, void *arg)
+{
+	stop_calls_cb(loop, arg);
 	loop_stop(loop);
 }
 

@@ -30,6 +30,9 @@ upstream_engine_new(const struct upstream_engine_config *cfg, char *err,
 /* Cancels every call (their done() runs with -ECANCELED), stops the
  * thread and frees the engine. NULL is a no-op. */
 void upstream_engine_free(struct upstream_engine *e);
+/* Ends every call under way (done() with -ECANCELED, "the server is
+ * stopping") and refuses new ones; any thread. */
+void upstream_engine_stop_calls(struct upstream_engine *e);
 /* The engine's loop: other fds may be watched on its thread. */
 struct loop *upstream_engine_loop(struct upstream_engine *e);
 

@@ -1687,8 +1687,12 @@ static void stop_accepting_cb(struct loop *loop, void *arg)
 
 void gateway_stop_accepting(void)
 {
-	if (gw.loop)
-		loop_post(gw.loop, stop_accepting_cb, NULL);
+	if (!gw.loop)
+		return;
+	loop_post(gw.loop, stop_accepting_cb, NULL);
+	/* Calls under way end now with an error, rather than hold the
+	 * shutdown for as long as a model takes. */
+	upstream_engine_stop_calls(gw.eng);
 }
 
 void gateway_stop(void)

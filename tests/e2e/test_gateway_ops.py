@@ -1,8 +1,10 @@
-"""The gateway's counters in /metrics and /v1/health: calls, failures,
-calls refused by a limit, tokens."""
+"""The gateway as an operator sees it: counters in /metrics and
+/v1/health, and a shutdown that ends calls under way with an answer."""
 import base64
 import json
 import re
+import threading
+import time
 import urllib.request
 
 from mock_upstream import MockUpstream
@@ -65,3 +67,46 @@ def test_counters_follow_calls_failures_limits_and_tokens(tmp_path):
         assert llm["traces"] == 2
         assert [u["name"] for u in llm["upstreams"]] == ["mock", "down"]
         assert [u["default"] for u in llm["upstreams"]] == [True, False]
+
+
+def test_shutdown_answers_calls_under_way_and_does_not_wait_for_them(
+        tmp_path):
+    with MockUpstream() as up:
+        srv = SbxServer(extra_args=["--state-dir", str(tmp_path),
+                                    "--upstream", "mock=" + up.base_url])
+        srv.__enter__()
+        got = {}
+
+        def slow_call(name, stream):
+            body = {"model": "mock-model+delay-60s", "stream": stream,
+                    "messages": [{"role": "user", "content": name}]}
+            got[name] = call_raw(srv, "/llm/v1/chat/completions", body)
+
+        threads = [threading.Thread(target=slow_call, args=(n, s))
+                   for n, s in (("plain", False), ("streamed", True))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(up.completions()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(up.completions()) == 2
+        srv.stop()
+        for t in threads:
+            t.join(30)
+        for name in ("plain", "streamed"):
+            st, body = got[name]
+            assert st == 502, (name, st, body)
+            err = json.loads(body)["error"]
+            assert err["code"] == "upstream_unavailable"
+            # ended by the shutdown, not waited out (the delay is 60 s)
+            assert "stopping" in err["message"], err
+
+
+def call_raw(srv, path, body):
+    req = urllib.request.Request(srv.url + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=90) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
