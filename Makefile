@@ -24,7 +24,7 @@ DEBS_BUILD := gcc make pkg-config libseccomp-dev libjansson-dev \
 # python3-venv and python3-wheel: the Python client installs into a venv
 # with no download (README, tests/e2e/test_newcomer.py).
 DEBS_TEST := python3 python3-pytest bash coreutils iproute2 python3-venv \
-	python3-wheel
+	python3-wheel python3-pip python3-requests
 
 # Language runtimes, by /run_code language name. `make deps LANGS="python
 # go"` installs only those; the default (all) is what `make check` needs
@@ -175,11 +175,12 @@ $(BUILD)/gen/init_blob.o: $(BUILD)/gen/init_blob.S $(BUILD)/sbx-init
 
 # What runs inside sandboxes and is not C (guest/) is embedded as strings.
 $(BUILD)/gen/guest.c: guest/repl.py guest/zygote.py guest/rpc.py \
-		tools/embed.py
+		guest/sbx_guest.py tools/embed.py
 	@mkdir -p $(@D)
 	@{ $(PYTHON) tools/embed.py guest_repl_py guest/repl.py && \
 	   $(PYTHON) tools/embed.py guest_zygote_py guest/zygote.py && \
-	   $(PYTHON) tools/embed.py guest_rpc_py guest/rpc.py; } > $@
+	   $(PYTHON) tools/embed.py guest_rpc_py guest/rpc.py && \
+	   $(PYTHON) tools/embed.py guest_sbx_guest_py guest/sbx_guest.py; } > $@
 
 $(BUILD)/gen/guest.o: $(BUILD)/gen/guest.c
 	@echo "  CC $<"

@@ -14,5 +14,9 @@ extern const unsigned long guest_zygote_py_len;
 /* guest/rpc.py: the interface server (runtime/rpc.c). */
 extern const char guest_rpc_py[];
 extern const unsigned long guest_rpc_py_len;
+/* guest/sbx_guest.py: the helper sandboxes import (llm_batch,
+ * call_tool), placed in each sandbox's view. */
+extern const char guest_sbx_guest_py[];
+extern const unsigned long guest_sbx_guest_py_len;
 
 #endif

@@ -17,10 +17,12 @@
 #include "runtime/session_internal.h"
 #include "base/banned.h"
 
-/* Sends an EXEC command; args gains the fields init expects. */
-int session_send_exec(struct session *s, uint32_t id, json_t *argv,
-		      const char *cwd, json_t *env, uint64_t timeout_ms,
-		      uint64_t cap, const char *in, size_t inlen, bool close)
+/* Sends an EXEC command; args gains the fields init expects. With keep,
+ * what the process leaves running in the background outlives it. */
+static int send_exec(struct session *s, uint32_t id, json_t *argv,
+		     const char *cwd, json_t *env, uint64_t timeout_ms,
+		     uint64_t cap, const char *in, size_t inlen, bool close,
+		     bool keep)
 {
 	json_t *a = json_pack("{s:O,s:I,s:I,s:b}", "argv", argv, "timeout_ms",
 			      (json_int_t)timeout_ms, "output_bytes",
@@ -28,6 +30,8 @@ int session_send_exec(struct session *s, uint32_t id, json_t *argv,
 	char *text;
 	int r;
 
+	if (keep)
+		json_object_set_new(a, "keep_background", json_true());
 	if (cwd)
 		json_object_set_new(a, "cwd", json_string(cwd));
 	if (env)
@@ -37,6 +41,14 @@ int session_send_exec(struct session *s, uint32_t id, json_t *argv,
 	r = sandbox_command(s->sb, SANDBOX_CMD_EXEC, id, text, in, inlen);
 	free(text);
 	return r;
+}
+
+int session_send_exec(struct session *s, uint32_t id, json_t *argv,
+		      const char *cwd, json_t *env, uint64_t timeout_ms,
+		      uint64_t cap, const char *in, size_t inlen, bool close)
+{
+	return send_exec(s, id, argv, cwd, env, timeout_ms, cap, in, inlen,
+			 close, false);
 }
 
 json_t *session_step_json(const struct sandbox_step_result *r)
@@ -91,12 +103,15 @@ void session_exec_ended(struct session *s, struct session_op *op,
 }
 
 /* The first field of an exec body that exec does not take, or NULL: a
- * misspelt limit ("timeout" for "timeout_s") must not run unlimited. */
+ * misspelt limit ("timeout" for "timeout_s") must not run unlimited.
+ * "keep_background": true lets what the command starts in the background
+ * (`cmd &`) outlive it, as on a host, until the sandbox ends. */
 static const char *session_exec_unknown_field(json_t *args)
 {
-	static const char *const known[] = {"argv",   "cmd",	   "cwd",
-					    "env",    "stdin",	   "timeout_s",
-					    "stream", "background"};
+	static const char *const known[] = {
+		"argv",	  "cmd",	"cwd",
+		"env",	  "stdin",	"timeout_s",
+		"stream", "background", "keep_background"};
 	const char *key;
 	json_t *v;
 	size_t i;
@@ -137,7 +152,7 @@ void session_exec(const char *id, json_t *args, session_stream_fn stream,
 		session_reply_error(fn, ctx, 422, "unprocessable",
 				    "unknown field '%.64s' (an exec takes: "
 				    "argv, cmd, cwd, env, stdin, timeout_s, "
-				    "stream, background)",
+				    "stream, background, keep_background)",
 				    key);
 		return;
 	}
@@ -233,8 +248,10 @@ void session_exec(const char *id, json_t *args, session_stream_fn stream,
 	} else {
 		op = session_op_new(s, SESSION_OP_EXEC, fn, ctx);
 		op->stream = stream;
-		if (session_send_exec(s, op->id, argv, cwd, envj, timeout_ms,
-				      op->cap, in, inlen, true)) {
+		if (send_exec(s, op->id, argv, cwd, envj, timeout_ms, op->cap,
+			      in, inlen, true,
+			      json_is_true(json_object_get(
+				      args, "keep_background")))) {
 			session_op_drop(s, op);
 			session_reply_error(fn, ctx, 410, "gone",
 					    "the sandbox is gone");

@@ -96,7 +96,7 @@ static char **build_env(char **extra)
 {
 	static const char *const base[] = {
 		"PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:"
-		"/sbin",
+		"/sbin:" SANDBOX_GUEST_DIR "/bin",
 		"HOME=" SANDBOX_HOME_DIR,
 		"USER=sandbox",
 		"LOGNAME=sandbox",
@@ -106,6 +106,11 @@ static char **build_env(char **extra)
 		"TERM=dumb",
 		"PYTHONDONTWRITEBYTECODE=1",
 		"PYTHONUNBUFFERED=1",
+		/* sbx_guest (guest/sbx_guest.py) is importable anywhere. */
+		"PYTHONPATH=" SANDBOX_GUEST_DIR "/python",
+		/* pip works on the sandbox's own (user) site-packages: Debian's
+		 * PEP 668 marker is about the host's, which is read-only here. */
+		"PIP_BREAK_SYSTEM_PACKAGES=1",
 	};
 	size_t nbase = ARRAY_SIZE(base), nextra = 0, n = 0, i, j;
 	char **env;

@@ -10,6 +10,10 @@
  * sandbox's own mount namespace, so nothing planted in the sandbox (a
  * symlink, a hard link, "..") can lead init to a host file.
  *
+ * When an exec's main process ends, the rest of its group is killed,
+ * unless it was started with "keep_background": then the processes it left
+ * running (a shell's `cmd &`) live on until they end or the sandbox does.
+ *
  * An exec started with "pull" does not have its stdout relayed: the host
  * asks for it a chunk at a time (FILE_READ with "pull"), and until it
  * does the bytes wait in the pipe, which holds the writer back. Paths are
@@ -66,6 +70,7 @@ struct sexec {
 	struct rusage ru;
 	bool pull;	   /* stdout goes out only when the host asks */
 	uint64_t pull_max; /* what the host asked for, 0 when nothing */
+	bool keep; /* its group outlives the main process ("keep_background") */
 	struct sexec *next;
 };
 
@@ -210,6 +215,7 @@ static void cmd_exec(struct server *s, uint32_t id, json_t *args,
 		buf_add(&e->inq, payload, len);
 	e->in_close = json_is_true(json_object_get(args, "stdin_close"));
 	e->pull = json_is_true(json_object_get(args, "pull"));
+	e->keep = json_is_true(json_object_get(args, "keep_background"));
 	if (e->pull)
 		fd_set_nonblock(e->out[1]);
 	e->cap = cap ? cap : UINT64_MAX;
@@ -827,8 +833,11 @@ static void reap(struct server *s)
 				e->status = st;
 				e->ru = ru;
 				e->exit_ns = now_ns();
-				/* The exec's other processes end with it. */
-				kill_group(e->pid, SIGKILL);
+				/* The exec's other processes end with it,
+				 * unless it asked for them to live on (as a
+				 * shell's background jobs do on a host). */
+				if (!e->keep)
+					kill_group(e->pid, SIGKILL);
 			}
 	}
 }

@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "base/guest.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
 #include "base/banned.h"
@@ -482,6 +483,36 @@ static int scratch_setup(const struct sandbox_limits *lim, uid_t uid, gid_t gid,
 	return 0;
 }
 
+/* What sbx itself shows every sandbox, read-only under SANDBOX_GUEST_DIR:
+ * bin/python (python3 under the name RLMEnv and rLLM call it), and
+ * python/sbx_guest.py; and /etc/profile.d/sbx.sh, which puts bin on a
+ * login shell's PATH (the host's /etc/profile resets it). */
+static int guest_setup(struct child_err *ce)
+{
+	static const char profile[] =
+		"PATH=\"$PATH:" SANDBOX_GUEST_DIR "/bin\"\n";
+	int r;
+
+	r = mkdir_p(NEW SANDBOX_GUEST_DIR "/bin");
+	if (!r)
+		r = mkdir_p(NEW SANDBOX_GUEST_DIR "/python");
+	if (!r)
+		r = mkdir_p(NEW "/etc/profile.d");
+	if (r)
+		return fail(ce, -r, "cannot create '%s'", SANDBOX_GUEST_DIR);
+	if (symlink("/usr/bin/python3", NEW SANDBOX_GUEST_DIR "/bin/python") <
+	    0)
+		return fail(ce, errno, "cannot create '%s'",
+			    SANDBOX_GUEST_DIR "/bin/python");
+	r = write_new_file(NEW SANDBOX_GUEST_DIR "/python/sbx_guest.py",
+			   guest_sbx_guest_py);
+	if (!r)
+		r = write_new_file(NEW "/etc/profile.d/sbx.sh", profile);
+	if (r)
+		return fail(ce, -r, "cannot write '%s'", SANDBOX_GUEST_DIR);
+	return 0;
+}
+
 static int dev_setup(struct child_err *ce)
 {
 	static const struct {
@@ -708,8 +739,15 @@ static int user_binds(const struct sandbox_spec *spec, struct child_err *ce)
 			return fail(ce, EINVAL, "bad bind path '%s'",
 				    shown(b->dst));
 		int fd = INIT_FD_COUNT + (int)i;
-		uint64_t attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-				 (b->writable ? 0 : MOUNT_ATTR_RDONLY);
+		/* A device node (a GPU's) is usable: no nodev, as the
+		 * nodes of dev_setup(). */
+		uint64_t attrs = b->device ? MOUNT_ATTR_NOSUID |
+						     MOUNT_ATTR_NOEXEC
+					   : MOUNT_ATTR_NOSUID |
+						     MOUNT_ATTR_NODEV |
+						     (b->writable
+							      ? 0
+							      : MOUNT_ATTR_RDONLY);
 
 		/* The host cloned the source's mount for us (fd 6 + i), so
 		 * its path's modes do not matter. */
@@ -779,6 +817,8 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 		r = runtime_binds(ce);
 	if (!r)
 		r = etc_setup(uid, gid, ce);
+	if (!r)
+		r = guest_setup(ce);
 	if (!r)
 		r = dev_setup(ce);
 	if (!r)

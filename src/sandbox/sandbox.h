@@ -54,6 +54,9 @@ struct sandbox_bind {
 	char *src; /* host path */
 	char *dst; /* absolute path inside the sandbox */
 	bool writable;
+	bool device; /* a device node: bound without nodev; a GPU's node
+		      * holds that GPU (sandbox/gpu.h) */
+	bool shared; /* a GPU node other sandboxes may hold too */
 };
 
 /* A file placed in the work dir before the command starts. */
@@ -155,6 +158,9 @@ struct sandbox_result {
 /* Where things are inside every sandbox. */
 #define SANDBOX_WORK_DIR "/work"
 #define SANDBOX_HOME_DIR "/home/sandbox"
+/* Read-only: bin/python (python3) and python/sbx_guest.py, on PATH and
+ * PYTHONPATH. */
+#define SANDBOX_GUEST_DIR "/opt/sbx"
 #define SANDBOX_UID 1000
 #define SANDBOX_GID 1000
 
@@ -166,6 +172,9 @@ void sandbox_spec_release(struct sandbox_spec *spec);
 void sandbox_spec_add_env(struct sandbox_spec *spec, const char *name_value);
 void sandbox_spec_add_bind(struct sandbox_spec *spec, const char *src,
 			   const char *dst, bool writable);
+/* Appends a copy of b, flags included. */
+void sandbox_spec_copy_bind(struct sandbox_spec *spec,
+			    const struct sandbox_bind *b);
 void sandbox_spec_add_file(struct sandbox_spec *spec, const char *path,
 			   const void *data, size_t len, bool executable);
 void sandbox_spec_add_fetch(struct sandbox_spec *spec, const char *path);

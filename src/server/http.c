@@ -41,6 +41,7 @@
 #include "base/text.h"
 #include "base/util.h"
 #include "server/internal.h"
+#include "server/prime.h"
 #include "server/request.h"
 #include "base/banned.h"
 
@@ -114,6 +115,13 @@ struct request {
 	size_t body_chunk;
 	char *piece; /* the piece being filled, body_chunk bytes */
 	size_t piece_len;
+	/* multipart bodies (request_multipart_stream()): the pieces hold
+	 * one field's value, decoded by MHD's post processor */
+	struct MHD_PostProcessor *mp;
+	char *mp_field;
+	uint64_t mp_next;   /* the offset the field's next bytes are at */
+	bool mp_seen;	    /* the field has begun */
+	const char *mp_bad; /* why the body is refused, or NULL */
 	uint64_t body_total;
 	uint64_t body_length; /* Content-Length, or UINT64_MAX */
 
@@ -284,6 +292,9 @@ static void request_unref(struct request *req)
 		budget_set(req, 0);
 	buf_release(&req->body);
 	buf_release(&req->stream);
+	if (req->mp)
+		MHD_destroy_post_processor(req->mp);
+	free(req->mp_field);
 	free(req->piece);
 	free(req->url);
 	free(req->query);
@@ -511,6 +522,71 @@ static void body_call(struct request *req, char *data, size_t len, bool last,
 	pthread_rwlock_unlock(&stop_lock);
 }
 
+/* Multipart bodies: what MHD's post processor may hold back, and the
+ * least room a piece must have left before raw bytes are fed (decoded
+ * bytes are never more than the raw ones plus what was held back). */
+#define MP_BUF (16u * 1024)
+#define MP_MIN 4096u
+
+/* Called by MHD_post_process() with req->lock held: keeps the bytes of
+ * req->mp_field's value in the piece, drops every other field's. */
+static enum MHD_Result mp_iter(void *cls, enum MHD_ValueKind kind,
+			       const char *key, const char *filename,
+			       const char *content_type,
+			       const char *transfer_encoding, const char *data,
+			       uint64_t off, size_t size)
+{
+	struct request *req = cls;
+
+	if (!key || strcmp(key, req->mp_field))
+		return MHD_YES;
+	if (off == 0 && req->mp_seen && req->mp_next) {
+		req->mp_bad = "the field comes more than once";
+		return MHD_NO;
+	}
+	req->mp_seen = true;
+	if (off != req->mp_next || req->piece_len + size > req->body_chunk) {
+		req->mp_bad = "the body does not parse";
+		return MHD_NO;
+	}
+	memcpy(req->piece + req->piece_len, data, size);
+	req->piece_len += size;
+	req->mp_next += size;
+	return MHD_YES;
+}
+
+/* Feeds raw multipart bytes to the post processor, as many as the piece
+ * has room for; returns how many it took. */
+static size_t mp_feed(struct request *req, const char *data, size_t size)
+{
+	size_t room = req->body_chunk - MP_BUF - req->piece_len;
+
+	if (size > room)
+		size = room;
+	if (size && MHD_post_process(req->mp, data, size) != MHD_YES &&
+	    !req->mp_bad)
+		req->mp_bad = "the body does not parse";
+	return size;
+}
+
+int request_multipart_stream(struct request *req, const char *field,
+			     size_t chunk, const struct request_body_ops *ops,
+			     void *arg)
+{
+	const char *ct = MHD_lookup_connection_value(
+		req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+
+	if (!ct || strncasecmp(ct, "multipart/form-data", 19))
+		return -EINVAL;
+	req->mp = MHD_create_post_processor(req->conn, MP_BUF, mp_iter, req);
+	if (!req->mp)
+		return -EINVAL; /* no boundary */
+	req->mp_field = xstrdup(field);
+	request_body_stream(req, chunk > 4 * MP_BUF ? chunk : 4 * MP_BUF, ops,
+			    arg);
+	return 0;
+}
+
 /* Whether the client has closed its side with the body not yet all
  * sent, once MHD has passed on every byte it read. MHD (0.9.75, epoll)
  * takes a short read to mean the socket is drained, so a close that came
@@ -534,7 +610,8 @@ static bool body_feed(struct request *req, const char *data, size_t *size)
 {
 	char *piece = NULL;
 	size_t len = 0, n;
-	bool end = false, too_large = false, gone = false;
+	bool end = false, too_large = false, gone = false, full;
+	const char *mp_bad = NULL;
 
 	pthread_mutex_lock(&req->lock);
 	if (req->replied || req->body_over) {
@@ -566,14 +643,26 @@ static bool body_feed(struct request *req, const char *data, size_t *size)
 	}
 	if (!req->piece)
 		req->piece = xmalloc(req->body_chunk);
-	n = req->body_chunk - req->piece_len;
-	if (n > *size)
-		n = *size;
-	memcpy(req->piece + req->piece_len, data, n);
-	req->piece_len += n;
+	if (req->mp) {
+		n = mp_feed(req, data, *size);
+		full = req->piece_len + MP_BUF + MP_MIN > req->body_chunk;
+		if (req->mp_bad) {
+			mp_bad = req->mp_bad;
+			end = req->body_over = true;
+			*size = 0;
+			goto out;
+		}
+	} else {
+		n = req->body_chunk - req->piece_len;
+		if (n > *size)
+			n = *size;
+		memcpy(req->piece + req->piece_len, data, n);
+		req->piece_len += n;
+		full = req->piece_len == req->body_chunk;
+	}
 	req->body_total += n;
 	*size -= n;
-	if (req->piece_len == req->body_chunk) {
+	if (full) {
 		piece = req->piece;
 		len = req->piece_len;
 		req->piece = NULL;
@@ -591,6 +680,10 @@ out:
 		request_error(req, 413, "payload_too_large",
 			      "the request body is larger than %llu bytes",
 			      (unsigned long long)req->max_body);
+	if (mp_bad)
+		request_error(req, 400, "bad_request",
+			      "multipart field '%s': %s", req->mp_field,
+			      mp_bad);
 	if (piece)
 		body_call(req, piece, len, false, false);
 	if (end)
@@ -605,8 +698,23 @@ static void body_finish(struct request *req)
 	char *piece = NULL;
 	size_t len = 0;
 	bool give = false, end = false;
+	const char *mp_bad = NULL;
 
 	pthread_mutex_lock(&req->lock);
+	if (req->mp && !req->body_over && !req->body_held && !req->replied) {
+		/* Only a body that reached its closing boundary is whole. */
+		if (MHD_destroy_post_processor(req->mp) != MHD_YES)
+			req->mp_bad = "the body ends before its closing "
+				      "boundary";
+		else if (!req->mp_seen)
+			req->mp_bad = "no such field in the body";
+		req->mp = NULL;
+		if (req->mp_bad) {
+			mp_bad = req->mp_bad;
+			end = req->body_over = true;
+			goto out;
+		}
+	}
 	if (req->replied && !req->body_over) {
 		end = true;
 		req->body_over = true;
@@ -630,6 +738,11 @@ static void body_finish(struct request *req)
 	}
 out:
 	pthread_mutex_unlock(&req->lock);
+	if (mp_bad) {
+		request_error(req, 400, "bad_request",
+			      "multipart field '%s': %s", req->mp_field,
+			      mp_bad);
+	}
 	if (give)
 		body_call(req, piece, len, true, false);
 	if (end)
@@ -996,7 +1109,8 @@ static bool token_ok(struct request *req)
 	const char *want = server_state.cfg->token;
 	const char *got;
 
-	if (!want || !*want || req->gateway)
+	/* prime's gateway routes check their own per-sandbox tokens. */
+	if (!want || !*want || req->gateway || prime_owns_auth(req->url))
 		return true;
 	if (req->path_token)
 		return req->path_token_ok;
@@ -1288,6 +1402,12 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	return req;
 }
 
+/* Uploads are routed on their headers, their bodies streamed. */
+static bool is_upload(const char *method, const char *url)
+{
+	return sandboxes_is_upload(method, url) || prime_is_upload(method, url);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				  const char *url, const char *method,
 				  const char *version, const char *upload_data,
@@ -1322,10 +1442,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		pthread_mutex_lock(&live.lock);
 		live.n++;
 		pthread_mutex_unlock(&live.lock);
-		req->max_body =
-			!req->gateway && sandboxes_is_upload(method, req->url)
-				? server_state.cfg->max_upload
-				: server_state.cfg->max_body;
+		req->max_body = !req->gateway && is_upload(method, req->url)
+					? server_state.cfg->max_upload
+					: server_state.cfg->max_body;
 		cl = MHD_lookup_connection_value(
 			conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		req->body_length = UINT64_MAX;
@@ -1354,7 +1473,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 				      (unsigned long long)req->max_body);
 			return send_reply(req);
 		}
-		if (!req->gateway && sandboxes_is_upload(method, req->url)) {
+		if (!req->gateway && is_upload(method, req->url)) {
 			/* An upload is routed on its headers: its body is
 			 * streamed to the route as it comes. Even an answer
 			 * made at once waits for the body to be read (and

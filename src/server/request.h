@@ -106,6 +106,17 @@ void request_body_stream(struct request *req, size_t chunk,
 			 const struct request_body_ops *ops, void *arg);
 /* The consumer has handed on the last piece: read the next. Any thread. */
 void request_body_more(struct request *req);
+/* Like request_body_stream(), for a multipart/form-data body parsed by
+ * libmicrohttpd's post processor as it comes: the pieces (of at most
+ * chunk bytes, at least 64 KiB) hold the value of the form field named
+ * field alone, other fields are dropped. A body that does not parse,
+ * ends before its closing boundary, or has that field twice or not at
+ * all is answered 400 here, and ops->end() is called. Returns 0, or
+ * -EINVAL (nothing set up: the caller answers) when the request is not
+ * multipart/form-data with a boundary. */
+int request_multipart_stream(struct request *req, const char *field,
+			     size_t chunk, const struct request_body_ops *ops,
+			     void *arg);
 
 /* The gateway peer of a request that came in on a sandbox's gateway
  * socket (what request_gateway_add() was given for its connection), or

@@ -4,6 +4,7 @@
  */
 #include "base/util.h"
 #include "server/internal.h"
+#include "server/prime.h"
 #include "base/banned.h"
 
 struct server_state server_state;
@@ -19,5 +20,6 @@ const struct route routes_table[] = {
 	{"GET", "/metrics", false, stats_metrics},
 	{"*", "/llm/", true, llm_route},
 	{"*", "/v1/traces", true, traces_route},
+	{"*", "/prime/", true, prime_route},
 };
 const size_t routes_count = ARRAY_SIZE(routes_table);
