@@ -5,7 +5,6 @@ llm_api_key, traces(), trace() and delete_traces(), sync and async.
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import uuid
 
@@ -43,7 +42,6 @@ def world():
         srv = gateway_server(up, key=key)
         with srv:
             yield srv, up
-        subprocess.run(["rm", "-rf", srv.state_dir])
 
 
 @pytest.fixture

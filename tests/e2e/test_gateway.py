@@ -17,8 +17,10 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -158,10 +160,21 @@ def free_port():
     return port
 
 
+class GatewayServer(SbxServer):
+    """An SbxServer whose state directory goes when it stops."""
+
+    def stop(self):
+        try:
+            super().stop()
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
 def gateway_server(up, *extra, env=None, key="sk-test-" + uid(), ups=None):
     """An sbx serve in front of up (a MockUpstream) named "mock", whose key
-    comes from KEY_VAR, with a state directory of its own."""
-    state = os.path.join("/tmp", "sbx-gw-state-" + uid())
+    comes from KEY_VAR, with a state directory of its own (removed when
+    the server stops)."""
+    state = tempfile.mkdtemp(prefix="sbx-gw-state-")
     args = ["--state-dir", state]
     ups = ups or [("mock", up.base_url)]
     for name, url in ups:
@@ -169,8 +182,8 @@ def gateway_server(up, *extra, env=None, key="sk-test-" + uid(), ups=None):
     if key:  # the first upstream's
         args += ["--upstream-key", "%s=%s" % (ups[0][0], KEY_VAR)]
     args += list(extra)
-    srv = SbxServer(extra_args=args,
-                    env=dict(env or {}, **({KEY_VAR: key} if key else {})))
+    srv = GatewayServer(extra_args=args,
+                        env=dict(env or {}, **({KEY_VAR: key} if key else {})))
     srv.upstream_key = key
     srv.state_dir = state
     return srv
@@ -205,7 +218,6 @@ def gw(mock, key):
                          key=key)
     with srv:
         yield srv
-    subprocess.run(["rm", "-rf", srv.state_dir])
 
 
 @pytest.fixture
@@ -521,8 +533,7 @@ def test_routing_between_two_upstreams_and_no_default(key):
             ups = {u["name"]: u for u in health["llm"]["upstreams"]}
             assert ups["a"]["key"] is True and ups["b"]["key"] is False, ups
             assert not ups["a"]["default"] and not ups["b"]["default"], ups
-        subprocess.run(["rm", "-rf", srv.state_dir])
-
+    
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'"text"',
                                  b'{"model": "mock-model", "messages": '])
@@ -590,7 +601,6 @@ def test_upstream_down_is_502(key):
             gw_error(status, h, data, 502, "upstream_unavailable")
         (t, _) = traces_of(srv)
         assert t["status"] == 0 and t["error"], t
-    subprocess.run(["rm", "-rf", srv.state_dir])
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -1058,7 +1068,6 @@ def limited(mock, key):
                          "--llm-limit", "sandbox_calls=3", key=key)
     with srv:
         yield srv
-    subprocess.run(["rm", "-rf", srv.state_dir])
 
 
 def test_session_call_limit_across_sandboxes(limited, up):
@@ -1176,8 +1185,7 @@ def test_listed_model_goes_to_its_upstream_before_the_default(key):
             status, h, data = raw_request(srv, "GET", "/v1/health")
             llm = as_json(status, h, data)["llm"]
             assert [u["default"] for u in llm["upstreams"]] == [False, True]
-        subprocess.run(["rm", "-rf", srv.state_dir])
-
+    
 
 def test_no_extra_fields_and_another_llm_port(mock, up):
     srv = gateway_server(mock, "--no-llm-token-ids", "--no-llm-logprobs",
@@ -1213,7 +1221,6 @@ def test_no_extra_fields_and_another_llm_port(mock, up):
                                        for x in t), t
     finally:
         mock.configure(api_key=mock.key_for_tests)
-    subprocess.run(["rm", "-rf", srv.state_dir])
 
 
 # ---- /v1/run, server defaults, no upstream ----
