@@ -96,6 +96,8 @@ CLI_SRCS := $(wildcard src/cli/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o \
 	$(BUILD)/gen/init_blob.o
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+# The rollout runner of execution pools (guest/rollout.py), embedded.
+LIB_OBJS += $(BUILD)/gen/guest_rollout.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HELPER_SRCS := $(wildcard tests/helpers/*.c)
@@ -190,6 +192,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	@echo "  CC $<"
 	@$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/gen/guest_rollout.c: guest/rollout.py tools/embed.py
+	@mkdir -p $(@D)
+	@$(PYTHON) tools/embed.py guest_rollout_py guest/rollout.py > $@
+
+$(BUILD)/gen/guest_rollout.o: $(BUILD)/gen/guest_rollout.c
+	@echo "  CC $<"
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libsbx.a
 	@mkdir -p $(@D)

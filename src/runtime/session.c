@@ -597,7 +597,8 @@ static void new_id(char *out, size_t n)
 	}
 }
 
-void session_create(json_t *args, session_reply_fn fn, void *ctx)
+static void create(json_t *args, const struct sandbox_bind *binds,
+		   size_t nbinds, session_reply_fn fn, void *ctx)
 {
 	static const char *const known[] = {"limits",	      "env",
 					    "idle_timeout_s", "max_lifetime_s",
@@ -640,6 +641,9 @@ void session_create(json_t *args, session_reply_fn fn, void *ctx)
 	sandbox_spec_init(&spec);
 	spec.serve = true;
 	spec.limits = session_table.lim.limits;
+	for (size_t i = 0; i < nbinds; i++)
+		sandbox_spec_add_bind(&spec, binds[i].src, binds[i].dst,
+				      binds[i].writable);
 	v = json_object_get(args, "labels");
 	if (v && !json_is_null(v)) {
 		const char *k;
@@ -740,6 +744,17 @@ bad:
 	sandbox_spec_release(&spec);
 	free(s);
 	session_reply_error(fn, ctx, 422, "unprocessable", "%s", err);
+}
+
+void session_create(json_t *args, session_reply_fn fn, void *ctx)
+{
+	create(args, NULL, 0, fn, ctx);
+}
+
+void session_create_bound(json_t *args, const struct sandbox_bind *binds,
+			  size_t nbinds, session_reply_fn fn, void *ctx)
+{
+	create(args, binds, nbinds, fn, ctx);
 }
 
 bool session_exists(const char *id)

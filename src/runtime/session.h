@@ -65,6 +65,10 @@ void sessions_shutdown(void);
  * "idle_timeout_s", "max_lifetime_s", "labels": {...}, "llm",
  * "host_routes"}. */
 void session_create(json_t *args, session_reply_fn fn, void *ctx);
+/* As session_create(), with host directories bound into the sandbox
+ * (binds borrowed; for the server's own callers, never a client's). */
+void session_create_bound(json_t *args, const struct sandbox_bind *binds,
+			  size_t nbinds, session_reply_fn fn, void *ctx);
 void session_get(const char *id, session_reply_fn fn, void *ctx);
 /* True when id names a live sandbox (not one being deleted). */
 bool session_exists(const char *id);

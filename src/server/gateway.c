@@ -1202,8 +1202,14 @@ static void serve_host_route(struct request *req, struct gateway_peer *peer,
 static void serve(struct request *req, struct gateway_peer *peer,
 		  const char *path)
 {
-	const struct gateway_route *hr = host_route(peer, path);
+	const struct gateway_route *hr;
 
+	/* rLLM's result routes, in sandboxes and under /llm alike. */
+	if (str_starts_with(path, "/rllm/results/")) {
+		rllm_results_route(req, path);
+		return;
+	}
+	hr = host_route(peer, path);
 	if (hr) {
 		serve_host_route(req, peer, hr, path);
 		return;
@@ -1582,18 +1588,6 @@ json_t *gateway_health(void)
 			 (json_int_t)failures);
 }
 
-static char *default_state_dir(void)
-{
-	const char *x = getenv("XDG_STATE_HOME");
-	const char *home = getenv("HOME");
-
-	if (geteuid() == 0)
-		return xstrdup("/var/lib/sbx");
-	if (x && *x)
-		return xstrfmt("%s/sbx", x);
-	return xstrfmt("%s/.local/state/sbx", home && *home ? home : "/tmp");
-}
-
 int gateway_start(const struct server_config *cfg)
 {
 	struct upstream_engine_config ec = {
@@ -1659,7 +1653,7 @@ int gateway_start(const struct server_config *cfg)
 	if (!gw.nups)
 		return 0;
 	/* Traces are kept only where there is a gateway to make them. */
-	dir = cfg->state_dir ? xstrdup(cfg->state_dir) : default_state_dir();
+	dir = server_state_dir(cfg);
 	path = xstrfmt("%s/sbx.db", dir);
 	gw.traces = traces_open(path, err, sizeof(err));
 	if (!gw.traces) {

@@ -1901,6 +1901,7 @@ static void stop(struct MHD_Daemon *d, const struct server_config *cfg)
 	stopping = true;
 	pthread_rwlock_unlock(&stop_lock);
 	gateway_stop_accepting();
+	executions_stop_dispatch();
 	sandboxes_stop();
 	pthread_rwlock_wrlock(&stop_lock);
 	runner_gone = true;
@@ -1914,6 +1915,7 @@ static void stop(struct MHD_Daemon *d, const struct server_config *cfg)
 		MHD_stop_daemon(gateway_daemon);
 	gateway_daemon = NULL;
 	gateway_stop();
+	executions_stop();
 }
 
 int server_run(const struct server_config *cfg)
@@ -1973,6 +1975,12 @@ int server_run(const struct server_config *cfg)
 		return 1;
 	}
 	sandboxes_start(cfg);
+	if (executions_start(cfg)) {
+		sandboxes_stop();
+		runner_free(server_state.runner);
+		gateway_stop();
+		return 1;
+	}
 	/* Signals are taken synchronously below; every thread inherits the
 	 * mask. */
 	sigemptyset(&sigs);

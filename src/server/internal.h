@@ -15,6 +15,7 @@
 #include "server/server.h"
 
 struct request;
+struct buf;
 
 /* The running server, as handlers see it. */
 struct server_state {
@@ -74,6 +75,27 @@ int gateway_start(const struct server_config *cfg);
  * services are down, everything. */
 void gateway_stop_accepting(void);
 void gateway_stop(void);
+
+/* The state directory: --state-dir, else /var/lib/sbx as root, else
+ * $XDG_STATE_HOME/sbx or ~/.local/state/sbx (statedir.c). The caller
+ * frees it. */
+char *server_state_dir(const struct server_config *cfg);
+
+/* Agent rollouts (agents.c, executions.c, pools.c): /v1/agents,
+ * /v1/executions, /v1/pools, and rLLM's result routes, which the gateway
+ * hands on (path: from "/rllm/results/"). */
+void agents_route(struct request *req);
+void executions_route(struct request *req);
+void pools_route(struct request *req);
+void rllm_results_route(struct request *req, const char *path);
+/* Opens the execution store and recovers what a crash left, after the
+ * runner and the gateway start; returns 0 or 1 with a message printed. */
+int executions_start(const struct server_config *cfg);
+/* Stops dispatching (before the runner stops), then closes the store. */
+void executions_stop_dispatch(void);
+void executions_stop(void);
+/* The rollout lines of /metrics. */
+void executions_metrics(struct buf *out);
 
 /* Metrics fed by the HTTP layer and the handlers. */
 void metrics_request(const char *route, unsigned status, uint64_t ns);

@@ -20,6 +20,9 @@ const struct route routes_table[] = {
 	{"GET", "/metrics", false, stats_metrics},
 	{"*", "/llm/", true, llm_route},
 	{"*", "/v1/traces", true, traces_route},
+	{"*", "/v1/agents", true, agents_route},
+	{"*", "/v1/executions", true, executions_route},
+	{"*", "/v1/pools", true, pools_route},
 	{"*", "/prime/", true, prime_route},
 };
 const size_t routes_count = ARRAY_SIZE(routes_table);

@@ -275,6 +275,7 @@ void stats_metrics(struct request *req)
 		 (unsigned long long)server_state.cfg->reply_budget,
 		 (unsigned long long)dropped);
 	gateway_metrics(&b);
+	executions_metrics(&b);
 	request_reply_take(req, 200, "text/plain; version=0.0.4", b.data,
 			   b.len);
 }
