@@ -110,3 +110,45 @@ def call_raw(srv, path, body):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+TWO_CALLS = r'''
+import json, os, urllib.request
+def ask(n):
+    body = {"model": "mock-model", "messages": [{"role": "user", "content": "q %d" % n}]}
+    req = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions",
+                                 json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["error"]["message"]
+print(json.dumps([ask(1), ask(2)]))
+'''
+
+
+def test_token_budgets_of_a_sandbox_and_of_a_session(tmp_path):
+    """A budget is checked before a call: the call that uses it up goes
+    through, the next is a 429 naming the budget."""
+    with MockUpstream() as up, SbxServer(extra_args=[
+            "--state-dir", str(tmp_path), "--upstream", "mock=" + up.base_url,
+            "--llm-limit", "session_prompt_tokens=1"]) as srv:
+        st, _, res = srv.post("/v1/run", {
+            "language": "python", "source": TWO_CALLS,
+            "llm": {"max_completion_tokens": 1}})
+        assert st == 200 and res["run"]["exit_code"] == 0, res
+        (first, second) = json.loads(res["run"]["stdout"])
+        assert first == [200, ""]
+        assert second[0] == 429 and "this sandbox" in second[1] and \
+            "completion tokens" in second[1], second
+        body = {"model": "mock-model",
+                "messages": [{"role": "user", "content": "budget"}]}
+        path = "/llm/meta/%s/v1/chat/completions" % slug(
+            {"session_uids": ["tok-1"]})
+        assert call(srv, path, body)[0] == 200
+        st, err = call(srv, path, body)
+        assert st == 429 and "prompt tokens" in err["error"]["message"]
+        # another session is not held back
+        other = "/llm/meta/%s/v1/chat/completions" % slug(
+            {"session_uids": ["tok-2"]})
+        assert call(srv, other, body)[0] == 200
