@@ -18,6 +18,7 @@
 #include "base/util.h"
 #include "cli/cli.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/gpu.h"
 #include "sandbox/internal.h"
 #include "sandbox/uidslot.h"
 #include "sandbox/sandbox.h"
@@ -30,6 +31,49 @@ static void line(const char *what, bool ok, const char *detail, bool essential)
 	printf("%-22s %-4s %s\n", what, ok ? "yes" : "no", detail);
 	if (!ok && essential)
 		problems++;
+}
+
+/* The NVIDIA GPUs sandboxes may ask for ("gpus"), one line each. */
+static void gpu_check(void)
+{
+	const struct gpu_host *h = gpu_host_get();
+	char desc[512];
+
+	if (!h->ngpus) {
+		snprintf(desc, sizeof(desc),
+			 "none (no /dev/nvidia<N> under '%.200s/dev'); "
+			 "\"gpus\" requests are refused",
+			 h->root);
+		line("GPUs", false, desc, false);
+		return;
+	}
+	{
+		size_t nctl = 0, nlib = 0, nbin = 0;
+
+		while (h->ctl && h->ctl[nctl])
+			nctl++;
+		while (h->libs && h->libs[nlib])
+			nlib++;
+		while (h->bins && h->bins[nbin])
+			nbin++;
+		snprintf(desc, sizeof(desc),
+			 "%zu; %zu control node%s, %zu driver librar%s, "
+			 "%zu tool%s",
+			 h->ngpus, nctl, nctl == 1 ? "" : "s", nlib,
+			 nlib == 1 ? "y" : "ies", nbin, nbin == 1 ? "" : "s");
+	}
+	line("GPUs", true, desc, false);
+	for (size_t i = 0; i < h->ngpus; i++) {
+		const struct gpu *g = &h->gpus[i];
+		char what[32];
+
+		snprintf(what, sizeof(what), "  GPU %u", g->minor);
+		snprintf(desc, sizeof(desc), "%s%s%s%s%s",
+			 g->model[0] ? g->model : "(model unknown)",
+			 g->uuid[0] ? " " : "", g->uuid, g->bus[0] ? " " : "",
+			 g->bus);
+		line(what, true, desc, false);
+	}
 }
 
 /* Tries to unshare the given namespaces in a throwaway child. */
@@ -188,6 +232,8 @@ int cmd_check(int argc, char **argv)
 	if (sandbox_host.cg.has_memory && !sandbox_host.cg.has_swap_limit)
 		printf("%-22s %-4s %s\n", "swap limit", "no",
 		       "fallback: swappiness 0 in each sandbox's cgroup");
+
+	gpu_check();
 
 	sandbox_spec_init(&spec);
 	sandbox_spec_set_argv(&spec, trial);

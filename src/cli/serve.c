@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "base/log.h"
 #include "base/util.h"
@@ -114,6 +115,12 @@ static const char usage[] =
 	"  --upstream-connections=N  upstream connections in all\n"
 	"                       (SBX_UPSTREAM_CONNECTIONS, 256)\n"
 	"\n"
+	"models and GPUs:\n"
+	"  --models=DIR         the model store: one directory per model,\n"
+	"                       named org--name; sandboxes and runs asking\n"
+	"                       for \"models\" see theirs read-only under\n"
+	"                       /models (SBX_MODELS)\n"
+	"\n"
 	"  --port-file=FILE     write the bound port to FILE\n"
 	"  --verbose            log debug lines\n";
 
@@ -161,6 +168,7 @@ enum {
 	OPT_UP_READ,
 	OPT_UP_RETRIES,
 	OPT_UP_CONNS,
+	OPT_MODELS,
 };
 
 static const struct option options[] = {
@@ -207,6 +215,7 @@ static const struct option options[] = {
 	{"upstream-read-timeout", required_argument, NULL, OPT_UP_READ},
 	{"upstream-retries", required_argument, NULL, OPT_UP_RETRIES},
 	{"upstream-connections", required_argument, NULL, OPT_UP_CONNS},
+	{"models", required_argument, NULL, OPT_MODELS},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -255,6 +264,7 @@ static const char *const env_names[] = {
 	[OPT_UP_READ - 256] = "SBX_UPSTREAM_READ_TIMEOUT",
 	[OPT_UP_RETRIES - 256] = "SBX_UPSTREAM_RETRIES",
 	[OPT_UP_CONNS - 256] = "SBX_UPSTREAM_CONNECTIONS",
+	[OPT_MODELS - 256] = "SBX_MODELS",
 };
 
 static const char *const llm_limit_names[LLM_LIMIT_COUNT] = {
@@ -592,6 +602,19 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 	case OPT_UP_CONNS:
 		return set_count("upstream connections", v, 1, 65536,
 				 &cfg->upstream_connections);
+	case OPT_MODELS: {
+		struct stat st;
+
+		/* Read by the server (server/resources.c) at each request. */
+		if (stat(v, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			fprintf(stderr,
+				"sbx serve: --models: '%s' is not a "
+				"directory\n",
+				v);
+			return -1;
+		}
+		return setenv("SBX_MODELS", v, 1);
+	}
 	case OPT_UID_BASE:
 	case OPT_UID_SLOTS:
 		/* Read and checked by the sandbox layer. */

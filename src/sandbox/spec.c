@@ -149,6 +149,16 @@ void sandbox_spec_add_bind(struct sandbox_spec *spec, const char *src,
 	b->src = xstrdup(src);
 	b->dst = xstrdup(dst);
 	b->writable = writable;
+	b->device = false;
+	b->shared = false;
+}
+
+void sandbox_spec_copy_bind(struct sandbox_spec *spec,
+			    const struct sandbox_bind *b)
+{
+	sandbox_spec_add_bind(spec, b->src, b->dst, b->writable);
+	spec->binds[spec->nbinds - 1].device = b->device;
+	spec->binds[spec->nbinds - 1].shared = b->shared;
 }
 
 void sandbox_spec_add_file(struct sandbox_spec *spec, const char *path,

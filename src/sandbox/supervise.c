@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/util.h"
+#include "sandbox/gpu.h"
 #include "sandbox/internal.h"
 #include "sandbox/uidslot.h"
 #include "sandbox/spawn.h"
@@ -44,6 +45,8 @@ struct sandbox {
 	struct spawn_result proc;
 	struct cgroup cg;
 	bool have_cg;
+	uint64_t gpus; /* GPUs held (a bit per minor), gpu_lease_take() */
+	bool gpus_shared;
 	int wall_fd, cpu_fd;
 	uint64_t start_ns;
 	struct sandbox_limits limits;
@@ -556,6 +559,8 @@ static void finish(struct sandbox *sb)
 	} else {
 		uidslot_release(sb->proc.slot, true);
 	}
+	gpu_lease_drop(sb->gpus, sb->gpus_shared);
+	sb->gpus = 0;
 	buf_release(&sb->status_buf);
 	buf_release(&sb->outq);
 	free(sb);
@@ -710,6 +715,9 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&live, 1, __ATOMIC_RELAXED);
 
+	r = gpu_lease_take(spec, &sb->gpus, &sb->gpus_shared, err, errlen);
+	if (r)
+		goto fail;
 	if (sandbox_host.cg.version != CGROUP_NONE) {
 		struct cgroup_limits cl = {
 			.memory_bytes = spec->limits.memory_bytes,
@@ -769,6 +777,7 @@ fail:
 		uidslot_release(sb->proc.slot, cgroup_destroy(&sb->cg) == 0);
 	else
 		uidslot_release(sb->proc.slot, true);
+	gpu_lease_drop(sb->gpus, sb->gpus_shared);
 	buf_release(&sb->status_buf);
 	buf_release(&sb->outq);
 	sandbox_result_release(&sb->res);

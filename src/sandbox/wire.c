@@ -93,7 +93,8 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	for (i = 0; i < spec->nbinds; i++) {
 		put_str(out, spec->binds[i].src);
 		put_str(out, spec->binds[i].dst);
-		put_u64(out, spec->binds[i].writable);
+		put_u64(out, spec->binds[i].writable |
+				     (uint64_t)spec->binds[i].device << 1);
 	}
 	put_u64(out, spec->nfiles);
 	for (i = 0; i < spec->nfiles; i++) {
@@ -198,7 +199,7 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 {
 	struct reader r = {.p = data, .left = len};
 	struct sandbox_limits *l = &spec->limits;
-	uint64_t n, i;
+	uint64_t n, i, flags;
 
 	sandbox_spec_init(spec);
 	if (get_u64(&r) != WIRE_MAGIC)
@@ -245,7 +246,9 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 			spec->nbinds++;
 			b->src = get_str(&r);
 			b->dst = get_str(&r);
-			b->writable = get_u64(&r) != 0;
+			flags = get_u64(&r);
+			b->writable = flags & 1;
+			b->device = (flags >> 1) & 1;
 			if (!b->src || !b->dst)
 				r.err = -EINVAL;
 		}

@@ -367,7 +367,8 @@ void native_run(struct request *req)
 	uint64_t run_ms, compile_ms, cpu_ms;
 	size_t len, i, ninputs;
 	const char *body;
-	char msg[256];
+	struct resources res = {0};
+	char msg[768];
 
 	body = request_body(req, &len);
 	if (native_parse(body, len, limits_current(), &nq, &err)) {
@@ -382,6 +383,16 @@ void native_run(struct request *req)
 			      "llm: this server has no model upstream (sbx "
 			      "serve --upstream NAME=URL)");
 		goto out;
+	}
+	{
+		const char *code = "unprocessable";
+		unsigned status = resources_resolve(&nq.res, &res, &code, msg,
+						    sizeof(msg));
+
+		if (status) {
+			request_error(req, status, code, "%s", msg);
+			goto out;
+		}
 	}
 	if (!lang_available(nq.lang)) {
 		lang_why_unavailable(nq.lang, msg, sizeof(msg));
@@ -412,6 +423,7 @@ void native_run(struct request *req)
 	for (i = 0; i < nq.nfiles; i++)
 		sandbox_spec_add_file(&spec, nq.files[i].path, nq.files[i].data,
 				      nq.files[i].len, false);
+	resources_apply(&res, &spec);
 
 	ninputs = nq.ntests ? nq.ntests : 1;
 	in = xcalloc(ninputs, sizeof(*in));
@@ -456,5 +468,6 @@ void native_run(struct request *req)
 	request_run(req, &spec, &hooks, nr);
 	sandbox_spec_release(&spec);
 out:
+	resources_release(&res);
 	native_req_release(&nq);
 }

@@ -13,6 +13,7 @@
 #include "runtime/lang.h"
 #include "runtime/limits.h"
 #include "server/gateway.h"
+#include "server/resources.h"
 
 #define NATIVE_MAX_TESTS 256
 #define NATIVE_MAX_FILES 1024
@@ -64,6 +65,7 @@ struct native_req {
 	size_t ntests;		 /* 0: a plain run, no "tests" field */
 	struct gateway_opts llm; /* "llm", when llm_given */
 	bool llm_given;
+	struct resources_req res; /* "models", "gpus", "gpu_shared" */
 };
 
 /* What was wrong with a request: field names where ("limits.wall_ms",

@@ -17,8 +17,8 @@
 #include "base/banned.h"
 
 static const char *const top_fields[] = {
-	"language", "source", "files", "entry", "args",
-	"stdin",    "limits", "tests", "llm",
+	"language", "source", "files", "entry",	 "args", "stdin",
+	"limits",   "tests",  "llm",   "models", "gpus", "gpu_shared",
 };
 
 static const char *const test_fields[] = {"stdin", "expected_stdout"};
@@ -354,6 +354,13 @@ static int parse_root(json_t *root, const struct limits_rules *rules,
 			return bad(err, "llm", why);
 		req->llm_given = true;
 	}
+	{
+		char field[64], msg[sizeof(err->message)];
+
+		if (resources_parse(root, &req->res, field, sizeof(field), msg,
+				    sizeof(msg)))
+			return bad(err, field, msg);
+	}
 	if ((v = get(root, "stdin"))) {
 		if (!json_is_string(v))
 			return bad(err, "stdin", "must be a string");
@@ -410,6 +417,7 @@ void native_req_release(struct native_req *req)
 		free(req->tests[i].expected);
 	}
 	free(req->tests);
+	resources_req_release(&req->res);
 	memset(req, 0, sizeof(*req));
 }
 

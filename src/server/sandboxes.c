@@ -43,6 +43,7 @@
 #include "server/gateway.h"
 #include "server/internal.h"
 #include "server/request.h"
+#include "server/resources.h"
 #include "server/rpc.h"
 #include "base/banned.h"
 
@@ -70,6 +71,7 @@ struct call {
 	char *path;
 	char *label;
 	json_t *args;
+	struct resources res; /* create: models and GPUs */
 	uint32_t num;
 	int sig;
 	bool recursive;
@@ -121,6 +123,7 @@ static void call_free(struct call *c)
 	free(c->path);
 	free(c->label);
 	json_decref(c->args);
+	resources_release(&c->res);
 	free(c);
 }
 
@@ -380,7 +383,11 @@ static void run_call(struct loop *loop, void *arg)
 
 	switch (c->action) {
 	case A_CREATE:
-		session_create(c->args, on_reply, c);
+		if (c->res.nbinds)
+			session_create_bound(c->args, c->res.binds,
+					     c->res.nbinds, on_reply, c);
+		else
+			session_create(c->args, on_reply, c);
 		break;
 	case A_LIST:
 		session_list(c->label, on_reply, c);
@@ -565,7 +572,8 @@ void sandboxes_route(struct request *req)
 	if (!strcmp(path, "/v1/sandboxes")) {
 		if (!strcmp(method, "POST")) {
 			c->action = A_CREATE;
-			if (!(c->args = body_json(req)))
+			if (!(c->args = body_json(req)) ||
+			    !resources_for_sandbox(req, c->args, &c->res))
 				goto out_free;
 		} else if (!strcmp(method, "GET")) {
 			c->action = A_LIST;

@@ -10,6 +10,7 @@
 #include "runtime/lang.h"
 #include "server/gateway.h"
 #include "server/internal.h"
+#include "server/resources.h"
 #include "server/request.h"
 #include "base/banned.h"
 
@@ -152,7 +153,7 @@ void stats_health(struct request *req)
 {
 	unsigned running, queued, maxr, maxq, i;
 	const struct lang *l;
-	json_t *langs = json_array();
+	json_t *langs = json_array(), *o;
 
 	unsigned warm;
 	unsigned long long warm_used;
@@ -162,16 +163,16 @@ void stats_health(struct request *req)
 	for (i = 0; (l = lang_at(i)); i++)
 		if (lang_available(l))
 			json_array_append_new(langs, json_string(l->name));
-	request_reply(
-		req, 200,
-		json_pack("{s:s,s:s,s:I,s:{s:i,s:i},s:i,s:i,s:i,s:o,s:o}",
-			  "status", "ok", "version", SBX_VERSION, "uptime_s",
-			  (json_int_t)((now_ns() - server_state.started_ns) /
-				       1000000000ull),
-			  "capacity", "sandboxes", (int)maxr, "queue",
-			  (int)maxq, "running", (int)running, "queued",
-			  (int)queued, "warm", (int)warm, "languages", langs,
-			  "llm", gateway_health()));
+	o = json_pack("{s:s,s:s,s:I,s:{s:i,s:i},s:i,s:i,s:i,s:o,s:o}", "status",
+		      "ok", "version", SBX_VERSION, "uptime_s",
+		      (json_int_t)((now_ns() - server_state.started_ns) /
+				   1000000000ull),
+		      "capacity", "sandboxes", (int)maxr, "queue", (int)maxq,
+		      "running", (int)running, "queued", (int)queued, "warm",
+		      (int)warm, "languages", langs, "llm", gateway_health());
+	/* "models" (the store) and "gpus". */
+	json_object_update_new(o, resources_health());
+	request_reply(req, 200, o);
 }
 
 void stats_metrics(struct request *req)
