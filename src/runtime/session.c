@@ -600,10 +600,9 @@ static void new_id(char *out, size_t n)
 static void create(json_t *args, const struct sandbox_bind *binds,
 		   size_t nbinds, session_reply_fn fn, void *ctx)
 {
-	static const char *const known[] = {"limits",	      "env",
-					    "idle_timeout_s", "max_lifetime_s",
-					    "labels",	      "llm",
-					    "host_routes"};
+	static const char *const known[] = {
+		"limits", "env", "idle_timeout_s", "max_lifetime_s",
+		"labels", "llm", "host_routes"};
 	struct sandbox_spec spec;
 	struct session *s;
 	char err[256];
@@ -642,7 +641,8 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 	spec.serve = true;
 	spec.limits = session_table.lim.limits;
 	for (size_t i = 0; i < nbinds; i++)
-		sandbox_spec_copy_bind(&spec, &binds[i]);
+		sandbox_spec_add_bind(&spec, binds[i].src, binds[i].dst,
+				      binds[i].writable);
 	v = json_object_get(args, "labels");
 	if (v && !json_is_null(v)) {
 		const char *k;
@@ -699,8 +699,7 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 			: json_null());
 	err[0] = '\0';
 	if (session_gw)
-		s->gw = session_gw->open(s->id, s->labels,
-					 args, err,
+		s->gw = session_gw->open(s->id, s->labels, args, err,
 					 sizeof(err), &code);
 	else if (json_is_true(json_object_get(args, "llm")) ||
 		 json_is_object(json_object_get(args, "llm")))

@@ -43,12 +43,12 @@ struct session_limits {
 void sessions_init(struct loop *loop, const struct session_limits *lim);
 /* The model gateway's part in stateful sandboxes, given by the server
  * before sessions_init(). open() reads a create request's "llm" and
- * "host_routes" values (args is the whole request) for sandbox id: it returns a handle, or NULL when
- * the sandbox has no gateway, with err (and the error's code, when not
- * "unprocessable") set when the value is refused.
- * attach() gives the sandbox's spec what the gateway needs, describe()
- * is what the sandbox's JSON shows under "llm" (a new reference), and
- * close() is called once the sandbox is gone. */
+ * "host_routes" values (args is the whole request) for sandbox id: it returns a
+ * handle, or NULL when the sandbox has no gateway, with err (and the error's
+ * code, when not "unprocessable") set when the value is refused. attach() gives
+ * the sandbox's spec what the gateway needs, describe() is what the sandbox's
+ * JSON shows under "llm" (a new reference), and close() is called once the
+ * sandbox is gone. */
 struct session_gateway {
 	void *(*open)(const char *id, const json_t *labels, const json_t *args,
 		      char *err, size_t errlen, const char **code);

@@ -132,7 +132,8 @@ int gateway_routes_parse(const json_t *v, struct gateway_opts *o, char *err,
 				return -EINVAL;
 			}
 		if (!url ||
-		    (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) ||
+		    (strncmp(url, "http://", 7) &&
+		     strncmp(url, "https://", 8)) ||
 		    strlen(url) >= sizeof(r->target) ||
 		    strpbrk(url, "?# \t\r\n")) {
 			snprintf(err, errlen,
