@@ -192,3 +192,87 @@ def test_zero_gpus_is_no_request(srv):
     status, reply = create(srv, gpus=0, gpu_shared=True)
     assert status == 201, reply
     srv.request("DELETE", "/v1/sandboxes/" + reply["id"])
+
+
+@pytest.fixture(scope="module")
+def fake_gpu_srv():
+    """A server whose GPU discovery reads a fake tree (SBX_GPU_ROOT): two
+    GPUs whose device nodes are plain files, so binding, environment and
+    hand-out run for real without a GPU."""
+    with tempfile.TemporaryDirectory(prefix="sbx-fakegpu-") as root:
+        os.chmod(root, 0o755)
+        os.makedirs(os.path.join(root, "dev"))
+        for n in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+            with open(os.path.join(root, "dev", n), "w") as f:
+                f.write(n)
+            os.chmod(os.path.join(root, "dev", n), 0o644)
+        info = os.path.join(root, "proc/driver/nvidia/gpus/0000:01:00.0")
+        os.makedirs(info)
+        with open(os.path.join(info, "information"), "w") as f:
+            f.write("Model: \t Fake GPU\nGPU UUID: \t GPU-fake-0\n"
+                    "Device Minor: \t 0\n")
+        lib = os.path.join(root, "usr/lib/x86_64-linux-gnu")
+        os.makedirs(lib)
+        with open(os.path.join(lib, "libcuda.so.1"), "w") as f:
+            f.write("fake libcuda\n")
+        for d, _, files in os.walk(root):
+            os.chmod(d, 0o755)
+            for n in files:
+                os.chmod(os.path.join(d, n), 0o644)
+        with SbxServer(env={"SBX_GPU_ROOT": root}) as s:
+            yield s
+
+
+def test_fake_gpus_are_bound_and_handed_out_alone(fake_gpu_srv):
+    srv = fake_gpu_srv
+    status, _, health = srv.get("/v1/health")
+    assert [g["index"] for g in health["gpus"]] == [0, 1]
+    assert health["gpus"][0]["uuid"] == "GPU-fake-0"
+    status, a = create(srv, gpus=1)
+    assert status == 201, a
+    status, b = create(srv, gpus=1)
+    assert status == 201, b
+    try:
+        ra = exec_(srv, a["id"], "ls /dev | grep nvidia; "
+                   "echo $CUDA_VISIBLE_DEVICES; "
+                   "cat /opt/nvidia/lib/libcuda.so.1")
+        rb = exec_(srv, b["id"], "ls /dev | grep nvidia; "
+                   "echo $CUDA_VISIBLE_DEVICES")
+        assert ra["stdout"] == ("nvidia-uvm\nnvidia0\nnvidiactl\n"
+                                "GPU-fake-0\nfake libcuda\n"), ra
+        # No UUID known for GPU 1: CUDA counts it by its place among the
+        # devices the sandbox sees.
+        assert rb["stdout"] == "nvidia-uvm\nnvidia1\nnvidiactl\n0\n", rb
+        status, _, health = srv.get("/v1/health")
+        assert [g["holders"] for g in health["gpus"]] == [1, 1]
+        # Both are held: a third is refused, a named one too.
+        status, c = create(srv, gpus=1)
+        assert status == 409 and c["error"]["code"] == "gpu_busy", c
+        status, c = create(srv, gpus=[0], gpu_shared=True)
+        assert status == 409, c
+    finally:
+        srv.request("DELETE", "/v1/sandboxes/" + a["id"])
+        srv.request("DELETE", "/v1/sandboxes/" + b["id"])
+    status, _, reply = srv.post("/v1/run", {
+        "language": "bash", "gpus": [1],
+        "source": "echo $CUDA_VISIBLE_DEVICES; ls /dev | grep nvidia"})
+    assert status == 200, reply
+    assert reply["run"]["stdout"] == "0\nnvidia-uvm\nnvidia1\nnvidiactl\n"
+
+
+def test_fake_gpus_shared_when_asked(fake_gpu_srv):
+    srv = fake_gpu_srv
+    ids = []
+    try:
+        for _ in range(3):
+            status, r = create(srv, gpus=[0], gpu_shared=True)
+            assert status == 201, r
+            ids.append(r["id"])
+        status, _, health = srv.get("/v1/health")
+        assert health["gpus"][0]["holders"] == 3
+        assert health["gpus"][0]["exclusive"] is False
+        status, r = create(srv, gpus=[0])
+        assert status == 409 and "gpu_shared" in r["error"]["message"]
+    finally:
+        for i in ids:
+            srv.request("DELETE", "/v1/sandboxes/" + i)
