@@ -529,7 +529,9 @@ static json_t *col_json(sqlite3_stmt *st, int col, enum json_default dflt)
  * trace's own created_at, given back as "since", finds it. */
 static json_t *iso8601(double secs)
 {
-	double x = secs * 1000.0;
+	/* A hair above: 0.001 s is stored as 0.000999...; never a whole
+	 * millisecond more. */
+	double x = secs * 1000.0 + 1e-3;
 	long long ms = (long long)x;
 	time_t s;
 	struct tm tm;
