@@ -25,12 +25,20 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import asyncio
+import sys
+
 import pytest
 
 import mock_upstream as mu
 from mock_upstream import MockUpstream
 from sbxserver import SbxServer
 from test_gateway import _has_gateway
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                "clients", "python"))
+from sbx import AsyncClient, Client  # noqa: E402
+from sbx.integrations.rllm import create_sbx_sandbox  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not _has_gateway(),
                                 reason="this sbx has no model gateway")
@@ -620,3 +628,159 @@ def test_kill_9_then_restart_keeps_results_and_reports_the_rest(mock):
             srv2.__exit__(None, None, None)
     finally:
         subprocess.run(["rm", "-rf", state])
+
+
+# ---- the Python client ----
+
+def test_client_uploads_submits_and_collects_a_batch(srv):
+    with Client(srv.url) as c:
+        agent = c.agents.upload(MATH_AGENT, name="math")
+        tasks = [math_task(i) for i in range(200, 212)]
+        ids = [c.executions.submit(agent["id"], t, agent_config={
+            "model_id": "mock-model"}, pool={"size": 3}) for t, _ in tasks]
+        got = {ex["id"]: ex for ex in c.executions.as_completed(ids,
+                                                                timeout=GUARD_S)}
+        assert sorted(got) == sorted(ids)
+        for eid, (task, right) in zip(ids, tasks):
+            assert got[eid]["result"]["reward"] == (1.0 if right else 0.0)
+        ep = c.executions.episode(ids[0])
+        assert len(ep["traces"]) == 2
+        assert ep["traces"][0]["completion_token_ids"]
+        assert c.executions.wait(ids[1])["status"] == "completed"
+        assert any(e["id"] == ids[2] for e in
+                   c.executions.list(status="completed", limit=10000))
+
+
+def test_async_client_as_completed(srv, faulty):
+    async def main():
+        async with AsyncClient(srv.url) as c:
+            ids = await asyncio.gather(*[
+                c.executions.submit(faulty, {"n": i, "sleep": 0.05 * (i % 3)},
+                                    entry="faulty:slow")
+                for i in range(9)])
+            seen = []
+            async for ex in c.executions.as_completed(ids, timeout=GUARD_S):
+                seen.append((ex["id"], ex["result"]["reward"]))
+            assert sorted(seen) == sorted((eid, float(i))
+                                          for i, eid in enumerate(ids))
+            ex = await c.executions.wait(ids[0])
+            assert ex["status"] == "completed"
+    asyncio.run(main())
+
+
+WORKER = r"""
+# A stand-in for rLLM's worker_server.py (which needs aiohttp): the same
+# routes, the same slug and result URL building, stdlib only.
+import argparse, base64, importlib, json, sys, threading, time, uuid
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+p = argparse.ArgumentParser()
+p.add_argument("--agent-module"); p.add_argument("--agent-func")
+p.add_argument("--port", type=int); p.add_argument("--agent-dir")
+a = p.parse_args()
+sys.path.insert(0, a.agent_dir)
+func = getattr(importlib.import_module(a.agent_module), a.agent_func)
+
+def slug(meta):
+    body = json.dumps(meta, separators=(",", ":"), sort_keys=True)
+    return "rllm1:" + base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+def proxied(url, meta):
+    base = url.rstrip("/")
+    v1 = base.endswith("/v1")
+    if v1:
+        base = base[:-3]
+    return base + "/meta/" + slug(meta) + ("/v1" if v1 else "")
+
+def run(body):
+    eid = body["execution_id"]
+    uid = str(uuid.uuid4())
+    meta = {"session_uids": [uid], "session_name": "sandbox-" + eid[:8]}
+    config = dict(body.get("agent_config") or {})
+    config["base_url"] = proxied(body["proxy_url"], meta)
+    config["session_uid"] = uid
+    t0 = time.time()
+    trajs = func(body["task"], config)
+    result = {"success": True, "trajectories": trajs, "session_uid": uid,
+              "reward": None, "error": None, "elapsed": time.time() - t0}
+    base = body["proxy_url"].rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3]
+    req = urllib.request.Request(base + "/rllm/results/" + eid,
+                                 data=json.dumps(result).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def reply(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        self.reply(200, {"status": "ok"})
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        threading.Thread(target=run, args=(body,)).start()
+        self.reply(202, {"status": "accepted",
+                         "execution_id": body["execution_id"]})
+
+ThreadingHTTPServer(("0.0.0.0", a.port), H).serve_forever()
+"""
+
+
+def test_rllm_orchestration_through_the_sandbox_adapter(srv, tmp_path):
+    worker = tmp_path / "worker_server.py"
+    worker.write_text(WORKER)
+    with Client(srv.url) as c:
+        sb = create_sbx_sandbox(name="task-1", image="python:3.11-slim",
+                                client=c, llm=True)
+        try:
+            sb.upload_dir(MATH_AGENT, "/app/agent")
+            sb.upload_file(str(worker), "/app/runner/worker_server.py")
+            assert sb.exec("python -c 'import sys; print(sys.version_info[0])'"
+                           ).strip() == "3"
+            assert "agent.py" in sb.exec("ls /app/agent")
+            with pytest.raises(RuntimeError):
+                sb.exec("exit 4")
+            sb.start_agent_process(
+                "python /app/runner/worker_server.py --agent-module agent "
+                "--agent-func rollout --port 8100 --agent-dir /app/agent",
+                8100)
+            url, headers = sb.get_endpoint(8100)
+            eid = str(uuid.uuid4())
+            task, _ = math_task(7)
+            # The proxy URL a sandbox reaches the gateway by.
+            proxy = sb.sandbox.llm_base_url
+            body = json.dumps({"execution_id": eid, "proxy_url": proxy,
+                               "task": task,
+                               "agent_config": {"model_id": "mock-model"}})
+            req = urllib.request.Request(url + "/execute", data=body.encode(),
+                                         headers=dict(headers, **{
+                                             "Content-Type":
+                                             "application/json"}))
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 202
+                assert json.loads(r.read()) == {"status": "accepted",
+                                                "execution_id": eid}
+            result_url = rllm_result_url(srv.url + "/llm/v1", eid)
+            deadline = time.monotonic() + GUARD_S
+            while True:
+                st, data = http_json("GET", result_url)
+                if st == 200:
+                    break
+                assert st == 202 and data["status"] == "pending"
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            res = data["result"]
+            assert res["success"] is True
+            assert res["trajectories"][0]["reward"] == 1.0
+            st, _, tr = srv.get("/v1/traces?session=" + res["session_uid"])
+            assert len(tr["traces"]) == 2
+        finally:
+            sb.close()

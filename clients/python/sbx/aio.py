@@ -22,6 +22,7 @@ from . import _api, _http
 from ._api import Call, FileData, Llm, Since, TestSpec
 from ._http import describe
 from .aio_sandbox import AsyncSandbox
+from .executions import AsyncAgents, AsyncExecutions, AsyncPools
 from .errors import SbxConnectionError, SbxTimeout
 from .types import (Health, Limits, RunCodeResult, RunResult, SandboxInfo,
                     SandboxLimits)
@@ -297,6 +298,20 @@ class AsyncClient:
         return await self._call(_api.raw(method, path, json))
 
     # ---- the model gateway's traces ----
+
+    # ---- agent rollouts (executions.py) ----
+
+    @property
+    def agents(self) -> AsyncAgents:
+        return AsyncAgents(self)
+
+    @property
+    def executions(self) -> AsyncExecutions:
+        return AsyncExecutions(self)
+
+    @property
+    def pools(self) -> AsyncPools:
+        return AsyncPools(self)
 
     async def traces(self, session: Optional[str] = None,
                      sandbox: Optional[str] = None, since: Since = None,

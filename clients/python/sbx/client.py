@@ -18,6 +18,7 @@ from . import _api, _http
 from ._api import Call, FileData, Llm, Since, TestSpec
 from ._http import describe as _describe
 from .errors import SbxConnectionError, SbxTimeout
+from .executions import Agents, Executions, Pools
 from .sandbox import Sandbox
 from .types import (Health, Limits, RunCodeResult, RunResult, SandboxInfo,
                     SandboxLimits)
@@ -140,6 +141,24 @@ class Client:
                 json: Optional[Dict[str, Any]] = None) -> Any:
         """Any other route: returns the parsed JSON (or text) reply."""
         return self._call(_api.raw(method, path, json))
+
+    # ---- agent rollouts (executions.py) ----
+
+    @property
+    def agents(self) -> Agents:
+        """Agent directories: upload, get, list, delete."""
+        return Agents(self)
+
+    @property
+    def executions(self) -> Executions:
+        """Rollouts: submit, get, wait, as_completed, cancel, list,
+        episode."""
+        return Executions(self)
+
+    @property
+    def pools(self) -> Pools:
+        """Named execution pools: create, list, delete."""
+        return Pools(self)
 
     # ---- the model gateway's traces ----
 
