@@ -65,11 +65,22 @@ class Failure(Exception):
 class SbxTarget:
     """POST /run_code over one keep-alive connection per client thread."""
 
-    name = "sbx"
-
-    def __init__(self, port):
+    def __init__(self, port, pid, name="sbx"):
         self.port = port
+        self.pid = pid
+        self.name = name
         self.local = threading.local()
+
+    def cpu_seconds(self):
+        """CPU the server has used, its reaped sandboxes included (each
+        sandbox's init is its child and waits for everything inside)."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # utime, stime, cutime, cstime: fields 14-17, here 11-14.
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
     def run(self, code, expect):
         conn = getattr(self.local, "conn", None)
@@ -108,6 +119,13 @@ class SubprocessTarget:
     def __init__(self, name, argv):
         self.name = name
         self.argv = argv  # work dir -> argv list
+
+    def cpu_seconds(self):
+        """CPU of this script's reaped children: the runs of whichever
+        target is being measured (targets never run at the same time)."""
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
 
     def run(self, code, expect):
         d = tempfile.mkdtemp(prefix="bench-")
@@ -275,11 +293,13 @@ def measure(target, code, expect, conc, nreq, budget):
                for _ in range(conc)]
     for th in threads:
         th.start()
+    cpu0 = target.cpu_seconds()
     t0[0] = time.perf_counter()
     start.wait()
     for th in threads:
         th.join()
     wall = time.perf_counter() - t0[0]
+    cpu1 = target.cpu_seconds()
     lat.sort()
     return {
         "requests": issued[0],
@@ -290,6 +310,9 @@ def measure(target, code, expect, conc, nreq, budget):
         "p50_ms": percentile(lat, 50) * 1e3 if lat else None,
         "p99_ms": percentile(lat, 99) * 1e3 if lat else None,
         "rps": len(lat) / wall if wall > 0 else None,
+        "cpu_ms": ((cpu1 - cpu0) * 1e3 / issued[0]
+                   if cpu0 is not None and cpu1 is not None and issued[0]
+                   else None),
         "latencies_ms": [round(x * 1e3, 3) for x in lat],
     }
 
@@ -420,17 +443,49 @@ def table(results, names, programs, concs):
     return lines, marks
 
 
+def cpu_table(results, names, programs, concs):
+    """CPU per run: for sbx the server's own CPU and its reaped sandboxes'
+    (init and everything under it), for a baseline this script's reaped
+    children; both over the cell, divided by the requests sent. cpu x =
+    baseline / sbx (> 1: sbx spends less)."""
+    head = ["program", "c"]
+    for n in names:
+        head += ["%s ms" % n] + ([] if n == "sbx" else ["cpu x"])
+    rows = []
+    for prog in programs:
+        for c in concs:
+            s = results.get((prog, c, "sbx"))
+            row = [prog, str(c)]
+            for n in names:
+                r = results.get((prog, c, n))
+                row.append(fmt_ms(r and r.get("cpu_ms")))
+                if n != "sbx":
+                    row.append(fmt_ratio(r and r.get("cpu_ms"),
+                                         s and s.get("cpu_ms")))
+            rows.append(row)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+
+    def render(cells):
+        return "  ".join(x.rjust(w) if i > 1 else x.ljust(w)
+                         for i, (x, w) in enumerate(zip(cells, widths)))
+    return (["CPU per run, ms (user + system; sbx: server and its "
+             "sandboxes; baselines: their subprocesses); cpu x = baseline "
+             "/ sbx, > 1 means sbx spends less",
+             render(head), "-" * len(render(head))] +
+            [render(r) for r in rows])
+
+
 # ---------------------------------------------------------------- main
 
-def start_server(args, log):
-    sbxserver.SBX = args.sbx
+def start_server(args, log, binary=None, name="sbx"):
+    sbxserver.SBX = binary or args.sbx
     last = None
     for attempt in range(1, SERVER_START_ATTEMPTS + 1):
         srv = sbxserver.SbxServer(
             extra_args=["--concurrency", str(args.server_concurrency)])
         try:
             srv.__enter__()
-            return srv, SbxTarget(srv.port)
+            return srv, SbxTarget(srv.port, srv.proc.pid, name)
         except (RuntimeError, OSError) as e:
             last = e
             srv.stop()
@@ -474,6 +529,11 @@ def main():
     ap.add_argument("--only", metavar="LIST",
                     help="baselines to run, comma-separated (default all: "
                     "bare,bwrap,firejail,runsc)")
+    ap.add_argument("--sbx-base", metavar="PATH",
+                    help="also run this other sbx binary (an earlier "
+                    "build, say) as a baseline named sbx-base, on a server "
+                    "of its own with the same options: the ratios then "
+                    "compare two builds in one run")
     ap.add_argument("--json", metavar="FILE",
                     help="also write the raw numbers (every latency) here")
     args = ap.parse_args()
@@ -511,12 +571,20 @@ def main():
     except RuntimeError as e:
         print("FAIL: %s" % e)
         return 1
+    srv_base = None
     try:
         log("probing baselines")
         bases = baselines(args.python)
         if args.only:
             keep = set(args.only.split(","))
             bases = [b for b in bases if b[0] in keep]
+        if args.sbx_base:
+            try:
+                srv_base, t = start_server(args, log, args.sbx_base,
+                                           "sbx-base")
+                bases.insert(0, ("sbx-base", t, None))
+            except RuntimeError as e:
+                bases.insert(0, ("sbx-base", None, "unavailable: %s" % e))
         notes = [(n, note) for n, _, note in bases if note]
         targets = [sbx] + [t for _, t, _ in bases if t]
         names = ["sbx"] + [n for n, _, _ in bases]
@@ -547,15 +615,17 @@ def main():
                     r["wanted"] = n
                     results[(prog, c, t.name)] = r
                     log("%-5s c=%-2d %-8s n=%-3d p50 %s ms  p99 %s ms  "
-                        "%s req/s%s" % (
+                        "%s req/s  cpu %s ms/run%s" % (
                             prog, c, t.name, r["requests"],
                             fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]),
-                            fmt_rps(r["rps"]),
+                            fmt_rps(r["rps"]), fmt_ms(r["cpu_ms"]),
                             "  FAILED %d" % r["failed"] if r["failed"]
                             else ""))
         elapsed = time.perf_counter() - t_start
     finally:
         srv.stop()
+        if srv_base:
+            srv_base.stop()
 
     progs = [p[0] for p in PROGRAMS]
     lines, marks = table(results, names, progs, concs)
@@ -571,6 +641,9 @@ def main():
           "them")
     print()
     for line in lines:
+        print(line)
+    print()
+    for line in cpu_table(results, names, progs, concs):
         print(line)
     print()
     cut = [(k, r) for k, r in results.items()
