@@ -466,7 +466,7 @@ static const char *over(const struct usage *u, const uint64_t max[4])
 /* ---- calls ---- */
 
 struct call {
-	int refs; /* engine thread */
+	int refs;
 	struct request *req;
 	struct gateway_peer *peer;
 	char *session_key; /* NULL: no session limits */
@@ -490,13 +490,17 @@ struct call {
 	size_t held_len;
 	struct upstream_call *uc;
 	char *up_url, *up_body;
-	uint64_t start_ns;
+	uint64_t start_ns, end_ns;
 	int sock;
+	int err; /* how the upstream call ended */
+	char msg[256];
+	struct call *tw_next; /* on the trace writer's queue */
 };
 
+/* Atomic: the engine's thread and the trace writer both hold calls. */
 static void call_unref(struct call *c)
 {
-	if (--c->refs)
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	json_decref(c->meta);
 	json_decref(c->session_uids);
@@ -538,7 +542,7 @@ static void maybe_pause(struct call *c)
 	    request_stream_pending(c->req) < STREAM_HIGH)
 		return;
 	c->paused = true;
-	c->refs++;
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
 	upstream_call_pause(c->uc, true);
 	request_stream_when_drained(c->req, STREAM_LOW, on_drained, c);
 }
@@ -657,61 +661,83 @@ const char *gateway_content_type(const char *ctype)
 	return r;
 }
 
-static void call_done(void *arg, int err, const char *msg)
-{
-	struct call *c = arg;
-	struct trace_rec rec = {0};
-	struct extract_fields f = {0};
-	json_t *resp = NULL, *usage;
-	char why[512] = "";
-	uint64_t prompt, completion;
-	int64_t id;
+/* ---- the trace writer ----
+ *
+ * A finished call's trace is committed, and its answer's last byte sent,
+ * on a thread of its own: the engine's thread never waits for SQLite, and
+ * calls that end together share one transaction. */
 
-	c->finished = true;
-	unwatch_client(c);
-	if (c->streaming) {
-		resp = sse_assembly_result(c->sse);
-	} else if (c->body.len) {
-		resp = json_loadb(c->body.data, c->body.len, 0, NULL);
-	}
+#define TRACE_BATCH 64
+
+static struct {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct call *head, **tail;
+	bool started, stopping;
+} tw = {.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+	.tail = &tw.head};
+
+/* What a finished call's trace and answer need, made on the writer. */
+struct call_end {
+	struct trace_rec rec;
+	struct extract_fields f;
+	json_t *resp, *usage;
+	char why[512];
+};
+
+static void end_prepare(struct call *c, struct call_end *e)
+{
+	memset(e, 0, sizeof(*e));
+	if (c->streaming)
+		e->resp = sse_assembly_result(c->sse);
+	else if (c->body.len)
+		e->resp = json_loadb(c->body.data, c->body.len, 0, NULL);
 	if (c->client_gone)
-		snprintf(why, sizeof(why), "client disconnected");
+		snprintf(e->why, sizeof(e->why), "client disconnected");
 	else if (c->too_big)
-		snprintf(why, sizeof(why),
+		snprintf(e->why, sizeof(e->why),
 			 "the upstream's answer is larger than %u MiB",
 			 MAX_RESPONSE >> 20);
-	else if (err)
-		snprintf(why, sizeof(why), "%s", msg);
+	else if (c->err)
+		snprintf(e->why, sizeof(e->why), "%s", c->msg);
 	else if (c->status >= 400)
-		snprintf(why, sizeof(why), "the upstream answered HTTP %ld",
-			 c->status);
-	if (resp)
-		extract_fields(resp, &f);
-	usage = f.usage ? json_incref(f.usage) : usage_from_ids(&f);
-	rec.sandbox = c->peer ? c->peer->id : NULL;
-	rec.session_uids = c->session_uids;
-	rec.session_name = c->session_name;
-	rec.metadata = c->meta;
-	rec.labels = c->peer ? c->peer->labels : NULL;
-	rec.upstream = c->up->name;
-	rec.model = json_string_value(json_object_get(c->sent, "model"));
-	rec.request = c->sent;
-	rec.response = resp;
-	rec.prompt_token_ids = f.prompt_token_ids;
-	rec.completion_token_ids = f.completion_token_ids;
-	rec.logprobs = f.logprobs;
-	rec.usage = usage;
-	rec.latency_ms = (double)(now_ns() - c->start_ns) / 1e6;
-	rec.status = (int)c->status;
-	rec.error = why[0] ? why : NULL;
-	rec.stream = c->stream_req;
-	id = gw.traces ? traces_add(gw.traces, &rec) : -EIO;
+		snprintf(e->why, sizeof(e->why),
+			 "the upstream answered HTTP %ld", c->status);
+	if (e->resp)
+		extract_fields(e->resp, &e->f);
+	e->usage = e->f.usage ? json_incref(e->f.usage) : usage_from_ids(&e->f);
+	e->rec.sandbox = c->peer ? c->peer->id : NULL;
+	e->rec.session_uids = c->session_uids;
+	e->rec.session_name = c->session_name;
+	e->rec.metadata = c->meta;
+	e->rec.labels = c->peer ? c->peer->labels : NULL;
+	e->rec.upstream = c->up->name;
+	e->rec.model = json_string_value(json_object_get(c->sent, "model"));
+	e->rec.request = c->sent;
+	e->rec.response = e->resp;
+	e->rec.prompt_token_ids = e->f.prompt_token_ids;
+	e->rec.completion_token_ids = e->f.completion_token_ids;
+	e->rec.logprobs = e->f.logprobs;
+	e->rec.usage = e->usage;
+	e->rec.latency_ms = (double)(c->end_ns - c->start_ns) / 1e6;
+	e->rec.status = (int)c->status;
+	e->rec.error = e->why[0] ? e->why : NULL;
+	e->rec.stream = c->stream_req;
+}
+
+/* After the commit: the counters, then the answer's end. */
+static void end_finish(struct call *c, struct call_end *e, int64_t id)
+{
+	const char *why = e->why;
+	uint64_t prompt = usage_count(e->usage, "prompt_tokens");
+	uint64_t completion = usage_count(e->usage, "completion_tokens");
+
 	if (id < 0)
 		log_warn("cannot store the trace of a model call%s%s",
 			 c->peer ? " of sandbox " : "",
 			 c->peer ? c->peer->id : "");
-	prompt = usage_count(usage, "prompt_tokens");
-	completion = usage_count(usage, "completion_tokens");
 	pthread_mutex_lock(&gw.lock);
 	if (c->peer) {
 		c->peer->u.active--;
@@ -731,36 +757,33 @@ static void call_done(void *arg, int err, const char *msg)
 	gw.completion_tokens += completion;
 	gw.active--;
 	pthread_mutex_unlock(&gw.lock);
-	json_decref(usage);
-	json_decref(resp);
-	extract_fields_release(&f);
 
 	if (c->streaming) {
-		if (!err && !c->too_big) {
+		if (!c->err && !c->too_big) {
 			if (c->held)
 				request_stream_write(c->req, c->held,
 						     c->held_len);
 		} else if (!c->client_gone) {
-			json_t *e =
+			json_t *ej =
 				json_pack("{s:{s:s,s:s,s:s}}", "error", "code",
 					  "upstream_error", "message", why,
 					  "type", "api_error");
-			char *s = json_dumps(e, JSON_COMPACT);
+			char *js = json_dumps(ej, JSON_COMPACT);
 			struct buf b;
 
 			buf_init(&b);
-			buf_addf(&b, "data: %s\n\n", s);
+			buf_addf(&b, "data: %s\n\n", js);
 			request_stream_write(c->req, b.data, b.len);
 			buf_release(&b);
-			free(s);
-			json_decref(e);
+			free(js);
+			json_decref(ej);
 		}
 		request_stream_end(c->req);
-	} else if (!err && !c->too_big) {
+	} else if (!c->err && !c->too_big) {
 		request_reply_raw(c->req, (unsigned)c->status,
 				  gateway_content_type(c->ctype),
 				  c->body.len ? c->body.data : "", c->body.len);
-	} else if (err == -ETIMEDOUT) {
+	} else if (c->err == -ETIMEDOUT) {
 		gw_error(c->req, 504, "upstream_timeout",
 			 "upstream '%s' did not answer in time: %s",
 			 c->up->name, why);
@@ -770,7 +793,64 @@ static void call_done(void *arg, int err, const char *msg)
 	}
 	request_put(c->req);
 	c->req = NULL;
+	json_decref(e->usage);
+	json_decref(e->resp);
+	extract_fields_release(&e->f);
 	call_unref(c);
+}
+
+static void *trace_writer(void *arg)
+{
+	struct call_end *ends = xcalloc(TRACE_BATCH, sizeof(*ends));
+	const struct trace_rec *recs[TRACE_BATCH];
+	struct call *batch[TRACE_BATCH];
+	int64_t ids[TRACE_BATCH];
+
+	for (;;) {
+		size_t n = 0, i;
+
+		pthread_mutex_lock(&tw.lock);
+		while (!tw.head && !tw.stopping)
+			pthread_cond_wait(&tw.cond, &tw.lock);
+		while (tw.head && n < TRACE_BATCH) {
+			batch[n++] = tw.head;
+			tw.head = tw.head->tw_next;
+		}
+		if (!tw.head)
+			tw.tail = &tw.head;
+		pthread_mutex_unlock(&tw.lock);
+		if (!n)
+			break; /* stopping, and nothing left */
+		for (i = 0; i < n; i++) {
+			end_prepare(batch[i], &ends[i]);
+			recs[i] = &ends[i].rec;
+		}
+		if (!gw.traces || traces_add_many(gw.traces, recs, n, ids))
+			for (i = 0; i < n; i++)
+				ids[i] = -EIO;
+		for (i = 0; i < n; i++)
+			end_finish(batch[i], &ends[i], ids[i]);
+	}
+	free(ends);
+	return NULL;
+}
+
+/* The engine's part of a call's end: the rest is the writer's. */
+static void call_done(void *arg, int err, const char *msg)
+{
+	struct call *c = arg;
+
+	c->finished = true;
+	c->end_ns = now_ns();
+	unwatch_client(c);
+	c->err = err;
+	str_copy(c->msg, sizeof(c->msg), msg);
+	pthread_mutex_lock(&tw.lock);
+	c->tw_next = NULL;
+	*tw.tail = c;
+	tw.tail = &c->tw_next;
+	pthread_cond_signal(&tw.cond);
+	pthread_mutex_unlock(&tw.lock);
 }
 
 static const struct upstream_call_ops call_ops = {
@@ -1650,6 +1730,11 @@ int gateway_start(const struct server_config *cfg)
 	}
 	gw.loop = upstream_engine_loop(gw.eng);
 	gw.accepting = true;
+	if (pthread_create(&tw.thread, NULL, trace_writer, NULL)) {
+		fprintf(stderr, "sbx serve: cannot start the trace writer\n");
+		return 1;
+	}
+	tw.started = true;
 	if (!gw.nups)
 		return 0;
 	/* Traces are kept only where there is a gateway to make them. */
@@ -1693,9 +1778,18 @@ void gateway_stop(void)
 {
 	size_t i, b;
 
+	/* Calls end (cancelled), then their traces and answers. */
 	upstream_engine_free(gw.eng);
 	gw.eng = NULL;
 	gw.loop = NULL;
+	if (tw.started) {
+		pthread_mutex_lock(&tw.lock);
+		tw.stopping = true;
+		pthread_cond_signal(&tw.cond);
+		pthread_mutex_unlock(&tw.lock);
+		pthread_join(tw.thread, NULL);
+		tw.started = false;
+	}
 	traces_close(gw.traces);
 	gw.traces = NULL;
 	for (i = 0; i < gw.nups; i++) {

@@ -496,6 +496,71 @@ out:
 	return ret;
 }
 
+int traces_add_many(struct traces *t, const struct trace_rec *const *recs,
+		    size_t n, int64_t *ids)
+{
+	char *(*js)[J_COUNT] = xcalloc(n ? n : 1, sizeof(*js));
+	char msg[256] = "";
+	int rc = SQLITE_OK, ret = 0;
+	size_t k, i;
+
+	if (!t)
+		return -EINVAL;
+	/* Serialised before the lock: the writer is held only for SQL. */
+	for (k = 0; k < n; k++) {
+		const struct trace_rec *rec = recs[k];
+		json_t *const vals[J_COUNT] = {
+			[J_SESSION_UIDS] = rec->session_uids,
+			[J_METADATA] = rec->metadata,
+			[J_LABELS] = rec->labels,
+			[J_REQUEST] = rec->request,
+			[J_RESPONSE] = rec->response,
+			[J_PROMPT_TOKEN_IDS] = rec->prompt_token_ids,
+			[J_COMPLETION_TOKEN_IDS] = rec->completion_token_ids,
+			[J_LOGPROBS] = rec->logprobs,
+			[J_USAGE] = rec->usage,
+		};
+
+		ids[k] = 0;
+		for (i = 0; i < J_COUNT; i++)
+			if (dump(vals[i], &js[k][i]) < 0)
+				ids[k] = -EINVAL;
+	}
+	pthread_mutex_lock(&t->wlock);
+	rc = run(t->begin);
+	for (k = 0; rc == SQLITE_OK && k < n; k++)
+		if (ids[k] == 0)
+			rc = insert_locked(t, recs[k],
+					   recs[k]->created_at > 0
+						   ? recs[k]->created_at
+						   : now_unix(),
+					   js[k], &ids[k]);
+	if (rc == SQLITE_OK)
+		rc = run(t->commit);
+	if (rc != SQLITE_OK) {
+		str_copy(msg, sizeof(msg), sqlite3_errmsg(t->wdb));
+		if (!sqlite3_get_autocommit(t->wdb))
+			run(t->rollback);
+		for (k = 0; k < n; k++)
+			ids[k] = -EIO;
+		ret = -EIO;
+	}
+	pthread_mutex_unlock(&t->wlock);
+	if (ret < 0)
+		log_warn("cannot store %zu traces: %s", n, msg);
+	for (k = 0; k < n; k++) {
+		if (ids[k] == -EINVAL)
+			log_warn("cannot store a trace of sandbox '%s': a "
+				 "JSON value cannot be serialised",
+				 recs[k]->sandbox ? recs[k]->sandbox
+						  : "(host)");
+		for (i = 0; i < J_COUNT; i++)
+			free(js[k][i]);
+	}
+	free(js);
+	return ret;
+}
+
 static json_t *col_text(sqlite3_stmt *st, int col)
 {
 	const char *s = (const char *)sqlite3_column_text(st, col);
