@@ -353,6 +353,44 @@ static void test_created_at_renders_in_utc_milliseconds(void **state)
 	}
 }
 
+static void test_add_many_commits_a_batch(void **state)
+{
+	struct fixture *f = *state;
+	json_t *uids = parse("[\"batch-s\"]");
+	struct trace_rec a = {
+		.sandbox = "sb-a", .session_uids = uids, .model = "m1"};
+	struct trace_rec b = {.sandbox = "sb-b",
+			      .model = "m2",
+			      .status = 502,
+			      .error = "upstream down"};
+	struct trace_rec c = {.sandbox = "sb-a", .model = "m3"};
+	const struct trace_rec *recs[] = {&a, &b, &c};
+	int64_t ids[3], before = traces_count(f->t);
+	json_t *got;
+
+	assert_int_equal(traces_add_many(f->t, recs, 3, ids), 0);
+	assert_true(ids[0] > 0 && ids[1] > ids[0] && ids[2] > ids[1]);
+	assert_int_equal(traces_count(f->t), before + 3);
+	got = traces_get(f->t, ids[1]);
+	assert_non_null(got);
+	assert_string_equal(json_string_value(json_object_get(got, "model")),
+			    "m2");
+	assert_int_equal(json_integer_value(json_object_get(got, "status")),
+			 502);
+	assert_string_equal(json_string_value(json_object_get(got, "error")),
+			    "upstream down");
+	json_decref(got);
+	got = traces_get(f->t, ids[0]);
+	assert_string_equal(json_string_value(json_array_get(
+				    json_object_get(got, "session_uids"), 0)),
+			    "batch-s");
+	json_decref(got);
+	/* an empty batch is a no-op */
+	assert_int_equal(traces_add_many(f->t, recs, 0, ids), 0);
+	assert_int_equal(traces_count(f->t), before + 3);
+	json_decref(uids);
+}
+
 static void test_ids_increase(void **state)
 {
 	struct fixture *f = *state;
@@ -730,6 +768,7 @@ int main(void)
 		T(test_absent_fields_read_as_null_or_empty),
 		T(test_created_at_renders_in_utc_milliseconds),
 		T(test_ids_increase),
+		T(test_add_many_commits_a_batch),
 		T(test_filters),
 		T(test_delete),
 		T(test_concurrent_writers_and_reader),
