@@ -931,6 +931,16 @@ int executions_start(const struct server_config *cfg)
 	rollouts.cfg = cfg;
 	rollouts.loop = runner_loop(server_state.runner);
 	r = mkdir_p(dir, 0700);
+	if (!r) {
+		/* Agents are bound into sandboxes by absolute path. */
+		char *abs = realpath(dir, NULL);
+
+		if (abs) {
+			free(dir);
+			dir = xstrdup(abs);
+			free(abs);
+		}
+	}
 	rollouts.agents_dir = xstrfmt("%s/agents", dir);
 	if (!r && mkdir(rollouts.agents_dir, 0700) < 0 && errno != EEXIST)
 		r = -errno;

@@ -157,6 +157,8 @@ def world():
                     os.path.join(work, "clients", "python"),
                     ignore=shutil.ignore_patterns("build", "*.egg-info",
                                                   "__pycache__"))
+    shutil.copytree(os.path.join(REPO, "examples"),
+                    os.path.join(work, "examples"))
     os.makedirs(os.path.join(work, "tests", "e2e"))
     shutil.copy(os.path.join(REPO, "tests", "e2e", "mock_upstream.py"),
                 os.path.join(work, "tests", "e2e"))
