@@ -109,7 +109,8 @@ static char **build_env(char **extra)
 		/* sbx_guest (guest/sbx_guest.py) is importable anywhere. */
 		"PYTHONPATH=" SANDBOX_GUEST_DIR "/python",
 		/* pip works on the sandbox's own (user) site-packages: Debian's
-		 * PEP 668 marker is about the host's, which is read-only here. */
+		 * PEP 668 marker is about the host's, which is read-only here.
+		 */
 		"PIP_BREAK_SYSTEM_PACKAGES=1",
 	};
 	size_t nbase = ARRAY_SIZE(base), nextra = 0, n = 0, i, j;

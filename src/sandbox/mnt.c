@@ -741,13 +741,11 @@ static int user_binds(const struct sandbox_spec *spec, struct child_err *ce)
 		int fd = INIT_FD_COUNT + (int)i;
 		/* A device node (a GPU's) is usable: no nodev, as the
 		 * nodes of dev_setup(). */
-		uint64_t attrs = b->device ? MOUNT_ATTR_NOSUID |
-						     MOUNT_ATTR_NOEXEC
-					   : MOUNT_ATTR_NOSUID |
-						     MOUNT_ATTR_NODEV |
-						     (b->writable
-							      ? 0
-							      : MOUNT_ATTR_RDONLY);
+		uint64_t attrs =
+			b->device
+				? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC
+				: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+					  (b->writable ? 0 : MOUNT_ATTR_RDONLY);
 
 		/* The host cloned the source's mount for us (fd 6 + i), so
 		 * its path's modes do not matter. */
