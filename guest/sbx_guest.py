@@ -61,6 +61,9 @@ def _base_url():
 
 
 def _gateway_root():
+    root = os.environ.get("SBX_GATEWAY_URL")
+    if root:  # a sandbox with host routes, with or without 'llm'
+        return root.rstrip("/")
     url = _base_url()
     return url[:-3] if url.endswith("/v1") else url
 
