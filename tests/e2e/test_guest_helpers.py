@@ -118,3 +118,18 @@ def test_call_tool_with_host_routes_only(srv, tools):
     assert out["status"] == "ok", out
     assert eval(out["result"]) == {"tool": "lookup", "echo": {"id": 7}}
     srv.request("DELETE", "/v1/sandboxes/" + sb["id"])
+
+
+def test_the_python_client_creates_sandboxes_with_host_routes(srv, tools):
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                    "clients", "python"))
+    from sbx import Client
+    with Client(srv.url) as client:
+        with client.create_sandbox(host_routes={"/tools/": tools}) as sb:
+            assert sb.llm_base_url is None
+            r = sb.exec(["python3", "-c",
+                         "import sbx_guest; "
+                         "print(sbx_guest.call_tool('ping', n=1)['tool'])"])
+            assert r.stdout.strip() == "ping", r

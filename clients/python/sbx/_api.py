@@ -228,10 +228,22 @@ def create_sandbox(limits: Union[SandboxLimits, Mapping[str, Any], None],
                    idle_timeout: Optional[float],
                    max_lifetime: Optional[float],
                    labels: Optional[Mapping[str, str]],
-                   llm: Llm = None) -> Call[SandboxInfo]:
+                   llm: Llm = None,
+                   host_routes: Optional[Mapping[str, str]] = None,
+                   models: Optional[Sequence[str]] = None,
+                   gpus: Union[int, Sequence[int], None] = None,
+                   gpu_shared: Optional[bool] = None) -> Call[SandboxInfo]:
     body: Dict[str, Any] = {}
     if llm is not None:
         body["llm"] = _llm(llm)
+    if host_routes:
+        body["host_routes"] = _str_map("host_routes", host_routes)
+    if models:
+        body["models"] = [str(m) for m in models]
+    if gpus is not None:
+        body["gpus"] = gpus if isinstance(gpus, int) else list(gpus)
+    if gpu_shared is not None:
+        body["gpu_shared"] = bool(gpu_shared)
     lim: Dict[str, Any] = {}
     if isinstance(limits, SandboxLimits):
         lim = limits.to_dict()

@@ -339,12 +339,17 @@ class AsyncClient:
                              idle_timeout: Optional[float] = None,
                              max_lifetime: Optional[float] = None,
                              labels: Optional[Mapping[str, str]] = None,
-                             llm: Llm = None) -> AsyncSandbox:
+                             llm: Llm = None,
+                             host_routes: Optional[Mapping[str, str]] = None,
+                             models: Optional[Sequence[str]] = None,
+                             gpus: Union[int, Sequence[int], None] = None,
+                             gpu_shared: Optional[bool] = None) -> AsyncSandbox:
         """POST /v1/sandboxes; see Client.create_sandbox. Use the result in
         `async with` to delete it at the end:
         `async with await client.create_sandbox() as sb:`."""
         info = await self._call(_api.create_sandbox(
-            limits, env, idle_timeout, max_lifetime, labels, llm))
+            limits, env, idle_timeout, max_lifetime, labels, llm,
+            host_routes, models, gpus, gpu_shared))
         return AsyncSandbox(self, info.id, info)
 
     def get_sandbox(self, sandbox_id: str) -> AsyncSandbox:

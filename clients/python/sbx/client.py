@@ -194,7 +194,11 @@ class Client:
                        idle_timeout: Optional[float] = None,
                        max_lifetime: Optional[float] = None,
                        labels: Optional[Mapping[str, str]] = None,
-                       llm: Llm = None) -> Sandbox:
+                       llm: Llm = None,
+                       host_routes: Optional[Mapping[str, str]] = None,
+                       models: Optional[Sequence[str]] = None,
+                       gpus: Union[int, Sequence[int], None] = None,
+                       gpu_shared: Optional[bool] = None) -> Sandbox:
         """POST /v1/sandboxes: a new sandbox that lives until deleted,
         idle for idle_timeout seconds, or max_lifetime seconds old (None:
         the server's defaults). Use it in `with` to delete it at the end.
@@ -203,9 +207,15 @@ class Client:
         llm=True, or a dict ({"session": name, "max_calls": n,
         "max_prompt_tokens", "max_completion_tokens", "max_concurrent"}),
         gives it the model gateway; False refuses the server's default;
-        sb.llm_base_url and sb.llm_api_key then say where it calls."""
-        info = self._call(_api.create_sandbox(limits, env, idle_timeout,
-                                              max_lifetime, labels, llm))
+        sb.llm_base_url and sb.llm_api_key then say where it calls.
+
+        host_routes={"/tools/": "http://127.0.0.1:9100"} forwards those
+        paths of its gateway to servers of the host; models=["org/name"]
+        binds models of the server's store (--models) read-only at
+        /models; gpus=N or [indices] (gpu_shared=True to share them)."""
+        info = self._call(_api.create_sandbox(
+            limits, env, idle_timeout, max_lifetime, labels, llm,
+            host_routes, models, gpus, gpu_shared))
         return Sandbox(self, info.id, info)
 
     def get_sandbox(self, sandbox_id: str) -> Sandbox:
