@@ -920,31 +920,39 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
 		cgroup_destroy(cg);
 		memset(cg, 0, sizeof(*cg));
 	}
+	cg->applied = *lim;
 	return r;
 }
 
-int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim)
+int cgroup_set_limits(struct cgroup *cg, const struct cgroup_limits *lim)
 {
+	const struct cgroup_limits *was = &cg->applied;
+	bool mem_same = lim->memory_bytes == was->memory_bytes;
+	bool pids_same = lim->pids == was->pids;
+	bool cpu_same = lim->cpu_quota_milli == was->cpu_quota_milli &&
+			lim->cpu_weight == was->cpu_weight;
 	char mem[24], pids[24], err[8];
 	int r = 0;
 
+	/* Until this call has written everything, nothing is known. */
+	memset(&cg->applied, 0xff, sizeof(cg->applied));
 	snprintf(mem, sizeof(mem), "%" PRIu64,
 		 lim->memory_bytes ? lim->memory_bytes : UINT64_MAX >> 1);
 	snprintf(pids, sizeof(pids), "%" PRIu64, lim->pids);
 	if (cg->v2[0]) {
-		if (file_exists(cg->v2, "memory.max"))
+		if (!mem_same && file_exists(cg->v2, "memory.max"))
 			r = set_value(cg->v2, "memory.max",
 				      lim->memory_bytes ? mem : "max", err,
 				      sizeof(err));
-		if (!r && file_exists(cg->v2, "pids.max"))
+		if (!r && !pids_same && file_exists(cg->v2, "pids.max"))
 			r = set_value(cg->v2, "pids.max",
 				      lim->pids ? pids : "max", err,
 				      sizeof(err));
-		if (!r && file_exists(cg->v2, "cpu.max"))
+		if (!r && !cpu_same && file_exists(cg->v2, "cpu.max"))
 			r = set_cpu_v2(cg->v2, lim, err, sizeof(err));
-		return r;
+		goto out;
 	}
-	if (cg->memory[0]) {
+	if (cg->memory[0] && !mem_same) {
 		bool memsw =
 			file_exists(cg->memory, "memory.memsw.limit_in_bytes");
 		/* memsw may never be below the limit: raise it first, or
@@ -958,11 +966,15 @@ int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim)
 			r = set_value(cg->memory, "memory.memsw.limit_in_bytes",
 				      mem, err, sizeof(err));
 	}
-	if (!r && cg->pids[0])
+	if (!r && cg->pids[0] && !pids_same)
 		r = set_value(cg->pids, "pids.max", lim->pids ? pids : "max",
 			      err, sizeof(err));
-	if (!r && cg->cpu[0] && file_exists(cg->cpu, "cpu.cfs_quota_us"))
+	if (!r && cg->cpu[0] && !cpu_same &&
+	    file_exists(cg->cpu, "cpu.cfs_quota_us"))
 		r = set_cpu_v1(cg->cpu, lim, err, sizeof(err));
+out:
+	if (!r)
+		cg->applied = *lim;
 	return r;
 }
 

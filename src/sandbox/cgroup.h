@@ -53,15 +53,6 @@ void cgroup_host_describe(const struct cgroup_host *host, char *buf,
 			  size_t len);
 
 /* One sandbox's group. Caller-owned; paths empty when unused. */
-struct cgroup {
-	enum cgroup_version version;
-	char v2[CGROUP_PATH_MAX];
-	char memory[CGROUP_PATH_MAX];
-	char pids[CGROUP_PATH_MAX];
-	char cpuacct[CGROUP_PATH_MAX];
-	char cpu[CGROUP_PATH_MAX]; /* may equal cpuacct (co-mounted) */
-};
-
 /* The period CPU quotas are set over, in microseconds. */
 #define CGROUP_CPU_PERIOD_US 100000ull
 
@@ -70,6 +61,18 @@ struct cgroup_limits {
 	uint64_t pids;		  /* 0: no limit */
 	uint64_t cpu_quota_milli; /* thousandths of a core, 0: no limit */
 	uint64_t cpu_weight;	  /* 1..10000 (v2 scale), 0: the default */
+};
+
+struct cgroup {
+	enum cgroup_version version;
+	char v2[CGROUP_PATH_MAX];
+	char memory[CGROUP_PATH_MAX];
+	char pids[CGROUP_PATH_MAX];
+	char cpuacct[CGROUP_PATH_MAX];
+	char cpu[CGROUP_PATH_MAX]; /* may equal cpuacct (co-mounted) */
+	/* The limits last written (by cgroup_create() or
+	 * cgroup_set_limits()): a change writes only what differs. */
+	struct cgroup_limits applied;
 };
 
 /* Creates the group "name" under every available controller and applies
@@ -87,8 +90,10 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
 
 /* Changes the memory, pids and CPU limits of a live group (warm sandboxes
  * get their run's limits this way). 0 means no limit (the default weight).
- * Returns 0 or -errno. */
-int cgroup_set_limits(const struct cgroup *cg, const struct cgroup_limits *lim);
+ * Only the limits that differ from the ones last written are written
+ * (sbx alone writes them: nothing inside a sandbox can). Returns 0 or
+ * -errno; after a failure every limit is written again next time. */
+int cgroup_set_limits(struct cgroup *cg, const struct cgroup_limits *lim);
 /* Starts the peak-memory reading afresh, where the kernel allows. */
 void cgroup_reset_peak(const struct cgroup *cg);
 

@@ -992,6 +992,48 @@ static void test_cpu_v1_comounted(void **state)
 	assert_int_equal(cgroup_sweep(&host, NULL), 0);
 }
 
+/* A live group's limits are rewritten only where they change: a warm
+ * sandbox given the limits it was built with writes nothing. */
+static void test_set_limits_writes_changes(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_limits lim = {.cpu_quota_milli = 250, .cpu_weight = 1};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char p[PATH_MAX], err[256] = "";
+	FILE *f = mi_open(fx);
+
+	mi_line(fx, f, "/", "memory", "cgroup", "rw,memory");
+	mi_line(fx, f, "/", "cpu,cpuacct", "cgroup", "rw,cpu,cpuacct");
+	assert_int_equal(fclose(f), 0);
+	put(fx->self, "4:memory:/a\n2:cpu,cpuacct:/a\n0::/a\n");
+	tpath(fx, p, "memory/a");
+	mkdir_p(p);
+	tpath(fx, p, "cpu,cpuacct/a/sbx");
+	mkdir_p(p);
+	tpath(fx, p, "cpu,cpuacct/a/sbx/cpu.cfs_quota_us");
+	put(p, "-1\n");
+	detect_ok(fx, &host, NULL);
+	assert_int_equal(
+		cgroup_create(&cg, &host, "box", &lim, err, sizeof(err)), 0);
+	assert_file(fx, "cpu,cpuacct/a/sbx/box/cpu.cfs_quota_us", "25000");
+	/* The same limits: nothing is written. */
+	tpath(fx, p, "cpu,cpuacct/a/sbx/box/cpu.cfs_quota_us");
+	put(p, "untouched");
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_file(fx, "cpu,cpuacct/a/sbx/box/cpu.cfs_quota_us", "untouched");
+	assert_no_file(fx, "memory/a/sbx/box/memory.limit_in_bytes");
+	/* A new memory limit writes memory alone; a new quota the CPU. */
+	lim.memory_bytes = 1 << 20;
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_file(fx, "memory/a/sbx/box/memory.limit_in_bytes", "1048576");
+	assert_file(fx, "cpu,cpuacct/a/sbx/box/cpu.cfs_quota_us", "untouched");
+	lim.cpu_quota_milli = 500;
+	assert_int_equal(cgroup_set_limits(&cg, &lim), 0);
+	assert_file(fx, "cpu,cpuacct/a/sbx/box/cpu.cfs_quota_us", "50000");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
 /* A v1 host without the cpu hierarchy: skipped, the run goes on. */
 static void test_cpu_v1_missing(void **state)
 {
@@ -1204,6 +1246,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cpu_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_v1_comounted, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_set_limits_writes_changes,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_v1_missing, setup,
 						teardown),
 		cmocka_unit_test(test_weight_to_shares),
