@@ -221,9 +221,18 @@ FUZZ_LIB_SRCS = $(wildcard src/base/*.c) src/runtime/lang.c \
 	$(wildcard src/server/*_parse.c) src/runtime/limits.c src/sandbox/wire.c \
 	src/sandbox/spec.c \
 	src/sandbox/bpf.c src/llm/slug.c src/llm/sse.c src/llm/extract.c
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+# Compiled once (instrumented, without libFuzzer's main) and linked into
+# every target.
+FUZZ_LIB_OBJS = $(FUZZ_LIB_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -lpthread
+	@echo "  CC (fuzz) $<"
+	@$(FUZZ_CC) $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_FLAGS)) \
+		-MMD -MP -c -o $@ $<
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_OBJS) $(PKG_LIBS) -lpthread
+.SECONDARY: $(FUZZ_LIB_OBJS)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
