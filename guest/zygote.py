@@ -6,10 +6,11 @@ run's output goes and fd 3 a socket to init. Once started it writes "R" on
 fd 3; init reports the sandbox ready only then. When a Python run arrives,
 init writes the run on fd 3 as NUL-terminated fields:
 
-    cwd, stdin path ("" for none), fsize, nofile, cpu seconds ("0": none),
+    cwd, stdin path ("" for none), cpu seconds ("0": none),
     argc, argv..., envc, env...
 
-and closes it. This process then becomes that program: same argv,
+and closes it (init has set the run's file size and open file limits on
+this process already). This process then becomes that program: same argv,
 __main__, __file__, sys.path[0], environment and exit status as
 `python3 main.py` would have, without paying for the interpreter's start.
 It imports nothing the interpreter has not already loaded: every import
@@ -35,11 +36,11 @@ def read_request():
 
 
 def become(fields):
-    cwd, stdin, fsize, nofile, cpu = fields[:5]
-    argc = int(fields[5])
-    argv = fields[6:6 + argc]
-    envc = int(fields[6 + argc])
-    env = fields[7 + argc:7 + argc + envc]
+    cwd, stdin, cpu = fields[:3]
+    argc = int(fields[3])
+    argv = fields[4:4 + argc]
+    envc = int(fields[4 + argc])
+    env = fields[5 + argc:5 + argc + envc]
     os.chdir(cwd)
     os.environ.clear()
     for kv in env:
@@ -50,18 +51,13 @@ def become(fields):
         os.unlink(stdin)
         os.dup2(fd, 0)
         os.close(fd)
-    if int(fsize) or int(nofile) or int(cpu):
+    if int(cpu):
         import resource
-        for value, res in ((int(fsize), resource.RLIMIT_FSIZE),
-                           (int(nofile), resource.RLIMIT_NOFILE)):
-            if value:
-                resource.setrlimit(res, (value, value))
-        if int(cpu):
-            # The limit counts from now, not from the interpreter's start.
-            used = resource.getrusage(resource.RUSAGE_SELF)
-            spent = int(used.ru_utime + used.ru_stime)
-            resource.setrlimit(resource.RLIMIT_CPU,
-                               (spent + int(cpu), spent + int(cpu) + 1))
+        # The limit counts from now, not from the interpreter's start.
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        spent = int(used.ru_utime + used.ru_stime)
+        resource.setrlimit(resource.RLIMIT_CPU,
+                           (spent + int(cpu), spent + int(cpu) + 1))
     script = os.path.abspath(argv[1])
     sys.argv = argv[1:]
     sys.path[0] = os.path.dirname(script)
@@ -73,8 +69,12 @@ def run(script):
     # module (kept in sys.modules, so pickle and multiprocessing find the
     # program's functions there), then the compiled file run in it.
     main = type(sys)("__main__")
-    main.__file__ = script
+    # The names and their order a script's globals start with.
+    main.__loader__ = sys.modules["_frozen_importlib_external"] \
+        .SourceFileLoader("__main__", script)
+    main.__annotations__ = {}
     main.__builtins__ = __builtins__
+    main.__file__ = script
     main.__cached__ = None
     sys.modules["__main__"] = main
     try:
@@ -93,7 +93,29 @@ def run(script):
             tb = None
         sys.stderr.write("".join(traceback.format_exception(type(e), e, tb)))
         sys.stderr.flush()
-        sys.exit(130 if isinstance(e, KeyboardInterrupt) else 1)
+        if isinstance(e, KeyboardInterrupt):
+            die_by_sigint()
+        sys.exit(1)
+
+
+def die_by_sigint():
+    # The interpreter ends an uncaught KeyboardInterrupt by shutting down
+    # (threads joined, atexit handlers run) and then killing itself with
+    # SIGINT, so its parent sees the signal.
+    import signal
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    import atexit
+    atexit._run_exitfuncs()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(130)  # SIGINT blocked: the nearest exit status
 
 
 run(become(read_request()))

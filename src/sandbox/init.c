@@ -656,6 +656,32 @@ static void add_number(struct buf *b, uint64_t v)
 	add_field(b, num);
 }
 
+/* Gives the zygote the run's file size and open file limits, as
+ * rlimit_setup_child() gives a command forked for it (0: init's own, which
+ * such a command inherits), so the zygote need not import anything to set
+ * them itself. Init holds CAP_SYS_RESOURCE over the sandbox's user
+ * namespace. Returns 0 or -errno. */
+static int zygote_limits(const struct sandbox_limits *lim)
+{
+	const struct {
+		int resource;
+		uint64_t value;
+	} set[] = {{RLIMIT_FSIZE, lim->fsize_bytes},
+		   {RLIMIT_NOFILE, lim->nofile}};
+	struct rlimit rl;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(set); i++) {
+		if (set[i].value)
+			rl.rlim_cur = rl.rlim_max = (rlim_t)set[i].value;
+		else if (getrlimit(set[i].resource, &rl) < 0)
+			return -errno;
+		if (prlimit(zygote.pid, set[i].resource, &rl, NULL) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 /* Tells the zygote which program to become (see guest/zygote.py for the
  * fields). Returns 0 or -errno. */
 static int zygote_go(const struct sandbox_spec *spec,
@@ -665,10 +691,10 @@ static int zygote_go(const struct sandbox_spec *spec,
 	char **envv = build_env(spec->env);
 	size_t i, n;
 	struct buf b;
-	int r = 0;
+	int r = zygote_limits(&spec->limits);
 
 	/* stdin waits in a file the zygote opens and unlinks. */
-	if (step->stdin_data && step->stdin_len) {
+	if (!r && step->stdin_data && step->stdin_len) {
 		int fd;
 
 		snprintf(path, sizeof(path), "/dev/shm/.sbx-stdin-%d",
@@ -687,8 +713,6 @@ static int zygote_go(const struct sandbox_spec *spec,
 	buf_init(&b);
 	add_field(&b, cwd);
 	add_field(&b, path);
-	add_number(&b, spec->limits.fsize_bytes);
-	add_number(&b, spec->limits.nofile);
 	add_number(&b, (step->cpu_ms + 999) / 1000);
 	for (n = 0; step->argv[n]; n++)
 		;
@@ -705,6 +729,13 @@ static int zygote_go(const struct sandbox_spec *spec,
 		r = write_full(zygote.ctl, b.data, b.len);
 	buf_release(&b);
 	fd_close(&zygote.ctl); /* EOF ends the request */
+	if (r && path[0]) {
+		/* The run starts afresh without the zygote: no file of this
+		 * attempt may be left for it to find. */
+		init_as_user(uid, gid, true);
+		unlink(path);
+		init_as_user(uid, gid, false);
+	}
 	return r;
 }
 

@@ -128,6 +128,157 @@ ZYGOTE_PROGRAMS = {
                            " print('thread'))).start()\nprint('main')",
                            None, []),
     "imports_from_files": ("import helper\nprint(helper.X)", None, []),
+    # Threads
+    "threads_join": ("import threading\nout = []\n"
+                     "ts = [threading.Thread(target=out.append, args=(i,))"
+                     " for i in range(8)]\n"
+                     "[t.start() for t in ts]\n[t.join() for t in ts]\n"
+                     "print(sorted(out), threading.active_count())", None, []),
+    "daemon_thread_left": ("import threading, time\n"
+                           "threading.Thread(target=time.sleep, args=(30,),"
+                           " daemon=True).start()\nprint('main done')",
+                           None, []),
+    "thread_exception": ("import threading\n"
+                         "def f():\n    raise RuntimeError('in thread')\n"
+                         "t = threading.Thread(target=f, name='T1')\n"
+                         "t.start(); t.join(); print('after')", None, []),
+    # Processes
+    "mp_process_queue": ("import multiprocessing as mp\n"
+                         "def w(q):\n    q.put(sum(range(10)))\n"
+                         "if __name__ == '__main__':\n"
+                         "    q = mp.Queue()\n"
+                         "    p = mp.Process(target=w, args=(q,))\n"
+                         "    p.start(); print(q.get()); p.join()\n"
+                         "    print(p.exitcode)", None, []),
+    "mp_spawn": ("import multiprocessing as mp\n"
+                 "def sq(x):\n    return x * x\n"
+                 "if __name__ == '__main__':\n"
+                 "    with mp.get_context('spawn').Pool(1) as p:\n"
+                 "        print(p.map(sq, [3, 4]))", None, []),
+    "os_fork": ("import os\npid = os.fork()\n"
+                "if pid == 0:\n    print('child'); os._exit(5)\n"
+                "_, st = os.waitpid(pid, 0)\nprint('parent', os.waitstatus_to_exitcode(st))",
+                None, []),
+    "subprocess": ("import subprocess, sys\n"
+                   "print(subprocess.run(['echo', 'hi'], capture_output=True).stdout)\n"
+                   "print(subprocess.run([sys.executable, '-c', 'import sys; print(sys.argv)'],"
+                   " capture_output=True, text=True).stdout)", None, []),
+    "pids_and_ids": ("import os\nprint(os.getpid(), os.getppid(), os.getuid(),"
+                     " os.getgid(), os.getgroups(), os.umask(0o22))", None, []),
+    # Signals
+    "signal_handler": ("import os, signal\n"
+                       "signal.signal(signal.SIGUSR1, lambda s, f: print('got', s))\n"
+                       "os.kill(os.getpid(), signal.SIGUSR1)\nprint('on')", None, []),
+    "signal_dispositions": ("import signal\n"
+                            "print([str(signal.getsignal(s)) for s in signal.valid_signals()"
+                            " if s not in (signal.SIGKILL, signal.SIGSTOP)])\n"
+                            "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))",
+                            None, []),
+    "killed_by_sigterm": ("import os, signal\nprint('before', flush=True)\n"
+                          "os.kill(os.getpid(), signal.SIGTERM)\nprint('after')",
+                          None, []),
+    "keyboard_interrupt": ("import os, signal\n"
+                           "os.kill(os.getpid(), signal.SIGINT)\nprint('unreached')",
+                           None, []),
+    "sigpipe": ("import os\nr, w = os.pipe()\nos.close(r)\n"
+                "try:\n    os.write(w, b'x')\nexcept BrokenPipeError as e:\n"
+                "    print('EPIPE', e.errno)", None, []),
+    # The program's identity
+    "module_globals": ("print(sorted(globals()))\n"
+                       "print(__spec__, __package__, __doc__, __cached__)\n"
+                       "print(type(__loader__).__name__, __loader__.name)",
+                       None, []),
+    "docstring_and_dunder_main": ('"""The doc."""\nimport sys\n'
+                                  "print(__doc__, sys.modules['__main__'].__doc__,"
+                                  " sys.modules['__main__'] is sys.modules[__name__])",
+                                  None, []),
+    "sys_path_and_flags": ("import sys\nprint(sys.path)\nprint(sys.flags)\n"
+                           "print(sys.executable, sys.prefix, sys.base_prefix)",
+                           None, []),
+    "loaded_modules": ("import sys\nprint(sorted(sys.modules))", None, []),
+    "argv0_and_orig": ("import sys\nprint(sys.argv, sys.argv[0] == __file__)",
+                       None, []),
+    "stdio_properties": ("import sys\n"
+                         "for f in (sys.stdin, sys.stdout, sys.stderr):\n"
+                         "    print(f.fileno(), f.isatty(), f.encoding, f.errors,"
+                         " f.line_buffering, type(f.buffer).__name__)",
+                         None, []),
+    "open_fds": ("import os\nprint(sorted(os.listdir('/proc/self/fd')))", None, []),
+    "rlimits": ("import resource as r\n"
+                "print([r.getrlimit(x) for x in (r.RLIMIT_FSIZE, r.RLIMIT_NOFILE,"
+                " r.RLIMIT_CPU, r.RLIMIT_CORE, r.RLIMIT_NPROC, r.RLIMIT_STACK)])",
+                None, []),
+    "gc_and_recursion": ("import gc, sys\n"
+                         "print(gc.isenabled(), gc.get_threshold(), sys.getrecursionlimit())\n"
+                         "def f(n):\n    return f(n + 1)\n"
+                         "try:\n    f(0)\nexcept RecursionError as e:\n    print(e)",
+                         None, []),
+    "encodings_and_locale": ("import sys, locale, time\n"
+                             "print(sys.getfilesystemencoding(), sys.getdefaultencoding(),"
+                             " locale.getpreferredencoding(False), time.tzname)\n"
+                             "print('h\u00e9llo \u2713')", None, []),
+    # stdin and input()
+    "stdin_lines": ("import sys\nfor i, line in enumerate(sys.stdin):\n"
+                    "    print(i, line.rstrip())", "a\nb\nc\n", []),
+    "stdin_binary": ("import sys\nprint(sys.stdin.buffer.read())", "\u00e9\x00z", []),
+    "input_prompt": ("n = input('name? ')\nm = input()\nprint('hi', n, m)",
+                     "ann\nbob\n", []),
+    "input_eof": ("print(input())", None, []),
+    # Exit codes and exceptions
+    "exit_message": ("import sys\nsys.exit('fatal: no')", None, []),
+    "exit_none": ("import sys\nprint('x')\nsys.exit()", None, []),
+    "exit_from_thread_ignored": ("import sys, threading\n"
+                                 "t = threading.Thread(target=sys.exit, args=(4,))\n"
+                                 "t.start(); t.join(); print('still here')", None, []),
+    "os_exit_skips_atexit": ("import atexit, os\n"
+                             "atexit.register(print, 'not printed')\n"
+                             "print('out', flush=True)\nos._exit(9)", None, []),
+    "exception_chain": ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+                        "    raise KeyError('k') from e", None, []),
+    "exception_in_imported_module": ("import helper\nhelper.X.missing", None, []),
+    "unraisable_in_del": ("class A:\n    def __del__(self):\n"
+                          "        raise ValueError('del')\n"
+                          "a = A()\ndel a\nprint('ok')", None, []),
+    "atexit_order_and_error": ("import atexit\n"
+                               "atexit.register(print, 'first registered')\n"
+                               "atexit.register(lambda: 1 / 0)\n"
+                               "atexit.register(print, 'last registered')\n"
+                               "print('main')", None, []),
+    "del_at_shutdown": ("class A:\n    def __del__(self):\n"
+                        "        print('finalized')\n"
+                        "keep = A()\nprint('main')", None, []),
+    "warnings": ("import warnings\nwarnings.warn('careful')\n"
+                 "warnings.warn('gone', DeprecationWarning)\nprint('x')", None, []),
+    # Output
+    "large_output": ("import sys\n"
+                     "for i in range(20000):\n"
+                     "    print('line %d ' % i + 'x' * 40)\n"
+                     "sys.stderr.write('e' * 100000)", None, []),
+    "interleaved_streams": ("import sys\nfor i in range(50):\n"
+                            "    print(i); print(-i, file=sys.stderr)", None, []),
+    "binary_stdout": ("import sys\nsys.stdout.buffer.write(bytes(range(256)))",
+                      None, []),
+    # Files and environment
+    "files_in_cwd": ("import os\nopen('a.txt', 'w').write('A')\n"
+                     "os.mkdir('d')\nopen('d/b.txt', 'w').write('B')\n"
+                     "print(sorted(os.listdir('.')), open('a.txt').read())",
+                     None, ["a.txt", "d/b.txt"]),
+    "scratch_dirs": ("import os, tempfile\n"
+                     "print(tempfile.gettempdir(), os.path.expanduser('~'))\n"
+                     "for d in ('/tmp', '/dev/shm', os.path.expanduser('~')):\n"
+                     "    print(d, sorted(os.listdir(d)))\n"
+                     "with tempfile.TemporaryDirectory() as t:\n"
+                     "    open(os.path.join(t, 'f'), 'w').write('x')\n"
+                     "    print(os.listdir(t))", None, []),
+    "environment": ("import os\nprint(sorted(os.environ.items()))", None, []),
+    "environment_changes": ("import os, subprocess\nos.environ['NEWVAR'] = '1'\n"
+                            "del os.environ['HOME']\n"
+                            "print(subprocess.run(['sh', '-c', 'echo $NEWVAR ${HOME-none}'],"
+                            " capture_output=True, text=True).stdout)", None, []),
+    "readonly_places": ("import os\nfor p in ('/usr/x', '/etc/x', '/x'):\n"
+                        "    try:\n        open(p, 'w')\n"
+                        "    except OSError as e:\n        print(p, e.errno)",
+                        None, []),
 }
 
 
@@ -146,7 +297,10 @@ def compat(srv, code, stdin, fetch):
     status, _, r = srv.post("/run_code", body)
     assert status == 200, r
     run = r["run_result"]
-    return (r["status"], run["return_code"], run["stdout"], run["stderr"],
+    # Object addresses (in "<function f at 0x...>") differ between any two
+    # interpreters.
+    stderr = re.sub(r" at 0x[0-9a-f]+", " at 0x?", run["stderr"])
+    return (r["status"], run["return_code"], run["stdout"], stderr,
             r["files"])
 
 
@@ -187,3 +341,76 @@ def test_zygotes_follow_the_mix_of_runs():
         assert python_run() == "main.py\n"
         seen = [python_run() for _ in range(24)]
         assert seen[-1] == "-c\n", seen
+
+
+UNIQUE = ("import os, random, tempfile, uuid\n"
+          "fd, name = tempfile.mkstemp()\n"
+          "print(random.random(), os.urandom(8).hex(), uuid.uuid4(), name,"
+          " tempfile.mkdtemp(), hash('salted'))")
+
+
+@pytest.mark.parametrize("which", ["warm", "cold"])
+def test_runs_started_at_once_differ(srv, cold, which):
+    """Two runs started together draw different random numbers, urandom
+    bytes, uuid4s, temporary names and string hashes, as two fresh
+    interpreters would: nothing seeded is shared between runs."""
+    import threading
+    s = srv if which == "warm" else cold
+    if which == "warm":
+        wait_warm(s, 2)
+    outs = [None, None]
+
+    def one(i):
+        outs[i] = compat(s, UNIQUE, None, [])
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    a, b = (o[2].split() for o in outs)
+    assert outs[0][0] == outs[1][0] == "Success", outs
+    assert len(a) == len(b) == 6, outs
+    for x, y in zip(a, b):
+        assert x != y, outs
+
+
+POISON = ("import atexit, builtins, os, sys, threading, json\n"
+          "sys.modules['json'] = type(sys)('json')\n"
+          "builtins.len = lambda x: 42\n"
+          "builtins.open = None\n"
+          "os.environ['POISONED'] = '1'\n"
+          "sys.path.insert(0, '/tmp/evil')\n"
+          "os.makedirs('/tmp/evil', exist_ok=True)\n"
+          "with os.fdopen(os.open('/tmp/evil/collections.py', os.O_WRONLY | os.O_CREAT), 'w') as f:\n"
+          "    f.write('raise SystemExit(99)')\n"
+          "atexit.register(lambda: os.system('sleep 30 &'))\n"
+          "threading.Thread(target=__import__('time').sleep, args=(30,),"
+          " daemon=True).start()\n"
+          "print('poisoned')")
+CHECK = ("import sys, os, json, builtins, threading, collections\n"
+         "print(json.dumps([1]), len('ab'), builtins.open is open is not None,"
+         " 'POISONED' in os.environ, '/tmp/evil' in sys.path,"
+         " os.path.exists('/tmp/evil'), threading.active_count(),"
+         " sorted(p for p in os.listdir('/proc') if p.isdigit()))")
+
+
+@pytest.mark.parametrize("which", ["warm", "cold"])
+def test_nothing_of_a_run_reaches_the_next(srv, cold, which):
+    """A run that poisons sys.modules, patches builtins, changes its
+    environment and sys.path, plants a module, registers an atexit hook
+    that leaves a process behind and starts a thread: the next run sees
+    none of it."""
+    s = srv if which == "warm" else cold
+    if which == "warm":
+        wait_warm(s, 1)
+    r = compat(s, POISON, None, [])
+    assert r[:3] == ("Success", 0, "poisoned\n"), r
+    for _ in range(3):  # whichever sandbox comes next
+        if which == "warm":
+            wait_warm(s, 1)
+        r = compat(s, CHECK, None, [])
+        assert r[:2] == ("Success", 0), r
+        out = r[2].split(" ", 7)
+        assert out[:7] == ["[1]", "2", "True", "False", "False", "False",
+                           "1"], r
+        # The run's own processes only: init and the interpreter.
+        assert len(eval(out[7])) == 2, r
