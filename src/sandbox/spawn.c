@@ -1,7 +1,7 @@
 /*
  * Creating a sandbox, host side.
  *
- * The calling process may have many threads, so between clone3() and
+ * The calling process may have many threads, so between clone() and
  * execve() the child does only async-signal-safe work: wait for the go
  * byte, take its identity in the new user namespace (raw syscalls, since
  * glibc's set*id would try to sync threads that do not exist here), arrange
@@ -10,19 +10,32 @@
  *
  * Each sandbox takes a host uid slot of its own (uidslot.c) and its user
  * namespace is owned by the slot's first id, not root: the cloning thread
- * takes that id as its effective uid and gid for the clone3() call alone.
+ * takes that id as its effective uid and gid for the clone() call alone.
  * Per-user counts of what runs inside (inotify instances, pending signals,
  * processes) are charged up the namespace chain to that owner.
  *
- * The parent, between clone and the go byte: writes the uid/gid maps,
- * attaches the child to its cgroup and shields it from the OOM killer.
- * Any failure of the child before init runs comes back on the status pipe.
+ * The parent, between clone and the go byte: writes the uid/gid maps and
+ * attaches the child to its cgroup; once init runs, spawn_exec_done()
+ * shields it from the OOM killer. Any failure of the child before init runs
+ * comes back on the status pipe.
+ *
+ * The child shares the server's memory (CLONE_VM, as posix_spawn does) on a
+ * stack of its own until it executes init: copying the page tables of a
+ * large threaded server, and the copy-on-write faults both sides then take,
+ * cost more than the rest of the clone. The stack is freed once the child
+ * has executed (a close-on-exec pipe reaching EOF, which the caller
+ * watches: waiting for it here would hold up the caller's thread for as
+ * long as the child waits for a CPU). All
+ * signals are blocked around the clone, and the child puts every handler
+ * back to its default before it restores the mask, so no handler of the
+ * server ever runs on the child's stack.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
 #include <linux/securebits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,8 +59,13 @@
 
 struct sandbox_host sandbox_host = {.exe_fd = -1};
 
+/* The child's stack until it executes init: it runs only child_main(). */
+#define CHILD_STACK_SIZE (64 * 1024)
+
 struct child_args {
 	int sync_fd, sync_wfd;
+	int exec_wfd;  /* close-on-exec: EOF tells the parent init runs */
+	sigset_t mask; /* the calling thread's, restored before init runs */
 	/* What becomes 0..5 in init, then one O_PATH fd per bind source. */
 	int fds[INIT_FD_COUNT + SANDBOX_MAX_BINDS];
 	int nfds;
@@ -59,36 +77,68 @@ static void __attribute__((noreturn)) child_fail(int err, const char *what)
 	struct init_msg m = {.kind = INIT_MSG_ERROR, .err = err};
 
 	m.len1 = (uint32_t)strlen(what);
-	if (write(INIT_FD_STATUS, &m, sizeof(m)) == (ssize_t)sizeof(m) &&
-	    write(INIT_FD_STATUS, what, m.len1) < 0)
+	if (syscall(SYS_write, INIT_FD_STATUS, &m, sizeof(m)) ==
+		    (long)sizeof(m) &&
+	    syscall(SYS_write, INIT_FD_STATUS, what, m.len1) < 0)
 		_exit(127);
 	_exit(127);
 }
 
-/* Runs in the child right after clone3: async-signal-safe calls only. */
-static void __attribute__((noreturn)) child_main(const struct child_args *a)
+/* The kernel's struct sigaction (glibc's has another layout). */
+struct ksigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	uint64_t mask;
+};
+
+/* Runs in the child right after the clone, on its own stack in the
+ * server's memory: raw system calls only (glibc's wrappers would touch the
+ * calling thread's cancellation state, which the child shares), and nothing
+ * written but its own stack; a failing call may still set the thread's
+ * errno, on paths where the sandbox fails anyway. */
+static int child_main(void *arg)
 {
 	static char *const argv[] = {"sbx-init", "__sandbox_init", NULL};
 	static char *const envp[] = {NULL};
+	const struct child_args *a = arg;
 	int high[INIT_FD_COUNT + SANDBOX_MAX_BINDS];
+	struct ksigaction dfl = {.handler = SIG_DFL};
 	char go;
 	int i;
 
+	/* The server's handlers must not run here: defaults, then the
+	 * mask the server had. */
+	for (i = 1; i < NSIG; i++) {
+		struct ksigaction old;
+
+		if (i == SIGKILL || i == SIGSTOP ||
+		    syscall(SYS_rt_sigaction, i, NULL, &old, 8) < 0 ||
+		    old.handler == SIG_DFL || old.handler == SIG_IGN)
+			continue;
+		syscall(SYS_rt_sigaction, i, &dfl, NULL, 8);
+	}
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &a->mask, NULL, 8);
 	/* Our copy of the write end would keep the read below from ever
 	 * seeing the parent die. */
-	close(a->sync_wfd);
+	syscall(SYS_close, a->sync_wfd);
 	/* Lift the fds out of the way before placing them at 0..n-1. */
 	for (i = 0; i < a->nfds; i++) {
-		high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, 256);
+		high[i] = (int)syscall(SYS_fcntl, a->fds[i], F_DUPFD_CLOEXEC,
+				       256);
 		if (high[i] < 0)
 			_exit(127);
 	}
-	if (read(a->sync_fd, &go, 1) != 1)
+	if (syscall(SYS_read, a->sync_fd, &go, 1) != 1)
 		_exit(127); /* the parent gave up */
 	for (i = 0; i < a->nfds; i++)
-		if (dup3(high[i], i, i == INIT_FD_EXE ? O_CLOEXEC : 0) < 0)
+		if (syscall(SYS_dup3, high[i], i,
+			    i == INIT_FD_EXE ? O_CLOEXEC : 0) < 0)
 			_exit(127);
-	syscall(SYS_close_range, (unsigned)a->nfds, ~0u, 0);
+	/* The exec pipe stays, close-on-exec, just above them. */
+	if (syscall(SYS_dup3, a->exec_wfd, a->nfds, O_CLOEXEC) < 0)
+		_exit(127);
+	syscall(SYS_close_range, (unsigned)a->nfds + 1, ~0u, 0);
 	if (a->userns) {
 		if (syscall(SYS_setgroups, 0, NULL) < 0)
 			child_fail(errno, "cannot drop groups");
@@ -98,7 +148,7 @@ static void __attribute__((noreturn)) child_main(const struct child_args *a)
 					  "namespace");
 	}
 	/* Set after the identity change, which would clear it. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+	if (syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		child_fail(errno, "cannot set the parent-death signal");
 	syscall(SYS_execveat, INIT_FD_EXE, "", argv, envp, AT_EMPTY_PATH);
 	child_fail(errno, "cannot execute sbx as the sandbox init");
@@ -181,39 +231,58 @@ static void owner_leave(const struct owner_saved *sv)
 		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
-/* Clones the sandbox's init. With a user namespace, its owner (the id
+/* Clones the sandbox's init onto stack (CHILD_STACK_SIZE bytes), sharing
+ * our memory until it executes. With a user namespace, its owner (the id
  * the kernel charges per-user counts of everything inside to) is owner. */
-static long do_clone(const struct child_args *args, uint32_t owner, int *pidfd)
+static long do_clone(struct child_args *args, uint32_t owner, int *pidfd,
+		     char *stack)
 {
-	struct clone_args ca;
-	uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
-			 CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+	int flags = CLONE_VM | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+		    CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
+	struct child_args *ca;
 	struct owner_saved sv;
+	sigset_t all;
+	char *top;
 	long pid;
-	int r;
+	int r = 0;
 
-	memset(&ca, 0, sizeof(ca));
-	ca.pidfd = (uint64_t)(uintptr_t)pidfd;
-	ca.exit_signal = SIGCHLD;
-	if (!args->userns) {
-		ca.flags = flags;
-		pid = syscall(SYS_clone3, &ca, sizeof(ca));
-		if (pid == 0)
-			child_main(args);
-		return pid < 0 ? -errno : pid;
+	if (args->userns) {
+		flags |= CLONE_NEWUSER;
+		r = owner_enter(owner, &sv);
+		if (r) {
+			owner_leave(&sv);
+			return r;
+		}
 	}
-	ca.flags = flags | CLONE_NEWUSER;
-	r = owner_enter(owner, &sv);
-	if (r) {
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &args->mask);
+	/* The child reads its own copy, at the top of its stack, which we
+	 * never touch again: ours is closed and changed as we go on. */
+	ca = (struct child_args *)(stack + CHILD_STACK_SIZE) - 1;
+	*ca = *args;
+	top = (char *)((uintptr_t)ca & ~(uintptr_t)15);
+	pid = clone(child_main, top, flags, ca, pidfd);
+	if (pid < 0)
+		r = -errno;
+	pthread_sigmask(SIG_SETMASK, &args->mask, NULL);
+	if (args->userns)
 		owner_leave(&sv);
-		return r;
-	}
-	pid = syscall(SYS_clone3, &ca, sizeof(ca));
-	if (pid == 0)
-		child_main(args);
-	r = pid < 0 ? -errno : 0;
-	owner_leave(&sv);
 	return r ? r : pid;
+}
+
+void spawn_exec_done(struct spawn_result *out)
+{
+	if (out->stack) {
+		munmap(out->stack, CHILD_STACK_SIZE);
+		out->stack = NULL;
+	}
+	/* Only now: the setting is shared by every process that shares the
+	 * memory, which was the server's until init ran. */
+	if (out->oom_fd >= 0 && write(out->oom_fd, "-1000", 5) < 0) {
+		/* a host that does not let us: init goes unshielded */
+	}
+	fd_close(&out->oom_fd);
+	fd_close(&out->exec_fd);
 }
 
 static void child_fds_close(struct child_args *a)
@@ -232,13 +301,17 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 				 .seccomp = sandbox_host.seccomp};
 	struct child_args args = {.sync_fd = -1, .userns = mode.userns};
 	int status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
-	int pidfd = -1, slot = -1, r, i;
+	int exec_pipe[2] = {-1, -1};
+	int pidfd = -1, slot = -1, oom_fd = -1, r, i;
+	char *stack = MAP_FAILED;
 	char path[64];
 	struct buf enc;
 	long pid = -1;
 
 	out->slot = -1;
 	out->listen_fd = -1;
+	out->exec_fd = out->oom_fd = -1;
+	out->stack = NULL;
 	for (i = 0; i < INIT_FD_COUNT + SANDBOX_MAX_BINDS; i++)
 		args.fds[i] = -1;
 	args.nfds = INIT_FD_COUNT;
@@ -299,9 +372,17 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	/* A socketpair: stateful sandboxes take commands on it too. */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status_pipe) <
 		    0 ||
-	    pipe2(sync_pipe, O_CLOEXEC) < 0) {
+	    pipe2(sync_pipe, O_CLOEXEC) < 0 ||
+	    pipe2(exec_pipe, O_CLOEXEC) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "cannot create pipes: %s", strerror(-r));
+		goto out;
+	}
+	stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED) {
+		r = -errno;
+		snprintf(err, errlen, "cannot map a stack: %s", strerror(-r));
 		goto out;
 	}
 	/* Init relays each step's output on the status pipe; its own
@@ -312,8 +393,9 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 	args.fds[INIT_FD_EXE] = sandbox_host.exe_fd;
 	args.sync_fd = sync_pipe[0];
 	args.sync_wfd = sync_pipe[1];
+	args.exec_wfd = exec_pipe[1];
 
-	pid = do_clone(&args, mode.uid_base, &pidfd);
+	pid = do_clone(&args, mode.uid_base, &pidfd, stack);
 	if (pid < 0) {
 		r = (int)pid;
 		snprintf(err, errlen, "cannot create namespaces: %s",
@@ -321,6 +403,7 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		goto out;
 	}
 	fd_close(&sync_pipe[0]);
+	fd_close(&exec_pipe[1]);
 	if (mode.userns) {
 		r = userns_write_maps((pid_t)pid, mode.uid_base, err, errlen);
 		if (r)
@@ -334,23 +417,32 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 			goto out_kill;
 		}
 	}
-	snprintf(path, sizeof(path), "/proc/%ld/oom_score_adj", pid);
-	write_file(path, "-1000");
 	/* Before init runs on: the listener is there before any command. */
 	if (spec->listen_port)
 		out->listen_fd =
 			listen_in_sandbox((pid_t)pid, pidfd, spec->listen_port);
+	/* Opened now, written once init runs (spawn_exec_done()): the child
+	 * cannot be reaped, nor its pid reused, before we reap it. */
+	snprintf(path, sizeof(path), "/proc/%ld/oom_score_adj", pid);
+	oom_fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (write(sync_pipe[1], "g", 1) != 1) {
 		r = -errno;
 		snprintf(err, errlen, "cannot start the sandbox: %s",
 			 strerror(-r));
 		goto out_kill;
 	}
+
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
 	out->status_fd = status_pipe[0];
 	out->slot = slot;
+	out->exec_fd = exec_pipe[0];
+	out->oom_fd = oom_fd;
+	out->stack = stack;
 	status_pipe[0] = -1;
+	exec_pipe[0] = -1;
+	oom_fd = -1;
+	stack = MAP_FAILED;
 	pidfd = -1;
 	slot = -1;
 	r = 0;
@@ -368,6 +460,12 @@ out:
 	fd_close(&status_pipe[0]);
 	fd_close(&sync_pipe[0]);
 	fd_close(&sync_pipe[1]);
+	fd_close(&exec_pipe[0]);
+	fd_close(&exec_pipe[1]);
+	fd_close(&oom_fd);
 	fd_close(&pidfd);
+	/* On failure the child was reaped or never made: off our stack. */
+	if (stack != MAP_FAILED)
+		munmap(stack, CHILD_STACK_SIZE);
 	return r;
 }

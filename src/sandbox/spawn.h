@@ -20,6 +20,13 @@ struct spawn_result {
 			* sandbox is gone (uidslot_release) */
 	int listen_fd; /* spec->listen_port's listener (the caller's), or
 			* -errno; -1 when none was asked for */
+	/* Until init runs, the child runs on a stack in our memory: exec_fd
+	 * (CLOEXEC) reads EOF once it has executed init or died; then
+	 * spawn_exec_done() frees the stack and shields init from the OOM
+	 * killer (through oom_fd). */
+	int exec_fd;
+	int oom_fd;
+	void *stack;
 };
 
 /* Takes a host uid slot, clones the sandbox, attaches it to cg (may be
@@ -28,5 +35,12 @@ struct spawn_result {
  * failure. */
 int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		  struct spawn_result *out, char *err, size_t errlen);
+
+/* Once out->exec_fd reads EOF, or the child is known to be gone (reaped):
+ * frees its stack, sets init's oom_score_adj to -1000 and closes exec_fd
+ * and oom_fd. Calling it while the child may still be on its stack would
+ * pull the stack from under it. Safe to call again, and on a result whose
+ * exec_fd and oom_fd are -1 and stack NULL. */
+void spawn_exec_done(struct spawn_result *out);
 
 #endif

@@ -425,6 +425,15 @@ static void on_cpu(struct loop *loop, int fd, uint32_t events, void *arg)
 	}
 }
 
+/* Init runs (or the child died before): its stack can go. */
+static void on_exec(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct sandbox *sb = arg;
+
+	loop_del_fd(loop, fd);
+	spawn_exec_done(&sb->proc);
+}
+
 static void on_exit_event(struct loop *loop, int fd, uint32_t events, void *arg)
 {
 	struct sandbox *sb = arg;
@@ -439,6 +448,11 @@ static void on_exit_event(struct loop *loop, int fd, uint32_t events, void *arg)
 	if (!sb->reported)
 		sb->res.wall_ms = (now_ns() - sb->start_ns) / 1000000;
 	unwatch(sb, &sb->proc.pidfd);
+	/* Init is reaped: whatever the exec pipe said, nothing runs on the
+	 * child's stack any more. */
+	if (sb->proc.exec_fd >= 0)
+		loop_del_fd(sb->loop, sb->proc.exec_fd);
+	spawn_exec_done(&sb->proc);
 	/* Every writer is gone: drain what is left, then report. */
 	if (sb->proc.status_fd >= 0) {
 		pump_status(sb);
@@ -710,6 +724,7 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->wall_fd = sb->cpu_fd = -1;
 	sb->proc.pidfd = sb->proc.status_fd = -1;
 	sb->proc.listen_fd = -1;
+	sb->proc.exec_fd = sb->proc.oom_fd = -1;
 	sb->proc.slot = -1;
 	buf_init(&sb->status_buf);
 	sb->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
@@ -746,6 +761,8 @@ struct sandbox *sandbox_start(struct loop *loop,
 		setsockopt(sb->proc.status_fd, SOL_SOCKET, SO_SNDBUF,
 			   &(int){CMD_SNDBUF}, sizeof(int));
 	r = watch(sb, sb->proc.status_fd, on_status);
+	if (!r)
+		r = watch(sb, sb->proc.exec_fd, on_exec);
 	if (!r && !spec->standby)
 		r = arm_timers(sb);
 	if (!r)
@@ -758,6 +775,9 @@ struct sandbox *sandbox_start(struct loop *loop,
 			0);
 		syscall(SYS_waitid, P_PIDFD, sb->proc.pidfd, NULL, WEXITED,
 			NULL);
+		if (sb->proc.exec_fd >= 0)
+			loop_del_fd(sb->loop, sb->proc.exec_fd);
+		spawn_exec_done(&sb->proc);
 		unwatch(sb, &sb->proc.status_fd);
 		unwatch(sb, &sb->proc.pidfd);
 		unwatch(sb, &sb->wall_fd);
