@@ -641,8 +641,7 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 	spec.serve = true;
 	spec.limits = session_table.lim.limits;
 	for (size_t i = 0; i < nbinds; i++)
-		sandbox_spec_add_bind(&spec, binds[i].src, binds[i].dst,
-				      binds[i].writable);
+		sandbox_spec_copy_bind(&spec, &binds[i]);
 	v = json_object_get(args, "labels");
 	if (v && !json_is_null(v)) {
 		const char *k;
