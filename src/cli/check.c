@@ -101,12 +101,6 @@ static bool has_pidfd(void)
 	return true;
 }
 
-/* clone3 with no arguments: EINVAL where the kernel has it. */
-static bool has_clone3(void)
-{
-	return syscall(SYS_clone3, NULL, 0) < 0 && errno == EINVAL;
-}
-
 static bool has_openat2(void)
 {
 	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
@@ -207,8 +201,6 @@ int cmd_check(int argc, char **argv)
 	}
 	line("seccomp", has_seccomp(), "syscall filter (libseccomp)", true);
 	line("pidfd", has_pidfd(), "event-driven supervision", true);
-	line("clone3", has_clone3(), "sandboxes are cloned with it (Linux 5.3)",
-	     true);
 	line("openat2", has_openat2(),
 	     "RESOLVE_BENEATH for file access inside sandboxes", false);
 	core_pattern_line();
