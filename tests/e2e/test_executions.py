@@ -5,9 +5,8 @@ failure mode, rLLM's result routes, idempotency, cancel, long polls, and a
 The sample math agent (examples/math_agent) asks the mock upstream twice
 through the gateway; each result is checked against the mock's own
 deterministic answers, and each execution's calls against its traces. The
-issue asks for 200 runs per pool mode; this file runs 60 persistent and 24
-per-task ones so that it stays well under a minute and a half on a 2-core
-machine (bench/executions.py runs thousands).
+issue asks for 200 runs per pool mode, and this file runs them
+(bench/executions.py runs thousands).
 
 Every wait is a long poll or a poll with a hang guard; no test asserts how
 long anything took.
@@ -302,7 +301,7 @@ def test_math_agent_in_a_persistent_pool(srv, math_agent):
         "name": "math-persistent", "agent": math_agent, "mode": "persistent",
         "size": 4, "recycle_after": 25})
     assert st == 201, pool
-    tasks = [math_task(i) for i in range(60)]
+    tasks = [math_task(i) for i in range(200)]
     with ThreadPoolExecutor(16) as ex:
         ids = list(ex.map(lambda t: submit(
             srv, agent=math_agent, pool="math-persistent", task=t[0],
@@ -311,9 +310,12 @@ def test_math_agent_in_a_persistent_pool(srv, math_agent):
         done = list(ex.map(lambda a: check_math(srv, a[0], *a[1]),
                            zip(ids, tasks)))
     # One execution at a time per sandbox, each recycled after 25.
-    sandboxes = {d["sandbox"] for d in done}
-    assert 3 <= len(sandboxes) <= 8
-    st, _, lst = srv.get("/v1/executions?label=batch=persistent&limit=100")
+    per_box = {}
+    for d in done:
+        per_box[d["sandbox"]] = per_box.get(d["sandbox"], 0) + 1
+    assert len(per_box) >= 200 // 25 and max(per_box.values()) <= 25, \
+        per_box
+    st, _, lst = srv.get("/v1/executions?label=batch=persistent&limit=250")
     assert sorted(e["id"] for e in lst["executions"]) == sorted(ids)
     assert all(e["status"] == "completed" for e in lst["executions"])
 
@@ -321,7 +323,7 @@ def test_math_agent_in_a_persistent_pool(srv, math_agent):
 def test_math_agent_per_task_with_templated_setup(srv, math_agent):
     pool = {"mode": "per_task", "size": 6,
             "setup_commands": ["echo 'setup {expression}' > /tmp/setup-note"]}
-    tasks = [math_task(i) for i in range(100, 124)]
+    tasks = [math_task(i) for i in range(1000, 1200)]
     with ThreadPoolExecutor(12) as ex:
         ids = list(ex.map(lambda t: submit(
             srv, agent=math_agent, pool=pool, task=t[0],
