@@ -59,6 +59,16 @@
 
 struct sandbox_host sandbox_host = {.exe_fd = -1};
 
+/* Address-sanitized builds give the child a copy of the server's memory
+ * instead: the child's instrumented frames would leave their marks in the
+ * server's shadow memory, where a later mapping of the freed stack would
+ * trip over them. */
+#ifdef __SANITIZE_ADDRESS__
+#define SPAWN_SHARE_VM 0
+#else
+#define SPAWN_SHARE_VM CLONE_VM
+#endif
+
 /* The child's stack until it executes init: it runs only child_main(). */
 #define CHILD_STACK_SIZE (64 * 1024)
 
@@ -237,7 +247,7 @@ static void owner_leave(const struct owner_saved *sv)
 static long do_clone(struct child_args *args, uint32_t owner, int *pidfd,
 		     char *stack)
 {
-	int flags = CLONE_VM | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+	int flags = SPAWN_SHARE_VM | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
 		    CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | SIGCHLD;
 	struct child_args *ca;
 	struct owner_saved sv;

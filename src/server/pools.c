@@ -538,7 +538,7 @@ static void on_created(void *ctx, struct session_reply *r)
 static void worker_start(struct pool *p, struct job *j)
 {
 	struct worker *w = xcalloc(1, sizeof(*w));
-	struct sandbox_bind bind;
+	struct sandbox_bind bind = {0};
 	char *src = agents_path(p->digest);
 	json_t *args, *env, *labels;
 	uint64_t life = rollouts.cfg->max_lifetime_ms / 1000;
