@@ -939,7 +939,6 @@ struct models_fetch {
 	struct upstream *u;
 	struct buf body;
 	long status;
-	struct upstream_call *uc;
 };
 
 static void models_head(void *arg, long status, const char *ctype)
@@ -981,7 +980,6 @@ static void models_done(void *arg, int err, const char *msg)
 	pthread_mutex_unlock(&gw.lock);
 	json_decref(doc);
 	buf_release(&m->body);
-	upstream_call_put(m->uc);
 	free(m);
 	while (w) {
 		struct models_wait *next = w->next;
@@ -1030,7 +1028,10 @@ static void models_refresh(void (*fn)(void *arg), void *arg)
 		m->u = &gw.ups[i];
 		buf_init(&m->body);
 		ur.url = url;
-		m->uc = upstream_call_start(gw.eng, &ur, &models_ops, m);
+		/* The engine keeps its own reference; m may be gone by the
+		 * time this returns. */
+		upstream_call_put(
+			upstream_call_start(gw.eng, &ur, &models_ops, m));
 		free(url);
 	}
 }

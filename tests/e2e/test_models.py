@@ -4,6 +4,7 @@ MODEL_<NAME>_PATH set as Seer sets it; and GPU requests, which this
 GPU-less host refuses with a clear 422."""
 import os
 import tempfile
+import time
 
 import pytest
 
@@ -253,6 +254,15 @@ def test_fake_gpus_are_bound_and_handed_out_alone(fake_gpu_srv):
     finally:
         srv.request("DELETE", "/v1/sandboxes/" + a["id"])
         srv.request("DELETE", "/v1/sandboxes/" + b["id"])
+    # A GPU is free again once its sandbox is gone, cgroup and all: the
+    # delete answers before that.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, _, health = srv.get("/v1/health")
+        if [g["holders"] for g in health["gpus"]] == [0, 0]:
+            break
+        time.sleep(0.05)
+    assert [g["holders"] for g in health["gpus"]] == [0, 0], health["gpus"]
     status, _, reply = srv.post("/v1/run", {
         "language": "bash", "gpus": [1],
         "source": "echo $CUDA_VISIBLE_DEVICES; ls /dev | grep nvidia"})
