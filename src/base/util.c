@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -326,4 +327,28 @@ int parse_duration_ms(const char *s, uint64_t *out)
 		return -ERANGE;
 	*out = (uint64_t)(v + 0.5L);
 	return 0;
+}
+
+void util_uuid4(char *out)
+{
+	static uint64_t seq;
+	unsigned char r[16];
+	size_t i, n = 0;
+
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		uint64_t t = now_ns();
+		uint64_t k = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED);
+
+		memcpy(r, &t, 8);
+		memcpy(r + 8, &k, 8);
+	}
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	for (i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[n++] = '-';
+		snprintf(out + n, 3, "%02x", r[i]);
+		n += 2;
+	}
+	out[n] = '\0';
 }

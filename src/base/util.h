@@ -44,6 +44,10 @@ int fd_set_nonblock(int fd);
 
 /* Monotonic clock in nanoseconds and milliseconds. */
 uint64_t now_ns(void);
+/* A random (version 4) UUID, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", into
+ * out (at least 37 bytes). Without the kernel's randomness it still never
+ * repeats within the process (time and a counter). */
+void util_uuid4(char *out);
 uint64_t now_ms(void);
 
 /* Parses "512", "64K", "512M", "2G" (binary units) into bytes. Returns 0 or

@@ -220,28 +220,6 @@ static void stop_cb(struct loop *loop, void *arg)
 
 /* ---- helpers ---- */
 
-static void new_uuid(char out[40])
-{
-	unsigned char r[16];
-	size_t i, n = 0;
-
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		uint64_t t = now_ns();
-
-		memcpy(r, &t, 8);
-		memcpy(r + 8, &t, 8);
-	}
-	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
-	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-	for (i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[n++] = '-';
-		snprintf(out + n, 3, "%02x", r[i]);
-		n += 2;
-	}
-	out[n] = '\0';
-}
-
 static int get_wait(struct request *req, double *secs)
 {
 	const char *w = request_arg(req, "wait");
@@ -351,7 +329,7 @@ static void submit(struct request *req)
 			goto out;
 		}
 	}
-	new_uuid(id);
+	util_uuid4(id);
 	e.id = id;
 	e.idem_key = r.idem_key[0] ? r.idem_key : NULL;
 	e.agent = agent_id;

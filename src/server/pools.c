@@ -571,28 +571,6 @@ static void worker_start(struct pool *p, struct job *j)
 
 /* ---- running an execution ---- */
 
-static void new_uuid(char out[40])
-{
-	unsigned char r[16];
-	size_t i, n = 0;
-
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		uint64_t t = now_ns();
-
-		memcpy(r, &t, 8);
-		memcpy(r + 8, &t, 8);
-	}
-	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
-	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-	for (i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[n++] = '-';
-		snprintf(out + n, 3, "%02x", r[i]);
-		n += 2;
-	}
-	out[n] = '\0';
-}
-
 /* What the interface answered for j, as a result and a failure code. */
 static void on_result(void *ctx, struct session_reply *r)
 {
@@ -712,7 +690,7 @@ static void dispatch(struct worker *w, struct job *j)
 	w->job = j;
 	w->used++;
 	j->worker = w;
-	new_uuid(j->session_uid);
+	util_uuid4(j->session_uid);
 	r = exec_store_start(rollouts.store, j->id, w->sid, j->session_uid);
 	if (r != 1) {
 		/* Cancelled (or the store failed) before it started. */
