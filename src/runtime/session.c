@@ -191,12 +191,13 @@ static json_t *describe(struct session *s)
 	struct tm tm;
 	struct session_proc *p;
 	unsigned running = 0;
+	json_t *obj;
 
 	for (p = s->procs; p; p = p->next)
 		running += p->running;
 	gmtime_r(&s->created, &tm);
 	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return json_pack(
+	obj = json_pack(
 		"{s:s,s:s,s:s,s:O,s:O,s:I,s:I,s:I,s:i,s:o}", "id", s->id,
 		"status", "running", "created_at", created, "labels", s->labels,
 		"limits", s->limits, "idle_timeout_s",
@@ -205,6 +206,9 @@ static json_t *describe(struct session *s)
 		(json_int_t)((now_ns() - s->last_used_ns) / 1000000000ull),
 		"background_processes", (int)running, "llm",
 		s->gw ? session_gw->describe(s->gw) : json_null());
+	if (obj && s->shown)
+		json_object_update(obj, s->shown);
+	return obj;
 }
 
 void session_op_free(struct session_op *op)
@@ -278,6 +282,7 @@ static void on_done(void *ctx, struct sandbox_result *res)
 		session_gw->close(s->gw);
 	json_decref(s->labels);
 	json_decref(s->limits);
+	json_decref(s->shown);
 	free(s);
 }
 
@@ -598,7 +603,7 @@ static void new_id(char *out, size_t n)
 }
 
 static void create(json_t *args, const struct sandbox_bind *binds,
-		   size_t nbinds, session_reply_fn fn, void *ctx)
+		   size_t nbinds, json_t *shown, session_reply_fn fn, void *ctx)
 {
 	static const char *const known[] = {
 		"limits", "env", "idle_timeout_s", "max_lifetime_s",
@@ -713,6 +718,7 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 	}
 	if (s->gw)
 		session_gw->attach(s->gw, &spec);
+	s->shown = shown ? json_incref(shown) : NULL;
 	s->created = time(NULL);
 	s->last_used_ns = now_ns();
 	s->create_fn = fn;
@@ -727,6 +733,7 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 			session_gw->close(s->gw);
 		json_decref(s->labels);
 		json_decref(s->limits);
+		json_decref(s->shown);
 		free(s);
 		session_reply_error(fn, ctx, busy ? 503 : 500,
 				    busy ? "busy" : "sandbox_error",
@@ -745,13 +752,14 @@ bad:
 
 void session_create(json_t *args, session_reply_fn fn, void *ctx)
 {
-	create(args, NULL, 0, fn, ctx);
+	create(args, NULL, 0, NULL, fn, ctx);
 }
 
 void session_create_bound(json_t *args, const struct sandbox_bind *binds,
-			  size_t nbinds, session_reply_fn fn, void *ctx)
+			  size_t nbinds, json_t *shown, session_reply_fn fn,
+			  void *ctx)
 {
-	create(args, binds, nbinds, fn, ctx);
+	create(args, binds, nbinds, shown, fn, ctx);
 }
 
 bool session_exists(const char *id)

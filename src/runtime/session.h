@@ -66,9 +66,12 @@ void sessions_shutdown(void);
  * "host_routes"}. */
 void session_create(json_t *args, session_reply_fn fn, void *ctx);
 /* As session_create(), with host directories bound into the sandbox
- * (binds borrowed; for the server's own callers, never a client's). */
+ * (binds borrowed; for the server's own callers, never a client's).
+ * shown (borrowed, may be NULL) is an object whose members are added to
+ * the sandbox's JSON: what the binds stand for ("models", "gpus"). */
 void session_create_bound(json_t *args, const struct sandbox_bind *binds,
-			  size_t nbinds, session_reply_fn fn, void *ctx);
+			  size_t nbinds, json_t *shown, session_reply_fn fn,
+			  void *ctx);
 void session_get(const char *id, session_reply_fn fn, void *ctx);
 /* True when id names a live sandbox (not one being deleted). */
 bool session_exists(const char *id);

@@ -95,7 +95,8 @@ struct session {
 	uint64_t lifetime_ms;
 	json_t *labels;
 	json_t *limits;
-	void *gw; /* the model gateway's handle, or NULL */
+	json_t *shown; /* members added to its JSON, or NULL */
+	void *gw;      /* the model gateway's handle, or NULL */
 	uint32_t next_id;
 	struct session_op *ops;
 	struct session_proc *procs;

@@ -2,10 +2,13 @@
  * Control groups for sandboxes. At start-up cgroup_host_detect() reads
  * /proc/self/mountinfo and /proc/self/cgroup, picks v2 when the unified
  * hierarchy carries the memory controller (else the v1 memory, pids,
- * cpuacct and cpu hierarchies) and makes an "sbx" directory under sbx's own
- * cgroup. Each sandbox then gets one group below it: created with its limits
- * before the sandbox's init is attached, read for usage afterwards, and killed
- * and removed at the end. Leftovers of a crashed server are swept at start-up.
+ * cpuacct, cpu and devices hierarchies) and makes an "sbx" directory under
+ * sbx's own cgroup. Each sandbox then gets one group below it: created with
+ * its limits before the sandbox's init is attached, read for usage
+ * afterwards, and killed and removed at the end. A sandbox with device nodes
+ * of its own (GPUs) also gets device rules: a group in the v1 devices
+ * hierarchy, or on v2 a BPF program (cgroup_dev.c). Leftovers of a crashed
+ * server are swept at start-up.
  *
  * Every path comes from struct cgroup_host, so the unit tests run all of
  * this against a tree of plain directories and files.
@@ -30,9 +33,9 @@
 #include "base/banned.h"
 
 /* The v1 hierarchies sbx uses, in the order of struct cgroup's fields. */
-enum { CTRL_MEMORY, CTRL_PIDS, CTRL_CPUACCT, CTRL_CPU, NCTRL };
+enum { CTRL_MEMORY, CTRL_PIDS, CTRL_CPUACCT, CTRL_CPU, CTRL_DEVICES, NCTRL };
 static const char *const ctrl_names[NCTRL] = {"memory", "pids", "cpuacct",
-					      "cpu"};
+					      "cpu", "devices"};
 
 /* rmdir of a group whose processes were just killed is retried this many
  * times, 1 ms apart, while the kernel still counts them. */
@@ -468,10 +471,11 @@ static int setup_v2(struct cgroup_host *host, const struct scan *sc,
 		list_has(buf, " \t\n+", "cpu");
 	host->has_swap_limit =
 		host->has_memory && file_exists(dir, "memory.swap.max");
+	host->has_devices = cgroup_dev_prog_works();
 	return 0;
 }
 
-/* With an override, its "memory", "pids", "cpuacct" and "cpu"
+/* With an override, its "memory", "pids", "cpuacct", "cpu" and "devices"
  * subdirectories are used as they are: they stand for directories in
  * different hierarchies, so sbx must not make them as plain directories.
  * cpu and cpuacct are often mounted together: then both are one
@@ -480,7 +484,7 @@ static int setup_v1(struct cgroup_host *host, const struct scan *sc,
 		    const char *override_dir, char *err, size_t errlen)
 {
 	char *dst[NCTRL] = {host->v1_memory, host->v1_pids, host->v1_cpuacct,
-			    host->v1_cpu};
+			    host->v1_cpu, host->v1_devices};
 	char dir[CGROUP_PATH_MAX];
 	bool any = false;
 	int r;
@@ -505,7 +509,8 @@ static int setup_v1(struct cgroup_host *host, const struct scan *sc,
 			}
 		}
 		str_copy(dst[c], CGROUP_PATH_MAX, dir);
-		any = true;
+		/* Device rules alone are no reason to use v1. */
+		any = any || c != CTRL_DEVICES;
 	}
 	if (!any) {
 		if (override_dir)
@@ -525,6 +530,7 @@ static int setup_v1(struct cgroup_host *host, const struct scan *sc,
 	host->has_swap_limit =
 		host->has_memory &&
 		file_exists(host->v1_memory, "memory.memsw.limit_in_bytes");
+	host->has_devices = host->v1_devices[0];
 	return 0;
 }
 
@@ -580,7 +586,8 @@ void cgroup_host_describe(const struct cgroup_host *host, char *buf, size_t len)
 		 "cgroup memory: %s%s\n"
 		 "cgroup pids: %s\n"
 		 "cgroup cpu accounting: %s\n"
-		 "cgroup cpu limits: %s\n",
+		 "cgroup cpu limits: %s\n"
+		 "cgroup devices: %s\n",
 		 v < ARRAY_SIZE(versions) ? versions[v] : "unknown",
 		 host->has_memory ? "yes" : "no",
 		 !host->has_memory	? ""
@@ -589,7 +596,14 @@ void cgroup_host_describe(const struct cgroup_host *host, char *buf, size_t len)
 		 host->has_pids ? "yes" : "no", host->has_cpu ? "yes" : "no",
 		 host->has_cpu_limit ? "yes"
 				     : "no (no cpu controller: CPU quota and "
-				       "weight are skipped, runs go on)");
+				       "weight are skipped, runs go on)",
+		 !host->has_devices
+			 ? "no (sandboxes asking for GPUs are refused)"
+		 : host->version == CGROUP_V2
+			 ? "yes (a BPF device program for each sandbox with "
+			   "GPUs)"
+			 : "yes (the v1 devices controller, for each sandbox "
+			   "with GPUs)");
 }
 
 /* Whether d's entry de is a directory (or, with want_dir false, a regular
@@ -987,10 +1001,64 @@ void cgroup_reset_peak(const struct cgroup *cg)
 		write_at(cg->v2, "memory.peak", "0", false);
 }
 
+int cgroup_limit_devices(struct cgroup *cg, const struct cgroup_host *host,
+			 const char *name, const struct cgroup_device *devs,
+			 size_t ndevs, char *err, size_t errlen)
+{
+	int r;
+
+	if (ndevs > CGROUP_MAX_DEVICES) {
+		set_err(err, errlen, "too many device rules (%zu, at most %d)",
+			ndevs, CGROUP_MAX_DEVICES);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < ndevs; i++)
+		if (devs[i].type != 'c' && devs[i].type != 'b') {
+			set_err(err, errlen, "bad device type '%c'",
+				devs[i].type);
+			return -EINVAL;
+		}
+	if (cg->version == CGROUP_V2 && cg->v2[0])
+		return cgroup_dev_prog_attach(cg->v2, devs, ndevs, err, errlen);
+	if (cg->version != CGROUP_V1 || !host->v1_devices[0]) {
+		set_err(err, errlen,
+			"device rules cannot be enforced on this host (%s)",
+			cg->version == CGROUP_V1
+				? "no cgroup v1 devices controller"
+				: "no usable cgroups");
+		return -EOPNOTSUPP;
+	}
+	if (!name_is_valid(name)) {
+		set_err(err, errlen, "invalid cgroup name '%s'",
+			name ? name : "");
+		return -EINVAL;
+	}
+	r = make_group(cg->devices, host->v1_devices, name, err, errlen);
+	/* A new group allows what its parent does: first nothing. */
+	if (!r)
+		r = set_value(cg->devices, "devices.deny", "a", err, errlen);
+	for (size_t i = 0; !r && i < ndevs; i++) {
+		char rule[48], minor[16];
+
+		if (devs[i].minor == CGROUP_DEV_ANY)
+			str_copy(minor, sizeof(minor), "*");
+		else
+			snprintf(minor, sizeof(minor), "%" PRIu32,
+				 devs[i].minor);
+		snprintf(rule, sizeof(rule), "%c %" PRIu32 ":%s rw",
+			 devs[i].type, devs[i].major, minor);
+		r = write_at(cg->devices, "devices.allow", rule, true);
+		if (r)
+			set_err(err, errlen, "cannot allow '%s' in '%s': %s",
+				rule, cg->devices, strerror(-r));
+	}
+	return r;
+}
+
 int cgroup_attach(const struct cgroup *cg, pid_t pid)
 {
-	const char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct,
-			      cg->cpu};
+	const char *dirs[] = {cg->v2,	   cg->memory, cg->pids,
+			      cg->cpuacct, cg->cpu,    cg->devices};
 	char val[24];
 
 	if (pid <= 0)
@@ -1055,7 +1123,8 @@ int cgroup_read_stats(const struct cgroup *cg, struct cgroup_stats *st)
 
 int cgroup_destroy(struct cgroup *cg)
 {
-	char *dirs[] = {cg->v2, cg->memory, cg->pids, cg->cpuacct, cg->cpu};
+	char *dirs[] = {cg->v2,	     cg->memory, cg->pids,
+			cg->cpuacct, cg->cpu,	 cg->devices};
 	int first = 0;
 
 	/* A co-mounted cpu group is the cpuacct one: removed once. */
@@ -1076,8 +1145,9 @@ int cgroup_destroy(struct cgroup *cg)
 
 int cgroup_sweep(const struct cgroup_host *host, bool (*keep)(const char *name))
 {
-	const char *dirs[] = {host->v2_dir, host->v1_memory, host->v1_pids,
-			      host->v1_cpuacct, host->v1_cpu};
+	const char *dirs[] = {host->v2_dir,  host->v1_memory,
+			      host->v1_pids, host->v1_cpuacct,
+			      host->v1_cpu,  host->v1_devices};
 	int count = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
@@ -1090,8 +1160,8 @@ int cgroup_sweep(const struct cgroup_host *host, bool (*keep)(const char *name))
 		 * it from all of them at once and count it once. */
 		for (char **p = names; p && *p; p++) {
 			struct cgroup cg = {.version = host->version};
-			char *cgdirs[] = {cg.v2, cg.memory, cg.pids, cg.cpuacct,
-					  cg.cpu};
+			char *cgdirs[] = {cg.v2,      cg.memory, cg.pids,
+					  cg.cpuacct, cg.cpu,	 cg.devices};
 			bool ok = true;
 
 			if (keep && keep(*p))

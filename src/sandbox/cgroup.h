@@ -2,8 +2,9 @@
  * Control groups for sandboxes, v2 (unified) and v1 (one hierarchy per
  * controller). The host side creates one cgroup per sandbox under sbx's own
  * cgroup, sets memory (with swap capped), pids, CPU bandwidth and weight
- * and CPU accounting, attaches
- * the sandbox's init, reads usage afterwards and removes the group.
+ * and CPU accounting, limits the device nodes a sandbox with devices of its
+ * own (GPUs) may open, attaches the sandbox's init, reads usage afterwards
+ * and removes the group.
  *
  * Everything takes paths from a struct cgroup_host so tests can point it at
  * a fake tree of plain files.
@@ -30,7 +31,11 @@ struct cgroup_host {
 	char v1_pids[CGROUP_PATH_MAX];
 	char v1_cpuacct[CGROUP_PATH_MAX];
 	char v1_cpu[CGROUP_PATH_MAX]; /* may be v1_cpuacct (co-mounted) */
+	char v1_devices[CGROUP_PATH_MAX];
 	bool has_memory, has_pids, has_cpu;
+	/* Device rules can be enforced: the v1 devices hierarchy, or on v2
+	 * a BPF device program loads. */
+	bool has_devices;
 	bool has_swap_limit; /* memory.swap.max or memory.memsw.* exists */
 	bool has_cpu_limit;  /* v2 cpu controller, or the v1 cpu hierarchy */
 };
@@ -69,7 +74,8 @@ struct cgroup {
 	char memory[CGROUP_PATH_MAX];
 	char pids[CGROUP_PATH_MAX];
 	char cpuacct[CGROUP_PATH_MAX];
-	char cpu[CGROUP_PATH_MAX]; /* may equal cpuacct (co-mounted) */
+	char cpu[CGROUP_PATH_MAX];     /* may equal cpuacct (co-mounted) */
+	char devices[CGROUP_PATH_MAX]; /* v1, made by cgroup_limit_devices() */
 	/* The limits last written (by cgroup_create() or
 	 * cgroup_set_limits()): a change writes only what differs. */
 	struct cgroup_limits applied;
@@ -96,6 +102,45 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
 int cgroup_set_limits(struct cgroup *cg, const struct cgroup_limits *lim);
 /* Starts the peak-memory reading afresh, where the kernel allows. */
 void cgroup_reset_peak(const struct cgroup *cg);
+
+/* A device node the group's processes may open: type 'c' (character) or
+ * 'b' (block), major and minor, CGROUP_DEV_ANY for every minor. */
+#define CGROUP_DEV_ANY UINT32_MAX
+#define CGROUP_MAX_DEVICES 256
+
+struct cgroup_device {
+	char type;
+	uint32_t major, minor;
+};
+
+/* Lets the group's processes open only the ndevs device nodes of devs, for
+ * reading and writing (never mknod). On v1 the group "name" is made in the
+ * devices hierarchy (removed with the others) with "a" written to
+ * devices.deny and one devices.allow line per device; on v2 a
+ * BPF_PROG_TYPE_CGROUP_DEVICE program that allows exactly these is
+ * attached to the group (it goes with the group). Call it after
+ * cgroup_create() and before any process joins the group. Returns 0 or
+ * -errno with a message in err: -EOPNOTSUPP when the host cannot enforce
+ * device rules (no cgroups, no v1 devices hierarchy). On failure the
+ * caller destroys the group. */
+int cgroup_limit_devices(struct cgroup *cg, const struct cgroup_host *host,
+			 const char *name, const struct cgroup_device *devs,
+			 size_t ndevs, char *err, size_t errlen);
+
+/* The v2 half of cgroup_limit_devices(), in cgroup_dev.c: builds the BPF
+ * device program into insns (room for max struct bpf_insn) and returns how
+ * many instructions it has, or -E2BIG. */
+struct bpf_insn;
+int cgroup_dev_prog_build(struct bpf_insn *insns, size_t max,
+			  const struct cgroup_device *devs, size_t ndevs);
+/* Loads that program and attaches it to the cgroup v2 directory dir
+ * (BPF_F_ALLOW_MULTI: programs of the groups above still run too). Returns
+ * 0 or -errno with a message in err. */
+int cgroup_dev_prog_attach(const char *dir, const struct cgroup_device *devs,
+			   size_t ndevs, char *err, size_t errlen);
+/* Whether this kernel loads a BPF device program (root, CONFIG_BPF,
+ * CONFIG_CGROUP_BPF). */
+bool cgroup_dev_prog_works(void);
 
 /* Moves pid into the group (cgroup.procs in every hierarchy). Returns 0 or
  * -errno. */

@@ -32,6 +32,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/major.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
 #include <linux/securebits.h>
@@ -44,7 +45,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "base/util.h"
@@ -302,6 +305,103 @@ static void child_fds_close(struct child_args *a)
 	for (i = 0; i < INIT_FD_COUNT + SANDBOX_MAX_BINDS; i++)
 		if (i != INIT_FD_EXE)
 			fd_close(&a->fds[i]);
+}
+
+/* The host's nodes that mnt.c's dev_setup() binds into every /dev (its
+ * dev_nodes); the e2e tests open each node a GPU sandbox's /dev has, so
+ * one added there and missing here shows. */
+static const char *const dev_nodes[] = {
+	"/dev/null",   "/dev/zero",    "/dev/full",
+	"/dev/random", "/dev/urandom", "/dev/tty",
+};
+
+/* Adds path's device number to out when it is a device node. */
+static int add_device(const char *path, struct cgroup_device *out, size_t max,
+		      size_t *n)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+		return 0;
+	if (*n >= max)
+		return -E2BIG;
+	out[(*n)++] = (struct cgroup_device){
+		.type = S_ISCHR(st.st_mode) ? 'c' : 'b',
+		.major = major(st.st_rdev),
+		.minor = minor(st.st_rdev),
+	};
+	return 0;
+}
+
+/* Fills out with the device nodes a sandbox's /dev holds. Returns how
+ * many, or -errno with a message in err. */
+static int device_rules(const struct sandbox_spec *spec,
+			struct cgroup_device *out, size_t max, char *err,
+			size_t errlen)
+{
+	const char *path = "";
+	size_t n = 0;
+	int r = -E2BIG;
+
+	for (size_t i = 0; i < ARRAY_SIZE(dev_nodes); i++) {
+		path = dev_nodes[i];
+		r = add_device(path, out, max, &n);
+		if (r && r != -ENOENT) /* dev_setup() skips it too */
+			goto fail;
+	}
+	/* The sandbox's own devpts (newinstance): its ptmx and terminals. */
+	if (n + 2 > max)
+		goto fail;
+	out[n++] = (struct cgroup_device){'c', TTYAUX_MAJOR, 2};
+	out[n++] = (struct cgroup_device){'c', UNIX98_PTY_SLAVE_MAJOR,
+					  CGROUP_DEV_ANY};
+	/* A device bind whose source is a plain file (the tests' fake GPU
+	 * nodes) needs no rule: opening it is no device access. */
+	for (size_t i = 0; i < spec->nbinds; i++) {
+		if (!spec->binds[i].device)
+			continue;
+		path = spec->binds[i].src;
+		r = add_device(path, out, max, &n);
+		if (r)
+			goto fail;
+	}
+	return (int)n;
+fail:
+	snprintf(err, errlen, "cannot add a device rule for '%s': %s", path,
+		 strerror(-r));
+	return r;
+}
+
+int spawn_limit_devices(const struct sandbox_spec *spec, struct cgroup *cg,
+			const char *name, char *err, size_t errlen)
+{
+	struct cgroup_device devs[CGROUP_MAX_DEVICES];
+	bool any = false;
+	char why[400];
+	int n, r;
+
+	for (size_t i = 0; i < spec->nbinds; i++)
+		any = any || spec->binds[i].device;
+	if (!any)
+		return 0;
+	why[0] = '\0';
+	n = device_rules(spec, devs, ARRAY_SIZE(devs), why, sizeof(why));
+	if (n < 0) {
+		r = n;
+	} else if (!cg) {
+		r = -EOPNOTSUPP;
+		snprintf(why, sizeof(why), "this host has no usable cgroups");
+	} else {
+		r = cgroup_limit_devices(cg, &sandbox_host.cg, name, devs,
+					 (size_t)n, why, sizeof(why));
+	}
+	if (r)
+		snprintf(err, errlen,
+			 "cannot limit the sandbox's devices to its own: %s",
+			 why);
+	return r;
 }
 
 int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,

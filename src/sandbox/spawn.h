@@ -36,6 +36,16 @@ struct spawn_result {
 int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		  struct spawn_result *out, char *err, size_t errlen);
 
+/* For a sandbox whose spec binds device nodes (GPUs): lets its cgroup cg
+ * (NULL when the host has none) open only the nodes its /dev holds, making
+ * name in the v1 devices hierarchy. Those are the standard nodes mnt.c
+ * binds (as the host has them), the sandbox's own ptmx and pty terminals
+ * and the nodes spec binds (stat() of each source). A spec without device
+ * binds costs nothing. Returns 0 or -errno with the reason in err; a
+ * sandbox with device binds must not start without its rules. */
+int spawn_limit_devices(const struct sandbox_spec *spec, struct cgroup *cg,
+			const char *name, char *err, size_t errlen);
+
 /* Once out->exec_fd reads EOF, or the child is known to be gone (reaped):
  * frees its stack, sets init's oom_score_adj to -1000 and closes exec_fd
  * and oom_fd. Calling it while the child may still be on its stack would

@@ -749,6 +749,10 @@ struct sandbox *sandbox_start(struct loop *loop,
 			goto fail;
 		sb->have_cg = true;
 	}
+	r = spawn_limit_devices(spec, sb->have_cg ? &sb->cg : NULL, name, err,
+				errlen);
+	if (r)
+		goto fail;
 	sb->start_ns = now_ns();
 	r = spawn_sandbox(spec, sb->have_cg ? &sb->cg : NULL, &sb->proc, err,
 			  errlen);

@@ -564,7 +564,7 @@ static void worker_start(struct pool *p, struct job *j)
 	bind.src = src;
 	bind.dst = (char *)"/app/agent";
 	bind.writable = false;
-	session_create_bound(args, &bind, 1, on_created, op_new(w, NULL));
+	session_create_bound(args, &bind, 1, NULL, on_created, op_new(w, NULL));
 	json_decref(args);
 	free(src);
 }

@@ -96,13 +96,20 @@ static size_t env_count(char **env)
 	return n;
 }
 
+/* Appends s (taken) to the NULL-terminated v; returns the new v. */
+static char **strv_push(char **v, char *s)
+{
+	size_t n = env_count(v);
+
+	v = xrealloc(v, (n + 2) * sizeof(*v));
+	v[n] = s;
+	v[n + 1] = NULL;
+	return v;
+}
+
 static void add_env(struct resources *res, char *kv)
 {
-	size_t n = env_count(res->env);
-
-	res->env = xrealloc(res->env, (n + 2) * sizeof(*res->env));
-	res->env[n] = kv;
-	res->env[n + 1] = NULL;
+	res->env = strv_push(res->env, kv);
 }
 
 static unsigned resolve_models(const struct resources_req *rq,
@@ -153,6 +160,7 @@ static unsigned resolve_models(const struct resources_req *rq,
 
 		add_bind(res, src, dst);
 		add_env(res, xstrfmt("%s=%s", var, dst));
+		res->models = strv_push(res->models, xstrdup(rq->models[i]));
 		free(var);
 		free(sub);
 		free(src);
@@ -221,8 +229,33 @@ void resources_release(struct resources *res)
 	}
 	free(res->binds);
 	free_list(res->env);
+	free_list(res->models);
 	gpu_grant_release(&res->gpu);
 	memset(res, 0, sizeof(*res));
+}
+
+json_t *resources_describe(const struct resources *res)
+{
+	json_t *obj, *a;
+
+	if (!res->models && !res->gpu.nminors)
+		return NULL;
+	obj = json_object();
+	if (res->models) {
+		a = json_array();
+		for (size_t i = 0; res->models[i]; i++)
+			json_array_append_new(a, json_string(res->models[i]));
+		json_object_set_new(obj, "models", a);
+	}
+	if (res->gpu.nminors) {
+		a = json_array();
+		for (size_t i = 0; i < res->gpu.nminors; i++)
+			json_array_append_new(
+				a,
+				json_integer((json_int_t)res->gpu.minors[i]));
+		json_object_set_new(obj, "gpus", a);
+	}
+	return obj;
 }
 
 bool resources_for_sandbox(struct request *req, json_t *args,

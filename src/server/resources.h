@@ -59,7 +59,8 @@ char *resources_model_env(const char *name);
 struct resources {
 	struct sandbox_bind *binds;
 	size_t nbinds;
-	char **env; /* NAME=VALUE, NULL-terminated */
+	char **env;    /* NAME=VALUE, NULL-terminated */
+	char **models; /* the models' names ("org/name"), NULL-terminated */
 	struct gpu_grant gpu;
 };
 
@@ -73,6 +74,9 @@ unsigned resources_resolve(const struct resources_req *rq,
 /* Adds res's binds and environment to spec. */
 void resources_apply(const struct resources *res, struct sandbox_spec *spec);
 void resources_release(struct resources *res);
+/* {"models": [names], "gpus": [indices]}, each only when given, for a
+ * sandbox's JSON; NULL when res holds neither. A new reference. */
+json_t *resources_describe(const struct resources *res);
 
 /* For POST /v1/sandboxes: takes "models", "gpus" and "gpu_shared" out of
  * args, resolves them into res and adds the models' variables to args's

@@ -383,10 +383,13 @@ static void run_call(struct loop *loop, void *arg)
 
 	switch (c->action) {
 	case A_CREATE:
-		if (c->res.nbinds)
+		if (c->res.nbinds) {
+			json_t *shown = resources_describe(&c->res);
+
 			session_create_bound(c->args, c->res.binds,
-					     c->res.nbinds, on_reply, c);
-		else
+					     c->res.nbinds, shown, on_reply, c);
+			json_decref(shown);
+		} else
 			session_create(c->args, on_reply, c);
 		break;
 	case A_LIST:

@@ -2,7 +2,11 @@
 sandbox or run asks for by name, seen read-only at /models/org--name with
 MODEL_<NAME>_PATH set as Seer sets it; and GPU requests, which this
 GPU-less host refuses with a clear 422."""
+import json
 import os
+import stat
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -286,3 +290,256 @@ def test_fake_gpus_shared_when_asked(fake_gpu_srv):
     finally:
         for i in ids:
             srv.request("DELETE", "/v1/sandboxes/" + i)
+
+
+def test_sandbox_json_shows_its_models(srv, sid):
+    status, _, reply = srv.get("/v1/sandboxes/" + sid)
+    assert status == 200, reply
+    assert reply["models"] == ["acme/tiny-lm"]
+    assert "gpus" not in reply
+    status, _, listed = srv.get("/v1/sandboxes")
+    mine = [s for s in listed["sandboxes"] if s["id"] == sid]
+    assert mine and mine[0]["models"] == ["acme/tiny-lm"]
+    status, plain = create(srv)
+    assert status == 201, plain
+    try:
+        assert "models" not in plain and "gpus" not in plain
+    finally:
+        srv.request("DELETE", "/v1/sandboxes/" + plain["id"])
+
+
+def test_sandbox_json_shows_its_gpus(fake_gpu_srv):
+    srv = fake_gpu_srv
+    status, a = create(srv, gpus=[1])
+    assert status == 201, a
+    try:
+        assert a["gpus"] == [1] and "models" not in a
+        status, _, got = srv.get("/v1/sandboxes/" + a["id"])
+        assert status == 200 and got["gpus"] == [1], got
+    finally:
+        srv.request("DELETE", "/v1/sandboxes/" + a["id"])
+
+
+# Device cgroup rules. The fake tree's GPU nodes are real character
+# devices: nvidia0 has the numbers of /dev/fuse (it opens without a
+# driver of its own and without side effects), nvidia1 and nvidiactl
+# NVIDIA's own (195:1, 195:255: with no driver here, an allowed open fails
+# with ENXIO, a refused one with EPERM).
+FUSE = (10, 229)
+NV1 = (195, 1)
+NVCTL = (195, 255)
+
+
+def devices_mount():
+    """The v1 devices hierarchy's mount point and root, or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            if parts[sep + 1] == "cgroup" and \
+                    "devices" in parts[sep + 3].split(","):
+                return parts[4], parts[3]
+    return None
+
+
+def devices_sbx_dir(pid):
+    """The v1 devices directory under which server pid makes groups."""
+    mnt, root = devices_mount()
+    with open("/proc/%d/cgroup" % pid) as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if "devices" in ctrls.split(","):
+                if root != "/" and path.startswith(root):
+                    path = path[len(root):]
+                return os.path.join(mnt, path.lstrip("/"), "sbx")
+    raise AssertionError("server %d has no devices cgroup" % pid)
+
+
+def wait_gone(srv):
+    """Waits until the server's sandboxes are gone, cgroups and GPU
+    leases included (a delete answers before that)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, _, health = srv.get("/v1/health")
+        if not any(g["holders"] for g in health["gpus"]) and \
+                devices_groups(srv.proc.pid) == []:
+            return
+        time.sleep(0.05)
+    raise AssertionError("sandboxes still there: %s, %s"
+                         % (health["gpus"], devices_groups(srv.proc.pid)))
+
+
+def devices_groups(pid):
+    d = devices_sbx_dir(pid)
+    return sorted(os.path.join(d, n) for n in os.listdir(d)
+                  if n.startswith("s%d-" % pid))
+
+
+def can_mknod():
+    if os.geteuid() != 0:
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            os.mknod(os.path.join(d, "n"), 0o600 | stat.S_IFCHR,
+                     os.makedev(*FUSE))
+            return True
+        except OSError:
+            return False
+
+
+needs_devices = pytest.mark.skipif(
+    devices_mount() is None or not can_mknod(),
+    reason="needs the cgroup v1 devices controller and root (mknod); the "
+           "v2 BPF device program is tested in tests/unit/test_cgroup.c")
+
+
+@pytest.fixture(scope="module")
+def dev_gpu_srv():
+    """A server whose fake GPU tree has character device nodes."""
+    with tempfile.TemporaryDirectory(prefix="sbx-devgpu-") as root:
+        os.chmod(root, 0o755)
+        os.makedirs(os.path.join(root, "dev"))
+        for name, numbers in (("nvidia0", FUSE), ("nvidia1", NV1),
+                              ("nvidiactl", NVCTL)):
+            path = os.path.join(root, "dev", name)
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(*numbers))
+            os.chmod(path, 0o666)
+        with open(os.path.join(root, "dev", "nvidia-uvm"), "w") as f:
+            f.write("a plain file: no rule\n")
+        os.chmod(os.path.join(root, "dev", "nvidia-uvm"), 0o644)
+        os.chmod(os.path.join(root, "dev"), 0o755)
+        # A copy of /dev/mem, which no sandbox is given.
+        mem = os.path.join(root, "mem")
+        os.mknod(mem, 0o600 | stat.S_IFCHR, os.makedev(1, 1))
+        with SbxServer(env={"SBX_GPU_ROOT": root}) as s:
+            s.gpu_root = root
+            s.mem = mem
+            yield s
+
+
+# Opens each path (read-only, no controlling tty) and prints what came of
+# it: "ok" or the errno's name.
+OPENER = r"""
+import errno, json, os, stat, sys
+paths = sys.argv[1:]
+if paths == ["/dev"]:
+    # Every character device (a bind shows as a file in readdir: stat).
+    paths = [os.path.join(d, n) for d, _, ns in os.walk("/dev") for n in ns
+             if stat.S_ISCHR(os.stat(os.path.join(d, n)).st_mode)]
+res = {}
+for p in paths:
+    try:
+        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+        res[p] = "ok"
+    except OSError as e:
+        res[p] = errno.errorcode[e.errno]
+print(json.dumps(res))
+"""
+
+
+def open_in_group(group, paths):
+    """Runs OPENER in a host process moved into the devices group first."""
+    code = ("import os, sys\n"
+            "with open(sys.argv.pop(1) + '/cgroup.procs', 'w') as f:\n"
+            "    f.write(str(os.getpid()))\n" + OPENER)
+    out = subprocess.run([sys.executable, "-c", code, group] + paths,
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def std_rules():
+    """The rules every GPU sandbox gets for its standard /dev."""
+    want = {"c 5:2 rw", "c 136:* rw"}
+    for n in ("null", "zero", "full", "random", "urandom", "tty"):
+        try:
+            st = os.stat("/dev/" + n)
+        except FileNotFoundError:
+            continue
+        want.add("c %d:%d rw" % (os.major(st.st_rdev), os.minor(st.st_rdev)))
+    return want
+
+
+@needs_devices
+def test_gpu_sandbox_devices_cgroup_allows_only_its_nodes(dev_gpu_srv):
+    srv = dev_gpu_srv
+    pid = srv.proc.pid
+    status, plain = create(srv)
+    assert status == 201, plain
+    try:
+        # A sandbox without GPUs gets no devices group: it costs nothing.
+        assert devices_groups(pid) == []
+    finally:
+        srv.request("DELETE", "/v1/sandboxes/" + plain["id"])
+    status, a = create(srv, gpus=[0])
+    assert status == 201, a
+    try:
+        groups = devices_groups(pid)
+        assert len(groups) == 1, groups
+        with open(os.path.join(groups[0], "devices.list")) as f:
+            rules = set(f.read().split("\n")) - {""}
+        assert rules == std_rules() | {"c %d:%d rw" % FUSE,
+                                       "c %d:%d rw" % NVCTL}, rules
+        dev = os.path.join(srv.gpu_root, "dev")
+        got = open_in_group(groups[0], [
+            os.path.join(dev, "nvidia0"), os.path.join(dev, "nvidiactl"),
+            os.path.join(dev, "nvidia1"), srv.mem, "/dev/null"])
+        assert got == {
+            os.path.join(dev, "nvidia0"): "ok",
+            # Allowed; no NVIDIA driver behind it.
+            os.path.join(dev, "nvidiactl"): "ENXIO",
+            # The GPU this sandbox was not given, and /dev/mem.
+            os.path.join(dev, "nvidia1"): "EPERM",
+            srv.mem: "EPERM",
+            "/dev/null": "ok"}, got
+        # Inside: every node of its /dev passes the rules (one mnt.c
+        # binds without a rule here would fail with EPERM), and a pty
+        # can be made.
+        r = exec_(srv, a["id"],
+                  "python3 -c '%s' /dev; "
+                  "python3 -c 'import os; os.openpty(); print(\"pty\")'"
+                  % OPENER.replace("'", "\"").strip())
+        assert r["exit_code"] == 0, r
+        lines = r["stdout"].splitlines()
+        inside = json.loads(lines[0])
+        assert inside.get("/dev/nvidia0") == "ok", r
+        assert inside["/dev/nvidiactl"] == "ENXIO", inside
+        assert "/dev/nvidia1" not in inside
+        assert "EPERM" not in inside.values(), inside
+        assert inside["/dev/null"] == "ok"
+        assert inside["/dev/pts/ptmx"] == "ok"
+        assert lines[1] == "pty"
+    finally:
+        srv.request("DELETE", "/v1/sandboxes/" + a["id"])
+    status, _, reply = srv.post("/v1/run", {
+        "language": "python", "gpus": [0],
+        "source": "import os\nos.close(os.open('/dev/nvidia0', os.O_RDONLY))"
+                  "\nprint('opened')\n"})
+    assert status == 200, reply
+    assert reply["run"]["stdout"] == "opened\n", reply
+
+
+@needs_devices
+def test_gpu_sandbox_fails_when_its_rules_cannot_be_written(dev_gpu_srv):
+    srv = dev_gpu_srv
+    parent = devices_sbx_dir(srv.proc.pid)
+    wait_gone(srv)
+    # The parent refuses the GPU's node: the sandbox's allow must fail.
+    with open(os.path.join(parent, "devices.deny"), "w") as f:
+        f.write("c %d:%d rwm" % FUSE)
+    try:
+        status, reply = create(srv, gpus=[0])
+        assert status == 500, reply
+        msg = reply["error"]["message"]
+        assert "cannot limit the sandbox's devices" in msg, msg
+        assert "c %d:%d rw" % FUSE in msg and "not permitted" in msg, msg
+        status, _, reply = srv.post("/v1/run", {
+            "language": "bash", "gpus": [0], "source": "echo ran"})
+        assert "ran" not in json.dumps(reply), reply
+        assert "cannot limit the sandbox's devices" in json.dumps(reply)
+    finally:
+        with open(os.path.join(parent, "devices.allow"), "w") as f:
+            f.write("c %d:%d rwm" % FUSE)
+    wait_gone(srv)
+    status, a = create(srv, gpus=[0])
+    assert status == 201, a
+    srv.request("DELETE", "/v1/sandboxes/" + a["id"])

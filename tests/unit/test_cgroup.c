@@ -2,12 +2,15 @@
  * Unit tests for src/sandbox/cgroup.c. Most run against fake trees of plain
  * directories and files under a temporary directory (its name holds spaces
  * so the mountinfo unescaping is exercised): a fake mountinfo and self
- * cgroup file, controller lists, and the files the code writes. One test
- * uses the real host and is skipped, with the reason printed, when it is
- * not root or has no memory controller.
+ * cgroup file, controller lists, and the files the code writes. The
+ * "real" tests use the host's cgroups (a fresh cgroup2 mount for the BPF
+ * device program) and are skipped, with the reason printed, when it is not
+ * root or lacks what they need.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <linux/bpf.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -17,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -381,6 +386,14 @@ static void test_detect_v1_override(void **state)
 	assert_true(host.has_pids);
 	assert_true(host.has_cpu);
 	assert_true(host.has_swap_limit);
+	/* No devices directory: device rules cannot be enforced. */
+	assert_string_equal(host.v1_devices, "");
+	assert_false(host.has_devices);
+	tpath(fx, p, "v1/devices");
+	mkdir_p(p);
+	detect_ok(fx, &host, v1);
+	assert_string_equal(host.v1_devices, p);
+	assert_true(host.has_devices);
 }
 
 /* A hybrid host mounts an empty unified hierarchy next to the v1 ones:
@@ -1055,6 +1068,149 @@ static void test_cpu_v1_missing(void **state)
 	assert_int_equal(cgroup_destroy(&cg), 0);
 }
 
+static void test_limit_devices_v1(void **state)
+{
+	static const struct cgroup_device devs[] = {
+		{'c', 1, 3},
+		{'c', 136, CGROUP_DEV_ANY},
+		{'b', 7, 0},
+	};
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], buf[128], want[32], err[256] = "";
+	pid_t pid;
+
+	v1_tree(fx, false, v1);
+	tpath(fx, p, "v1/devices");
+	mkdir_p(p);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(cgroup_create(&cg, &host, "a", NULL, err, sizeof(err)),
+			 0);
+	/* Only cgroup_limit_devices() makes a devices group. */
+	assert_string_equal(cg.devices, "");
+	tpath(fx, p, "v1/devices/a");
+	assert_false(exists(p));
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "a", devs,
+					      ARRAY_SIZE(devs), err,
+					      sizeof(err)),
+			 0);
+	assert_string_equal(cg.devices, p);
+	tpath(fx, p, "v1/devices/a/devices.deny");
+	assert_string_equal(get(p, buf, sizeof(buf)), "a");
+	/* One write each, appended (cgroupfs takes one rule per write). */
+	tpath(fx, p, "v1/devices/a/devices.allow");
+	assert_string_equal(get(p, buf, sizeof(buf)),
+			    "c 1:3 rwc 136:* rwb 7:0 rw");
+	pid = spawn_sleeper();
+	assert_int_equal(cgroup_attach(&cg, pid), 0);
+	snprintf(want, sizeof(want), "%d", (int)pid);
+	tpath(fx, p, "v1/devices/a/cgroup.procs");
+	assert_string_equal(get(p, buf, sizeof(buf)), want);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_killed(pid);
+	tpath(fx, p, "v1/devices/a");
+	assert_false(exists(p));
+	assert_string_equal(cg.devices, "");
+}
+
+/* Without a way to enforce them, device rules fail and say why. */
+static void test_limit_devices_refused(void **state)
+{
+	const struct cgroup_device null_dev = {'c', 1, 3};
+	struct cgroup_device many[CGROUP_MAX_DEVICES + 1];
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup cg;
+	char v1[PATH_MAX], p[PATH_MAX], err[256] = "";
+
+	v1_tree(fx, false, v1);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(cgroup_create(&cg, &host, "a", NULL, err, sizeof(err)),
+			 0);
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "a", &null_dev, 1,
+					      err, sizeof(err)),
+			 -EOPNOTSUPP);
+	assert_string_equal(err, "device rules cannot be enforced on this "
+				 "host (no cgroup v1 devices controller)");
+	assert_string_equal(cg.devices, "");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+
+	tpath(fx, p, "v1/devices");
+	mkdir_p(p);
+	detect_ok(fx, &host, v1);
+	assert_int_equal(cgroup_create(&cg, &host, "a", NULL, err, sizeof(err)),
+			 0);
+	for (size_t i = 0; i < ARRAY_SIZE(many); i++)
+		many[i] = null_dev;
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "a", many,
+					      ARRAY_SIZE(many), err,
+					      sizeof(err)),
+			 -E2BIG);
+	many[0].type = 'x';
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "a", many, 1, err,
+					      sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, "bad device type 'x'");
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "../a", &null_dev, 1,
+					      err, sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(cg.devices, "");
+	assert_int_equal(cgroup_destroy(&cg), 0);
+
+	memset(&cg, 0, sizeof(cg));
+	host = (struct cgroup_host){0};
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "a", &null_dev, 1,
+					      err, sizeof(err)),
+			 -EOPNOTSUPP);
+	assert_string_equal(err, "device rules cannot be enforced on this "
+				 "host (no usable cgroups)");
+}
+
+/* The program's shape: prologue, one test per device, the deny tail. */
+static void test_dev_prog_build(void **state)
+{
+	static const struct cgroup_device devs[] = {
+		{'c', 1, 3},
+		{'c', 136, CGROUP_DEV_ANY},
+	};
+	struct bpf_insn p[64];
+	struct cgroup_device bad = {'c', 4096, 0};
+	int n;
+
+	n = cgroup_dev_prog_build(p, ARRAY_SIZE(p), devs, ARRAY_SIZE(devs));
+	assert_int_equal(n, 7 + 5 + 4 + 2);
+	/* mknod goes straight to the deny tail. */
+	assert_int_equal(p[6].code, BPF_JMP | BPF_JSET | BPF_K);
+	assert_int_equal(p[6].imm, BPF_DEVCG_ACC_MKNOD);
+	assert_int_equal(6 + 1 + p[6].off, n - 2);
+	/* c 1:3: type, major, minor; each skips to the next test. */
+	assert_int_equal(p[7].imm, BPF_DEVCG_DEV_CHAR);
+	assert_int_equal(7 + 1 + p[7].off, 12);
+	assert_int_equal(p[8].imm, 1);
+	assert_int_equal(8 + 1 + p[8].off, 12);
+	assert_int_equal(p[9].imm, 3);
+	assert_int_equal(9 + 1 + p[9].off, 12);
+	assert_int_equal(p[10].code, BPF_ALU64 | BPF_MOV | BPF_K);
+	assert_int_equal(p[10].imm, 1);
+	assert_int_equal(p[11].code, BPF_JMP | BPF_EXIT);
+	/* c 136:*: no minor test. */
+	assert_int_equal(p[13].imm, 136);
+	assert_int_equal(13 + 1 + p[13].off, 16);
+	assert_int_equal(p[14].imm, 1);
+	assert_int_equal(p[16].imm, 0);
+	assert_int_equal(p[17].code, BPF_JMP | BPF_EXIT);
+
+	assert_int_equal(cgroup_dev_prog_build(p, 10, devs, ARRAY_SIZE(devs)),
+			 -E2BIG);
+	assert_int_equal(cgroup_dev_prog_build(p, ARRAY_SIZE(p), &bad, 1),
+			 -EINVAL);
+	bad = (struct cgroup_device){'c', 1, 1u << 20};
+	assert_int_equal(cgroup_dev_prog_build(p, ARRAY_SIZE(p), &bad, 1),
+			 -EINVAL);
+	assert_int_equal(cgroup_dev_prog_build(p, ARRAY_SIZE(p), NULL, 0), 9);
+}
+
 static void test_weight_to_shares(void **state)
 {
 	assert_int_equal(cgroup_weight_to_shares(0), 1024);
@@ -1082,7 +1238,14 @@ static void test_describe(void **state)
 				 "cgroup cpu accounting: yes\n"
 				 "cgroup cpu limits: no (no cpu controller: "
 				 "CPU quota and weight are skipped, runs go "
-				 "on)\n");
+				 "on)\n"
+				 "cgroup devices: no (sandboxes asking for "
+				 "GPUs are refused)\n");
+	host.has_devices = true;
+	cgroup_host_describe(&host, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "cgroup devices: yes (the v1 devices "
+				    "controller, for each sandbox with "
+				    "GPUs)\n"));
 	host.has_cpu_limit = true;
 	cgroup_host_describe(&host, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "cgroup cpu limits: yes\n"));
@@ -1094,7 +1257,13 @@ static void test_describe(void **state)
 				 "cgroup cpu accounting: no\n"
 				 "cgroup cpu limits: no (no cpu controller: "
 				 "CPU quota and weight are skipped, runs go "
-				 "on)\n");
+				 "on)\n"
+				 "cgroup devices: no (sandboxes asking for "
+				 "GPUs are refused)\n");
+	host.has_devices = true;
+	cgroup_host_describe(&host, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "cgroup devices: yes (a BPF device "
+				    "program for each sandbox with GPUs)\n"));
 	host = (struct cgroup_host){0};
 	cgroup_host_describe(&host, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "cgroup: none\n"
@@ -1203,6 +1372,195 @@ static void test_real_host(void **state)
 	rmdir(host.v1_cpuacct);
 }
 
+/* Outcomes of the opens a process in a device-limited group tries. */
+enum {
+	OPEN_ALLOWED_FAILED = 1 << 0,
+	OPEN_DENIED_WORKED = 1 << 1,
+	OPEN_DENIED_NOT_EPERM = 1 << 2,
+	MKNOD_NOT_EPERM = 1 << 3,
+	NOT_STARTED = 1 << 4,
+};
+
+/* Forks a process that waits until the parent has attached it to cg, then
+ * opens allowed (must work), each of denied (must fail with EPERM) and
+ * makes a node with mknod (must fail with EPERM, though it is root).
+ * Returns the child's exit status: a bit of the enum above per failure. */
+static int opens_in_group(const struct cgroup *cg, const char *allowed,
+			  const char *const *denied, size_t ndenied,
+			  const char *dir)
+{
+	int go[2], status = 0;
+	pid_t pid;
+
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char c, node[PATH_MAX];
+		int fd, bits = 0;
+
+		alarm(30);
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(NOT_STARTED);
+		fd = open(allowed, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			bits |= OPEN_ALLOWED_FAILED;
+		else
+			close(fd);
+		for (size_t i = 0; i < ndenied; i++) {
+			fd = open(denied[i], O_RDONLY | O_CLOEXEC);
+			if (fd >= 0) {
+				bits |= OPEN_DENIED_WORKED;
+				close(fd);
+			} else if (errno != EPERM) {
+				bits |= OPEN_DENIED_NOT_EPERM;
+			}
+		}
+		snprintf(node, sizeof(node), "%s/made", dir);
+		if (mknod(node, S_IFCHR | 0600, makedev(1, 3)) == 0 ||
+		    errno != EPERM)
+			bits |= MKNOD_NOT_EPERM;
+		_exit(bits);
+	}
+	close(go[0]);
+	assert_int_equal(cgroup_attach(cg, pid), 0);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	close(go[1]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* Makes dir/name a character device node. */
+static void make_node(const char *dir, const char *name, unsigned maj,
+		      unsigned min, char *path)
+{
+	int n = snprintf(path, PATH_MAX, "%s/%s", dir, name);
+
+	assert_true(n > 0 && n < PATH_MAX);
+	assert_int_equal(mknod(path, S_IFCHR | 0600, makedev(maj, min)), 0);
+}
+
+/* v2: a fresh cgroup2 mount (device programs need no controller), one
+ * group with the BPF program attached, a process moved into it. */
+static void test_real_v2_devices(void **state)
+{
+	const struct cgroup_device null_dev = {'c', 1, 3};
+	struct cgroup_host host = {.version = CGROUP_V2};
+	struct cgroup cg = {.version = CGROUP_V2};
+	char dir[] = "/tmp/sbx-cgroup2-XXXXXX", mnt[PATH_MAX], nodes[PATH_MAX];
+	char null_copy[PATH_MAX] = "", mem[PATH_MAX] = "", zero[PATH_MAX] = "";
+	char err[256], why[128] = "";
+	const char *denied[2] = {mem, zero};
+	bool mounted = false;
+	int fd;
+
+	if (geteuid() != 0) {
+		print_message("skip: mounting cgroup2 needs root\n");
+		skip();
+	}
+	assert_non_null(mkdtemp(dir));
+	snprintf(mnt, sizeof(mnt), "%s/cg", dir);
+	snprintf(nodes, sizeof(nodes), "%s/nodes", dir);
+	assert_int_equal(mkdir(mnt, 0755), 0);
+	assert_int_equal(mkdir(nodes, 0755), 0);
+	if (mount("none", mnt, "cgroup2", 0, NULL) < 0) {
+		snprintf(why, sizeof(why), "cannot mount cgroup2: %s",
+			 strerror(errno));
+		goto out;
+	}
+	mounted = true;
+	if (!cgroup_dev_prog_works()) {
+		snprintf(why, sizeof(why),
+			 "bpf() cannot load a cgroup device program here");
+		goto out;
+	}
+	assert_true(snprintf(cg.v2, sizeof(cg.v2), "%s/unit-%d", mnt,
+			     (int)getpid()) < (int)sizeof(cg.v2));
+	assert_int_equal(mkdir(cg.v2, 0755), 0);
+	make_node(nodes, "null", 1, 3, null_copy);
+	make_node(nodes, "mem", 1, 1, mem);
+	make_node(nodes, "zero", 1, 5, zero);
+	assert_int_equal(cgroup_limit_devices(&cg, &host, "x", &null_dev, 1,
+					      err, sizeof(err)),
+			 0);
+	assert_int_equal(opens_in_group(&cg, null_copy, denied, 2, nodes), 0);
+	/* Outside the group nothing changed. */
+	fd = open(zero, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(rmdir(cg.v2), 0);
+	/* The program goes on a cgroup2 directory only. */
+	assert_true(cgroup_dev_prog_attach(nodes, &null_dev, 1, err,
+					   sizeof(err)) < 0);
+	assert_non_null(strstr(err, "cannot attach the BPF device program"));
+out:
+	if (mounted)
+		assert_int_equal(umount2(mnt, 0), 0);
+	if (null_copy[0])
+		unlink(null_copy);
+	if (mem[0])
+		unlink(mem);
+	if (zero[0])
+		unlink(zero);
+	rmdir(nodes);
+	rmdir(mnt);
+	rmdir(dir);
+	if (why[0]) {
+		print_message("skip: %s\n", why);
+		skip();
+	}
+}
+
+/* v1: the host's devices hierarchy, as a GPU sandbox gets it. */
+static void test_real_v1_devices(void **state)
+{
+	const struct cgroup_device null_dev = {'c', 1, 3};
+	struct cgroup_host host;
+	struct cgroup cg;
+	char dir[] = "/tmp/sbx-devices-XXXXXX", name[64], err[512], buf[256];
+	char null_copy[PATH_MAX], mem[PATH_MAX], zero[PATH_MAX], p[PATH_MAX];
+	const char *denied[2] = {mem, zero};
+
+	if (geteuid() != 0) {
+		print_message("skip: real cgroups need root\n");
+		skip();
+	}
+	assert_int_equal(cgroup_host_detect(&host, "/proc/self/mountinfo",
+					    "/proc/self/cgroup", NULL, err,
+					    sizeof(err)),
+			 0);
+	if (host.version != CGROUP_V1 || !host.v1_devices[0]) {
+		print_message("skip: no cgroup v1 devices controller here\n");
+		skip();
+	}
+	assert_non_null(mkdtemp(dir));
+	make_node(dir, "null", 1, 3, null_copy);
+	make_node(dir, "mem", 1, 1, mem);
+	make_node(dir, "zero", 1, 5, zero);
+	snprintf(name, sizeof(name), "unit-dev-%d", (int)getpid());
+	assert_int_equal(
+		cgroup_create(&cg, &host, name, NULL, err, sizeof(err)), 0);
+	assert_int_equal(cgroup_limit_devices(&cg, &host, name, &null_dev, 1,
+					      err, sizeof(err)),
+			 0);
+	snprintf(p, sizeof(p), "%s/devices.list", cg.devices);
+	assert_string_equal(get(p, buf, sizeof(buf)), "c 1:3 rw\n");
+	assert_int_equal(opens_in_group(&cg, null_copy, denied, 2, dir), 0);
+	str_copy(p, sizeof(p), cg.devices);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_false(exists(p));
+	unlink(null_copy);
+	unlink(mem);
+	unlink(zero);
+	rmdir(dir);
+	rmdir(host.v1_memory);
+	rmdir(host.v1_pids);
+	rmdir(host.v1_cpuacct);
+	rmdir(host.v1_devices);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1250,9 +1608,16 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_v1_missing, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_limit_devices_v1, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_limit_devices_refused,
+						setup, teardown),
+		cmocka_unit_test(test_dev_prog_build),
 		cmocka_unit_test(test_weight_to_shares),
 		cmocka_unit_test(test_describe),
 		cmocka_unit_test(test_real_host),
+		cmocka_unit_test(test_real_v2_devices),
+		cmocka_unit_test(test_real_v1_devices),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
