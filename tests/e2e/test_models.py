@@ -1,7 +1,9 @@
 """Models and GPUs: a model store (sbx serve --models DIR) whose models a
 sandbox or run asks for by name, seen read-only at /models/org--name with
-MODEL_<NAME>_PATH set as Seer sets it; and GPU requests, which this
-GPU-less host refuses with a clear 422."""
+MODEL_<NAME>_PATH set as Seer sets it; GPU requests, which this GPU-less
+host refuses with a clear 422; fake GPU trees (SBX_GPU_ROOT) for binding,
+hand-out and the device cgroup rules, whose enforcement is tried for real
+with mknod'ed nodes; and the sandbox JSON's "models" and "gpus"."""
 import json
 import os
 import stat
@@ -310,6 +312,7 @@ def test_sandbox_json_shows_its_models(srv, sid):
 
 def test_sandbox_json_shows_its_gpus(fake_gpu_srv):
     srv = fake_gpu_srv
+    wait_gone(srv)
     status, a = create(srv, gpus=[1])
     assert status == 201, a
     try:
@@ -356,17 +359,20 @@ def devices_sbx_dir(pid):
 
 
 def wait_gone(srv):
-    """Waits until the server's sandboxes are gone, cgroups and GPU
-    leases included (a delete answers before that)."""
+    """Waits until the server's GPU sandboxes are gone, GPU leases and
+    devices groups included (a delete, or a run's result, answers before
+    that)."""
+    groups = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status, _, health = srv.get("/v1/health")
-        if not any(g["holders"] for g in health["gpus"]) and \
-                devices_groups(srv.proc.pid) == []:
+        if devices_mount() is not None:
+            groups = devices_groups(srv.proc.pid)
+        if not any(g["holders"] for g in health["gpus"]) and not groups:
             return
         time.sleep(0.05)
     raise AssertionError("sandboxes still there: %s, %s"
-                         % (health["gpus"], devices_groups(srv.proc.pid)))
+                         % (health["gpus"], groups))
 
 
 def devices_groups(pid):
@@ -510,6 +516,7 @@ def test_gpu_sandbox_devices_cgroup_allows_only_its_nodes(dev_gpu_srv):
         assert lines[1] == "pty"
     finally:
         srv.request("DELETE", "/v1/sandboxes/" + a["id"])
+    wait_gone(srv)
     status, _, reply = srv.post("/v1/run", {
         "language": "python", "gpus": [0],
         "source": "import os\nos.close(os.open('/dev/nvidia0', os.O_RDONLY))"
