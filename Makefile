@@ -20,7 +20,7 @@ PYTHON ?= /usr/bin/python3
 # language runtimes the end-to-end tests run inside sandboxes.
 DEBS_BUILD := gcc make pkg-config libseccomp-dev libjansson-dev \
 	libmicrohttpd-dev libsqlite3-dev libcurl4-openssl-dev libcmocka-dev \
-	clang clang-format
+	clang clang-format python3-dev
 # python3-venv and python3-wheel: the Python client installs into a venv
 # with no download (README, tests/e2e/test_newcomer.py).
 DEBS_TEST := python3 python3-pytest bash coreutils iproute2 python3-venv \
@@ -94,7 +94,7 @@ LIB_SRCS := $(wildcard src/base/*.c src/sandbox/*.c src/runtime/*.c \
 	src/store/*.c src/llm/*.c src/server/*.c)
 CLI_SRCS := $(wildcard src/cli/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o \
-	$(BUILD)/gen/init_blob.o
+	$(BUILD)/gen/init_blob.o $(BUILD)/gen/zygote_blob.o
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 # The rollout runner of execution pools (guest/rollout.py), embedded.
 LIB_OBJS += $(BUILD)/gen/guest_rollout.o
@@ -155,9 +155,10 @@ $(BUILD)/sbx: $(CLI_OBJS) $(BUILD)/libsbx.a
 INIT_SRCS := src/sandbox/init/main.c src/sandbox/init.c \
 	src/sandbox/initserve.c src/sandbox/mnt.c src/sandbox/net.c \
 	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/wire.c \
-	src/sandbox/spec.c src/sandbox/bpf.c src/base/util.c src/base/buf.c \
+	src/sandbox/spec.c src/sandbox/bpf.c src/sandbox/procmask.c src/base/util.c src/base/buf.c \
 	src/base/log.c src/base/text.c
-INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o
+INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o \
+	$(BUILD)/gen/zygote_blob.o
 ifeq ($(SANITIZE),)
 INIT_LINK := -static-pie -Wl,-z,relro,-z,now -l:libjansson.a
 else
@@ -173,6 +174,31 @@ $(BUILD)/gen/init_blob.S: $(BUILD)/sbx-init
 	@printf '\t.section .rodata\n\t.balign 16\n\t.globl sbx_init_blob\nsbx_init_blob:\n\t.incbin "%s"\n\t.globl sbx_init_blob_end\nsbx_init_blob_end:\n\t.section .note.GNU-stack,"",@progbits\n' "$(abspath $(BUILD)/sbx-init)" > $@
 
 $(BUILD)/gen/init_blob.o: $(BUILD)/gen/init_blob.S $(BUILD)/sbx-init
+	@$(CC) -c -o $@ $<
+
+# The native half of the forking Python zygote: a Python extension built
+# against Debian's python3 headers (never with sanitizers: it is loaded
+# into the sandbox's interpreter), embedded in sbx-init. Without the
+# headers it is empty and warm sandboxes keep one-run zygotes.
+PYEXT_INC := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+PYEXT_SRCS := src/pyext/zygote.c src/sandbox/procmask.c \
+	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/bpf.c \
+	src/base/util.c
+$(BUILD)/sbx_zygote.so: $(PYEXT_SRCS) src/sandbox/zygote_proto.h \
+		src/sandbox/internal.h
+	@mkdir -p $(@D)
+	@echo "  CC $@"
+	@if [ -f "$(PYEXT_INC)/Python.h" ]; then \
+		$(CC) -std=c11 -D_GNU_SOURCE -g -O2 $(CFLAGS_WARN) \
+			-fstack-protector-strong -fPIC -shared -Isrc \
+			-I$(PYEXT_INC) -o $@ $(PYEXT_SRCS); \
+	else echo "  (no Python headers: forking zygote off)"; : > $@; fi
+
+$(BUILD)/gen/zygote_blob.S: $(BUILD)/sbx_zygote.so
+	@mkdir -p $(@D)
+	@printf '\t.section .rodata\n\t.balign 16\n\t.globl sbx_zygote_blob\nsbx_zygote_blob:\n\t.incbin "%s"\n\t.globl sbx_zygote_blob_end\nsbx_zygote_blob_end:\n\t.section .note.GNU-stack,"",@progbits\n' "$(abspath $(BUILD)/sbx_zygote.so)" > $@
+
+$(BUILD)/gen/zygote_blob.o: $(BUILD)/gen/zygote_blob.S $(BUILD)/sbx_zygote.so
 	@$(CC) -c -o $@ $<
 
 # What runs inside sandboxes and is not C (guest/) is embedded as strings.

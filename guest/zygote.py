@@ -20,6 +20,47 @@ import os
 import sys
 
 
+forked = False  # this process is a forking zygote's run
+
+
+def forking_request():
+    # fd 4, when open, holds the native half of a zygote that forks a
+    # process per run (src/pyext/zygote.c): this process then stays root in
+    # the sandbox's user namespace, serves run after run, and only the
+    # forked program returns here, already the sandbox user under the
+    # filter. It is loaded without importlib (nothing a fresh interpreter
+    # lacks) and leaves no trace in sys.modules.
+    try:
+        os.fstat(4)
+    except OSError:
+        return None
+    import _imp
+
+    class Spec:
+        name = "_sbx_zygote"
+        origin = "/proc/self/fd/4"
+    try:
+        native = _imp.create_dynamic(Spec)
+    finally:
+        sys.modules.pop("_sbx_zygote", None)
+        os.close(4)
+    # What the interpreter holds now is shared with every run's process:
+    # kept out of the collector's reach, it is not copied page by page
+    # when a run collects.
+    had_gc = "gc" in sys.modules
+    import gc
+    gc.freeze()
+    if not had_gc:
+        del sys.modules["gc"]
+    os.write(3, b"R")
+    fields = native.serve(3)
+    if fields is None:
+        os._exit(0)  # not needed any more
+    global forked
+    forked = True
+    return fields
+
+
 def read_request():
     os.write(3, b"R")
     data = b""
@@ -81,8 +122,10 @@ def run(script):
         with open(script, "rb") as f:
             code = compile(f.read(), script, "exec")
         exec(code, main.__dict__)
-    except SystemExit:
-        raise
+    except SystemExit as e:
+        if not forked:
+            raise
+        shutdown(exit_status(e))
     except BaseException as e:  # noqa: B902 - report like the interpreter
         import traceback
         tb = e.__traceback__
@@ -95,7 +138,69 @@ def run(script):
         sys.stderr.flush()
         if isinstance(e, KeyboardInterrupt):
             die_by_sigint()
+        if forked:
+            shutdown(1)
         sys.exit(1)
+    if forked:
+        shutdown(0)
+
+
+def exit_status(e):
+    # What the interpreter makes of an uncaught SystemExit.
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xff
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:  # noqa: B902 - as the interpreter, say nothing
+        pass
+    return 1
+
+
+def shutdown(status):
+    # A forked program ends with what the interpreter's own shutdown does
+    # that a program can see: non-daemon threads joined, atexit handlers,
+    # the streams flushed, cyclic garbage collected and __main__'s globals
+    # released (their finalizers run), the streams flushed again; then it
+    # exits without tearing the rest of the interpreter down, which would
+    # touch, and so copy, every page it shares with the zygote.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    import atexit
+    atexit._run_exitfuncs()
+    failed = not flush_streams()
+    import gc
+    gc.collect()
+    main = sys.modules.get("__main__")
+    if main is not None:
+        clear_module(main.__dict__)
+    failed = not flush_streams() or failed
+    os._exit(120 if failed else status)
+
+
+def flush_streams():
+    ok = True
+    for f in (sys.stdout, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except Exception:  # noqa: B902 - the interpreter's exit 120
+            ok = False
+    return ok
+
+
+def clear_module(d):
+    # As the interpreter clears a module at shutdown: names starting with
+    # one underscore first, then the rest, __builtins__ last.
+    for name in list(d):
+        if name.startswith("_") and not name.startswith("__"):
+            d[name] = None
+    for name in list(d):
+        if name != "__builtins__":
+            d[name] = None
 
 
 def die_by_sigint():
@@ -118,4 +223,4 @@ def die_by_sigint():
     os._exit(130)  # SIGINT blocked: the nearest exit status
 
 
-run(become(read_request()))
+run(become(forking_request() or read_request()))

@@ -46,6 +46,8 @@ struct warm {
 	struct runner *runner;
 	struct sandbox *sb;
 	bool ready;
+	bool reusable; /* serves run after run (a forking zygote) */
+	bool back;     /* reusable, its last run over: READY comes soon */
 	struct warm *next;
 };
 
@@ -63,6 +65,7 @@ struct runner {
 	 * atomics) */
 	struct warm *pool;
 	unsigned warm_target, warm_count, warm_ready;
+	unsigned warm_lent;	/* reusable warm sandboxes a run has */
 	unsigned warm_failures; /* in a row: stop rebuilding after a few */
 	struct sandbox_limits warm_limits;
 	unsigned long long warm_used;
@@ -193,13 +196,35 @@ static void warm_unlink(struct warm *w)
 		}
 }
 
+static void pool_append(struct runner *r, struct warm *w)
+{
+	struct warm **tail = &r->pool;
+
+	/* Appended: the oldest, most surely ready, is taken first. */
+	while (*tail)
+		tail = &(*tail)->next;
+	w->next = NULL;
+	*tail = w;
+	r->warm_count++;
+}
+
 static void warm_event(void *ctx, const struct sandbox_event *ev)
 {
 	struct warm *w = ctx;
+	struct runner *r = w->runner;
 
+	if (ev->kind == SANDBOX_EV_BACK) {
+		/* Its run is over: it rejoins the pool, ready shortly. */
+		r->warm_lent--;
+		w->back = true;
+		pool_append(r, w);
+		return;
+	}
 	if (ev->kind != SANDBOX_EV_READY || w->ready)
 		return;
 	w->ready = true;
+	w->back = false;
+	w->reusable = ev->reusable;
 	__atomic_add_fetch(&w->runner->warm_ready, 1, __ATOMIC_RELAXED);
 	w->runner->warm_failures = 0;
 	kick(w->runner); /* a job may be waiting for it */
@@ -211,6 +236,14 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 	struct warm *w = ctx;
 	struct runner *r = w->runner;
 
+	if (!res) {
+		/* A reusable one ended with (or after) a run: replace it. */
+		r->warm_lent--;
+		free(w);
+		pool_fill(r);
+		kick(r);
+		return;
+	}
 	if (!r->stopping && ++r->warm_failures == 3)
 		log_warn("warm sandboxes keep failing (%s%s%s); running "
 			 "without them",
@@ -219,6 +252,7 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 	warm_unlink(w);
 	free(w);
 	pool_fill(r);
+	kick(r); /* a job may have waited for it to come back */
 }
 
 static const struct sandbox_ops warm_ops = {.done = warm_done,
@@ -227,7 +261,7 @@ static const struct sandbox_ops warm_ops = {.done = warm_done,
 /* Builds warm sandboxes until there are warm_target of them. */
 static void pool_fill(struct runner *r)
 {
-	while (!r->stopping && r->warm_count < r->warm_target &&
+	while (!r->stopping && r->warm_count + r->warm_lent < r->warm_target &&
 	       r->warm_failures < 3) {
 		struct warm *w = xcalloc(1, sizeof(*w));
 		struct sandbox_spec spec;
@@ -257,15 +291,7 @@ static void pool_fill(struct runner *r)
 					 err);
 			return;
 		}
-		/* Appended: the oldest, most surely ready, is taken first. */
-		{
-			struct warm **tail = &r->pool;
-
-			while (*tail)
-				tail = &(*tail)->next;
-			*tail = w;
-		}
-		r->warm_count++;
+		pool_append(r, w);
 	}
 }
 
@@ -299,10 +325,33 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 		return NULL;
 	}
 	warm_unlink(w);
-	free(w);
+	w->ready = false;
 	__atomic_add_fetch(&r->warm_used, 1, __ATOMIC_RELAXED);
+	if (w->reusable) {
+		/* Lent to the run: it comes back (SANDBOX_EV_BACK) or ends
+		 * (warm_done() with no result), and is replaced only then. */
+		r->warm_lent++;
+		return sb;
+	}
+	free(w);
 	pool_fill(r);
 	return sb;
+}
+
+/* Whether a job that would take a warm sandbox should wait for one that is
+ * being made ready after its last run (a millisecond or so) rather than
+ * start a sandbox of its own. */
+static bool warm_coming_back(struct runner *r, const struct runner_job *job)
+{
+	struct warm *w;
+
+	if (!sandbox_spec_is_warmable(&job->spec) ||
+	    __atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED))
+		return false;
+	for (w = r->pool; w; w = w->next)
+		if (w->back)
+			return true;
+	return false;
 }
 
 static void on_retry(struct loop *loop, int fd, uint32_t events, void *arg)
@@ -362,6 +411,8 @@ static void kick(struct runner *r)
 			retry_later(r);
 			break;
 		}
+		if (warm_coming_back(r, job))
+			break; /* its READY kicks again */
 		r->waiting = job->next;
 		if (!r->waiting)
 			r->waiting_tail = &r->waiting;

@@ -425,6 +425,8 @@ static void on_event(void *ctx, const struct sandbox_event *ev)
 		if (op)
 			on_reply(s, op, ev);
 		return;
+	case SANDBOX_EV_BACK:
+		return; /* a stateful sandbox is never a warm one */
 	}
 }
 

@@ -38,6 +38,7 @@
 #include "base/guest.h"
 #include "base/util.h"
 #include "sandbox/internal.h"
+#include "sandbox/zygote_proto.h"
 #include "base/banned.h"
 
 extern char **environ;
@@ -480,6 +481,28 @@ static int step_stdin(const struct sandbox_step *step, size_t idx)
 	return fd;
 }
 
+/* A Python interpreter a warm sandbox starts ahead of its run (the
+ * zygote, guest/zygote.py): already the sandbox user, filtered and
+ * limited, waiting on a pipe for the program it is to become. */
+static struct {
+	pid_t pid;
+	int ctl;    /* socket: "R" when started, then the run's JSON line */
+	int out[3]; /* read ends of its stdout (1) and stderr (2) */
+	/* A forking zygote (zygote_proto.h): root in the user namespace,
+	 * it clones a process per run and is never used up itself. */
+	bool forking;
+	unsigned runs; /* runs it has served */
+} zygote = {.pid = -1, .ctl = -1, .out = {-1, -1, -1}};
+
+/* The native half of the forking zygote (src/pyext/zygote.c), embedded;
+ * empty when sbx was built without Python's headers. */
+extern const char sbx_zygote_blob[], sbx_zygote_blob_end[];
+
+/* A slot's zygote serves this many runs, then the slot is rebuilt: its
+ * interpreter's string hash seed and address layout are shared by the runs
+ * it serves, and a fresh one bounds that. */
+#define ZYGOTE_MAX_RUNS 64
+
 struct step_run {
 	size_t idx;
 	pid_t pid;
@@ -489,7 +512,15 @@ struct step_run {
 	int stop;
 	int status;
 	bool reaped;
+	bool forked; /* pid is a forking zygote's clone: the run's PID 1 */
 };
+
+/* Kills the step's processes: the sandbox's all but init's, or a forked
+ * run's whole pid namespace (its PID 1 first). */
+static void kill_step(const struct step_run *sr)
+{
+	kill(sr->forked ? sr->pid : -1, SIGKILL);
+}
 
 /* Kills every process in the sandbox but init, and reaps them. */
 static void kill_all_but_init(void)
@@ -514,7 +545,7 @@ static void relay(struct step_run *sr, int stream)
 		n = (ssize_t)(sr->cap - sr->sent[stream]);
 		if (sr->stop == INIT_STOP_NONE)
 			sr->stop = INIT_STOP_OUTPUT;
-		kill(-1, SIGKILL);
+		kill_step(sr);
 		fd_close(&sr->out[stream]);
 	}
 	if (n > 0) {
@@ -537,39 +568,81 @@ static void reap(struct step_run *sr)
 		if (p == sr->pid) {
 			sr->status = st;
 			sr->reaped = true;
+		} else if (p == zygote.pid) {
+			zygote.pid = -1; /* the slot cannot take another run */
 		}
 }
-
-/* Runs one step to its end and reports it. Returns true when it ended
- * ok (exit 0). */
-/* A Python interpreter a warm sandbox starts ahead of its run (the
- * zygote, guest/zygote.py): already the sandbox user, filtered and
- * limited, waiting on a pipe for the program it is to become. */
-static struct {
-	pid_t pid;
-	int ctl;    /* socket: "R" when started, then the run's JSON line */
-	int out[3]; /* read ends of its stdout (1) and stderr (2) */
-} zygote = {.pid = -1, .ctl = -1, .out = {-1, -1, -1}};
 
 #define ZYGOTE_START_MS 10000
 
 static void zygote_stop(void);
 
+/* The extension in a memfd the zygote loads (as fd 4), or -1. */
+static int zygote_ext_fd(void)
+{
+	size_t len = (size_t)(&sbx_zygote_blob_end[0] - &sbx_zygote_blob[0]);
+	int fd = memfd_create("sbx-zygote", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0)
+		return -1;
+	if (write_full(fd, sbx_zygote_blob, len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS,
+		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) <
+		    0) {
+		fd_close(&fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The forked side of a forking zygote: stays root in the user namespace
+ * with its capabilities and without the filter (it runs no program: each
+ * run's process drops them, src/pyext/zygote.c) and executes Python. */
+static void zygote_exec(const struct sandbox_spec *spec, char **argv)
+{
+	struct child_err ce = {{0}};
+	sigset_t none;
+	int sig;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	signal(SIGXFSZ, SIG_IGN);
+	setsid();
+	write_file("/proc/self/oom_score_adj", "0");
+	if (rlimit_setup_child(&spec->limits, &ce) < 0 || chdir("/") < 0)
+		_exit(127);
+	environ = build_env(spec->env);
+	execvp(argv[0], argv);
+	_exit(127);
+}
+
 static void zygote_start(const struct sandbox_spec *spec,
 			 const struct seccomp_prog *filter, uid_t uid,
-			 gid_t gid)
+			 gid_t gid, bool userns)
 {
 	char *argv[] = {"python3", "-c", (char *)guest_zygote_py, NULL};
-	int ctl[2], pout[2], perr[2], in;
+	int ctl[2], pout[2], perr[2], in, ext = -1;
 	pid_t pid;
 
-	if (!spec->zygote || access("/usr/bin/python3", X_OK) < 0)
+	if (!spec->zygote || zygote.pid > 0 ||
+	    access("/usr/bin/python3", X_OK) < 0)
 		return;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0)
+	/* In a user namespace the zygote can be one that forks a process
+	 * per run (it holds the namespace's capabilities, and every run's
+	 * process leaves them); without one it would be host root, and is
+	 * used up by its one run instead. */
+	if (userns && &sbx_zygote_blob_end[0] > &sbx_zygote_blob[0])
+		ext = zygote_ext_fd();
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) {
+		fd_close(&ext);
 		return;
+	}
 	if (pipe2(pout, O_CLOEXEC) < 0) {
 		close(ctl[0]);
 		close(ctl[1]);
+		fd_close(&ext);
 		return;
 	}
 	if (pipe2(perr, O_CLOEXEC) < 0 ||
@@ -578,6 +651,7 @@ static void zygote_start(const struct sandbox_spec *spec,
 		close(ctl[1]);
 		close(pout[0]);
 		close(pout[1]);
+		fd_close(&ext);
 		return;
 	}
 	pid = fork();
@@ -586,8 +660,15 @@ static void zygote_start(const struct sandbox_spec *spec,
 		    dup2(pout[1], STDOUT_FILENO) < 0 ||
 		    dup2(perr[1], STDERR_FILENO) < 0 || dup2(ctl[0], 3) < 0)
 			_exit(127);
+		if (ext >= 0) {
+			if (dup2(ext, 4) < 0)
+				_exit(127);
+			zygote_exec(spec, argv);
+		}
 		init_exec(spec, argv, NULL, NULL, 0, filter, uid, gid);
 	}
+	zygote.forking = ext >= 0;
+	fd_close(&ext);
 	close(in);
 	close(ctl[0]);
 	close(pout[1]);
@@ -621,6 +702,7 @@ static void zygote_stop(void)
 			;
 	}
 	zygote.pid = -1;
+	zygote.forking = false;
 	fd_close(&zygote.ctl);
 	fd_close(&zygote.out[1]);
 	fd_close(&zygote.out[2]);
@@ -739,6 +821,128 @@ static int zygote_go(const struct sandbox_spec *spec,
 	return r;
 }
 
+static int send_fds(int sock, const void *buf, size_t len, const int *fds,
+		    int nfds)
+{
+	char control[CMSG_SPACE(sizeof(int) * ZYGOTE_NFDS)];
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control,
+			     .msg_controllen =
+				     CMSG_SPACE(sizeof(int) * (size_t)nfds)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	ssize_t n;
+
+	memset(control, 0, sizeof(control));
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+	memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	do
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	/* The rest of a partly sent header goes without the fds. */
+	return n == (ssize_t)len ? 0
+				 : write_full(sock, (const char *)buf + n,
+					      len - (size_t)n);
+}
+
+/* How long init waits for the zygote to answer a run with its clone. */
+#define ZYGOTE_ANSWER_MS 5000
+
+/* Gives a run to a forking zygote: it clones the run's PID 1, which is a
+ * child of init. On success sr has that process, its output pipes and
+ * *run_fd the socket its report comes back on. Returns 0 or -errno (the
+ * zygote is then unusable). */
+static int zygote_fork_run(const struct sandbox_spec *spec,
+			   const struct sandbox_step *step,
+			   const struct seccomp_prog *filter, uid_t uid,
+			   gid_t gid, struct step_run *sr, int *run_fd)
+{
+	char cwd[PATH_MAX], **envv;
+	struct zygote_run h = {.magic = ZYGOTE_MAGIC,
+			       .uid = (uint32_t)uid,
+			       .gid = (uint32_t)gid,
+			       .filter_len = (uint32_t)filter->len,
+			       .fsize_bytes = spec->limits.fsize_bytes,
+			       .nofile = spec->limits.nofile,
+			       .cpu_ms = step->cpu_ms};
+	int sv[2], pout[2] = {-1, -1}, perr[2] = {-1, -1}, in = -1, i, r;
+	int fds[ZYGOTE_NFDS];
+	struct pollfd pfd = {.fd = zygote.ctl, .events = POLLIN};
+	int32_t answer = 0;
+	char go = ZYGOTE_GO;
+	size_t n;
+	struct buf b;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	r = send_fds(zygote.ctl, &go, 1, &sv[1], 1);
+	fd_close(&sv[1]);
+	if (!r) {
+		r = poll(&pfd, 1, ZYGOTE_ANSWER_MS) == 1 &&
+				    read_full(zygote.ctl, &answer,
+					      sizeof(answer)) ==
+					    (ssize_t)sizeof(answer)
+			    ? 0
+			    : -EPROTO;
+		if (!r && answer <= 0)
+			r = answer < 0 ? answer : -EPROTO;
+	}
+	if (r) {
+		fd_close(&sv[0]);
+		return r;
+	}
+	/* Its clone runs: from here on it is the step's process, and any
+	 * failure is its own (it reports exit 127 with the reason). */
+	sr->pid = (pid_t)answer;
+	*run_fd = sv[0];
+	in = step_stdin(step, 0);
+	if (in < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
+		init_fail(errno, "cannot set up the step's stdio");
+	init_full_path(cwd, sizeof(cwd),
+		       spec->cwd ? spec->cwd : SANDBOX_WORK_DIR);
+	envv = build_env(spec->env);
+	buf_init(&b);
+	buf_add(&b, filter->data, filter->len);
+	add_field(&b, cwd);
+	add_field(&b, "");  /* stdin is fd 0 already */
+	add_field(&b, "0"); /* and the CPU limit is set */
+	for (n = 0; step->argv[n]; n++)
+		;
+	add_number(&b, n);
+	for (i = 0; (size_t)i < n; i++)
+		add_field(&b, step->argv[i]);
+	for (n = 0; envv[n]; n++)
+		;
+	add_number(&b, n);
+	for (i = 0; (size_t)i < n; i++)
+		add_field(&b, envv[i]);
+	free(envv);
+	h.len = b.len;
+	fds[ZYGOTE_FD_STDIN] = in;
+	fds[ZYGOTE_FD_STDOUT] = pout[1];
+	fds[ZYGOTE_FD_STDERR] = perr[1];
+	/* A clone that died early leaves a closed socket: the step then
+	 * ends as that process did. */
+	if (!send_fds(sv[0], &h, sizeof(h), fds, ZYGOTE_NFDS))
+		write_full(sv[0], b.data, b.len);
+	buf_release(&b);
+	close(in);
+	close(pout[1]);
+	close(perr[1]);
+	sr->out[1] = pout[0];
+	sr->out[2] = perr[0];
+	zygote.runs++;
+	return 0;
+}
+
+/* Steps run on a forking zygote's clone since the last run began. */
+static unsigned forked_runs;
+
 static bool run_step(const struct sandbox_spec *spec, size_t idx,
 		     const struct seccomp_prog *filter, uid_t uid, gid_t gid,
 		     int sigfd)
@@ -747,15 +951,21 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 	struct step_run sr = {.idx = idx, .out = {-1, -1, -1}};
 	struct init_msg m = {.kind = INIT_MSG_STEP_END, .step = (uint32_t)idx};
 	struct rusage before, after;
-	int pout[2], perr[2], in;
+	int pout[2], perr[2], in, run_fd = -1;
 	uint64_t t0 = now_ns(), deadline;
 
 	sr.cap = spec->limits.output_bytes ? spec->limits.output_bytes
 					   : UINT64_MAX;
 	deadline = step->wall_ms ? t0 + step->wall_ms * 1000000ull : 0;
 	getrusage(RUSAGE_CHILDREN, &before);
-	if (idx == 0 && zygote_fits(spec, step) &&
-	    zygote_go(spec, step, uid, gid) == 0) {
+	if (idx == 0 && zygote.forking && zygote_fits(spec, step)) {
+		if (zygote_fork_run(spec, step, filter, uid, gid, &sr,
+				    &run_fd) == 0) {
+			sr.forked = true;
+			goto relay;
+		}
+	} else if (idx == 0 && zygote_fits(spec, step) &&
+		   zygote_go(spec, step, uid, gid) == 0) {
 		sr.pid = zygote.pid;
 		sr.out[1] = zygote.out[1];
 		sr.out[2] = zygote.out[2];
@@ -821,17 +1031,29 @@ relay:
 			while (read(sigfd, &si, sizeof(si)) > 0)
 				;
 			reap(&sr);
-			if (sr.reaped)
+			/* A forked run's processes end with its PID 1. */
+			if (sr.reaped && !sr.forked)
 				kill_all_but_init();
 		}
 		if (deadline && now_ns() >= deadline && !sr.reaped) {
 			if (sr.stop == INIT_STOP_NONE)
 				sr.stop = INIT_STOP_TIME;
-			kill(-1, SIGKILL);
+			kill_step(&sr);
 			deadline = 0;
 		}
 	}
-	kill_all_but_init();
+	if (sr.forked) {
+		int32_t st;
+
+		/* The program's own status, which its PID 1 reported before
+		 * it ended (nothing when that was killed). */
+		if (recv(run_fd, &st, sizeof(st), MSG_DONTWAIT) ==
+		    (ssize_t)sizeof(st))
+			sr.status = st;
+		fd_close(&run_fd);
+	} else {
+		kill_all_but_init();
+	}
 	getrusage(RUSAGE_CHILDREN, &after);
 	m.value = sr.status;
 	m.stop = (uint32_t)sr.stop;
@@ -844,6 +1066,8 @@ relay:
 			1000000 +
 		(uint64_t)(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
 	init_send(&m, NULL, NULL);
+	if (sr.forked)
+		forked_runs++;
 	return sr.stop == INIT_STOP_NONE && WIFEXITED(sr.status) &&
 	       WEXITSTATUS(sr.status) == 0;
 }
@@ -851,7 +1075,8 @@ relay:
 /* A warm sandbox: the view is built; wait for the run it is given (its
  * steps, files, environment and limits) and take it as our spec. */
 static void standby(struct sandbox_spec *spec,
-		    const struct seccomp_prog *filter, uid_t uid, gid_t gid)
+		    const struct seccomp_prog *filter, uid_t uid, gid_t gid,
+		    bool userns)
 {
 	struct init_msg ready = {.kind = INIT_MSG_READY}, m;
 	struct sandbox_spec run;
@@ -859,7 +1084,9 @@ static void standby(struct sandbox_spec *spec,
 	char *data, opts[64];
 	ssize_t n;
 
-	zygote_start(spec, filter, uid, gid);
+	zygote_start(spec, filter, uid, gid, userns);
+	/* A sandbox with a forking zygote can serve run after run. */
+	ready.value = zygote.forking && zygote.pid > 0;
 	init_send(&ready, NULL, NULL);
 	n = read_full(INIT_FD_STATUS, &m, sizeof(m));
 	if (n == 0)
@@ -900,9 +1127,10 @@ void sandbox_init_main(void)
 	sigset_t chld;
 	size_t len, i;
 	char *data;
+	struct sandbox_limits base;
 	uid_t uid;
 	gid_t gid;
-	int r, sigfd;
+	int r, sigfd = -1;
 
 	close(INIT_FD_EXE);
 	fcntl(INIT_FD_STATUS, F_SETFD, FD_CLOEXEC);
@@ -935,23 +1163,44 @@ void sandbox_init_main(void)
 		r = mnt_setup_child(&spec, uid, gid, &ce);
 	if (r)
 		init_fail(-r, ce.what);
+	base = spec.limits;
 	if (spec.standby)
-		standby(&spec, &mode.seccomp, uid, gid);
-	place_files(&spec, uid, gid);
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, NULL);
-	sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (sigfd < 0)
-		init_fail(errno, "cannot watch for children");
-	if (spec.serve)
-		init_serve(&spec, &mode.seccomp, uid, gid, sigfd);
+		standby(&spec, &mode.seccomp, uid, gid, mode.userns);
+	for (;;) {
+		place_files(&spec, uid, gid);
+		if (sigfd < 0) {
+			sigemptyset(&chld);
+			sigaddset(&chld, SIGCHLD);
+			sigprocmask(SIG_BLOCK, &chld, NULL);
+			sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+			if (sigfd < 0)
+				init_fail(errno, "cannot watch for children");
+		}
+		if (spec.serve)
+			init_serve(&spec, &mode.seccomp, uid, gid, sigfd);
 
-	for (i = 0; i < spec.nsteps; i++)
-		if (!run_step(&spec, i, &mode.seccomp, uid, gid, sigfd) &&
-		    spec.steps[i].stop_unless_ok)
-			break;
-	fetch_files(&spec, uid, gid);
-	init_send(&m, NULL, NULL);
-	_exit(0);
+		forked_runs = 0;
+		for (i = 0; i < spec.nsteps; i++)
+			if (!run_step(&spec, i, &mode.seccomp, uid, gid,
+				      sigfd) &&
+			    spec.steps[i].stop_unless_ok)
+				break;
+		fetch_files(&spec, uid, gid);
+		/* A run that went wholly through a forking zygote left
+		 * nothing in the sandbox's own namespaces but its files:
+		 * with fresh ones the sandbox can take another run. */
+		m.value = forked_runs == spec.nsteps && spec.nsteps == 1 &&
+			  zygote.forking && zygote.pid > 0 &&
+			  zygote.runs < ZYGOTE_MAX_RUNS && net_is_empty();
+		init_send(&m, NULL, NULL);
+		/* The result is out; the new scratch space is made after it. */
+		if (!m.value || mnt_scratch_renew(&base, uid, gid) < 0 ||
+		    mnt_proc_refresh(&base) < 0)
+			_exit(0);
+		sandbox_spec_release(&spec);
+		sandbox_spec_init(&spec);
+		spec.limits = base;
+		spec.standby = spec.zygote = true;
+		standby(&spec, &mode.seccomp, uid, gid, mode.userns);
+	}
 }

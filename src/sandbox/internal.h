@@ -54,7 +54,10 @@ enum init_msg_kind {
 	INIT_MSG_STEP_END = 3, /* step ended: value is its wait status */
 	INIT_MSG_FETCH = 4,    /* a fetched file: payload is path then data */
 	INIT_MSG_MISSING = 5,  /* a fetch path that was absent: payload path */
-	INIT_MSG_DONE = 6,     /* every step ran; init exits next */
+	INIT_MSG_DONE = 6,     /* every step ran; init exits next, or
+				* (value 1) builds the sandbox afresh
+				* around its forking zygote and sends
+				* INIT_MSG_READY again */
 
 	/* Serve mode (stateful sandboxes). Both directions use the same
 	 * header: step is the exec or request id, len1 bytes of JSON
@@ -119,6 +122,29 @@ int mnt_setup_child(const struct sandbox_spec *spec, uid_t uid, gid_t gid,
 /* Rewrites the generated /proc/meminfo for new limits. 0 or -errno. */
 int mnt_proc_refresh(const struct sandbox_limits *lim);
 int net_setup_child(struct child_err *ce);
+/* Init: whether the sandbox's network namespace holds no socket of a
+ * past run (only unnamed unix sockets, which only live processes hold). */
+bool net_is_empty(void);
+/* Init: replaces the scratch tmpfs (/tmp, the work dir, $HOME, /dev/shm,
+ * /mnt) with an empty one of lim's size. Returns 0 or -errno. */
+int mnt_scratch_renew(const struct sandbox_limits *lim, uid_t uid, gid_t gid);
+/* The files /proc's masks are bound from (procmask.c). */
+enum {
+	PROCMASK_EMPTY,	    /* an empty read-only file */
+	PROCMASK_EMPTY_DIR, /* an empty read-only directory */
+	PROCMASK_MEMINFO,
+	PROCMASK_STAT,
+	PROCMASK_LOADAVG,
+	PROCMASK_NSRC,
+};
+/* Makes a freshly mounted procfs at proc what a sandbox sees: its
+ * read-only entries and masks, bound from src (paths). Returns 0 or -errno
+ * with what failed in what. */
+int procmask_apply(const char *proc, const char *const src[PROCMASK_NSRC],
+		   char *what, size_t whatlen);
+/* Gives the procfs freshly mounted at to the read-only entries and masks
+ * of the sandbox's /proc at from (the masks are bound from there). */
+int procmask_copy(const char *from, const char *to, char *what, size_t whatlen);
 /* Host side: a listening TCP socket (non-blocking, CLOEXEC) on port of
  * every address of the network namespace of the sandbox whose init is
  * pid (pidfd proves it alive). Returns the fd or -errno. */

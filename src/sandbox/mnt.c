@@ -104,59 +104,6 @@ static const char *const dev_nodes[] = {
 	"null", "zero", "full", "random", "urandom", "tty",
 };
 
-/* /proc entries that become read-only. */
-static const char *const proc_ro[] = {
-	"sys", "sysrq-trigger", "irq", "bus", "fs",
-};
-/* Host-wide figures and kernel internals a program has no need for: they
- * fingerprint the host, and counters that other tenants move (load,
- * pressure, interrupts, memory, locks) are channels between sandboxes.
- * Each becomes an empty read-only file. */
-static const char *const proc_masked[] = {
-	"kcore",
-	"keys",
-	"key-users",
-	"timer_list",
-	"sched_debug",
-	"kallsyms",
-	"kmsg",
-	"config.gz",
-	"vmstat",
-	"zoneinfo",
-	"slabinfo",
-	"vmallocinfo",
-	"interrupts",
-	"softirqs",
-	"diskstats",
-	"partitions",
-	"swaps",
-	"schedstat",
-	"locks",
-	"buddyinfo",
-	"pagetypeinfo",
-	"iomem",
-	"ioports",
-	"modules",
-	"latency_stats",
-	"timer_stats",
-	"kpagecount",
-	"kpageflags",
-	"kpagecgroup",
-	"mtrr",
-	"cmdline",
-	"sys/fs/file-nr",
-	"sys/fs/inode-nr",
-	"sys/fs/inode-state",
-	"sys/fs/dentry-state",
-	"sys/kernel/random/boot_id",
-};
-/* Directories of such figures, shown empty. */
-static const char *const proc_masked_dirs[] = {
-	"pressure",
-	"acpi",
-	"scsi",
-};
-
 /* The generated /proc/meminfo, rewritten when a warm sandbox takes a run
  * with another memory limit. */
 static int meminfo_fd = -1;
@@ -483,6 +430,49 @@ static int scratch_setup(const struct sandbox_limits *lim, uid_t uid, gid_t gid,
 	return 0;
 }
 
+int mnt_scratch_renew(const struct sandbox_limits *lim, uid_t uid, gid_t gid)
+{
+	/* The parts as scratch_setup() makes them, /tmp last: its bind
+	 * covers the new tmpfs's root, which stays reachable only through
+	 * the other parts. */
+	static const struct {
+		const char *dir, *target;
+		mode_t mode;
+		bool owned;
+	} parts[] = {
+		{"/tmp/work", SANDBOX_WORK_DIR, 0755, true},
+		{"/tmp/home", SANDBOX_HOME_DIR, 0755, true},
+		{"/tmp/shm", "/dev/shm", 01777, false},
+		{"/tmp/mnt", "/mnt", 01777, false},
+		{"/tmp/tmp", "/tmp", 01777, false},
+	};
+	struct child_err ce;
+	char opts[128];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(parts); i++)
+		if (umount2(parts[i].target, MNT_DETACH) < 0)
+			return -errno;
+	snprintf(opts, sizeof(opts), "mode=0755,size=%llu,nr_inodes=%llu",
+		 (unsigned long long)lim->disk_bytes,
+		 (unsigned long long)(lim->disk_bytes / 4096 + 1024));
+	if (mount("sbx", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+		return -errno;
+	for (i = 0; i < ARRAY_SIZE(parts); i++) {
+		int r;
+
+		if (mkdir(parts[i].dir, 0755) < 0 ||
+		    chmod(parts[i].dir, parts[i].mode) < 0 ||
+		    (parts[i].owned && chown(parts[i].dir, uid, gid) < 0))
+			return -errno;
+		r = bind(parts[i].dir, parts[i].target,
+			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, &ce);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
 /* What sbx itself shows every sandbox, read-only under SANDBOX_GUEST_DIR:
  * bin/python (python3 under the name RLMEnv and rLLM call it), and
  * python/sbx_guest.py; and /etc/profile.d/sbx.sh, which puts bin on a
@@ -563,17 +553,6 @@ static int dev_setup(struct child_err *ce)
 	return 0;
 }
 
-/* Binds src over /proc/<name> when that entry exists. */
-static int proc_cover(const char *src, const char *name, struct child_err *ce)
-{
-	char path[PATH_MAX];
-
-	snprintf(path, sizeof(path), NEW "/proc/%s", name);
-	if (mount(src, path, NULL, MS_BIND, NULL) == 0 || errno == ENOENT)
-		return 0;
-	return fail(ce, errno, "cannot mask '%s'", shown(path));
-}
-
 /* Creates a file on the scaffold (read-only to the sandbox user, who does
  * not own it) holding text; returns an fd open for rewriting, or -errno. */
 static int scaffold_file(const char *path, const char *text)
@@ -645,8 +624,14 @@ static void stat_text(char *out, size_t n)
 
 static int proc_setup(const struct sandbox_limits *lim, struct child_err *ce)
 {
-	char path[PATH_MAX], text[16384];
-	size_t i;
+	static const char *const src[PROCMASK_NSRC] = {
+		[PROCMASK_EMPTY] = "/proc-empty",
+		[PROCMASK_EMPTY_DIR] = "/proc-empty-dir",
+		[PROCMASK_MEMINFO] = "/proc-meminfo",
+		[PROCMASK_STAT] = "/proc-stat",
+		[PROCMASK_LOADAVG] = "/proc-loadavg",
+	};
+	char text[16384];
 	int fd, r;
 
 	if (mkdir(NEW "/proc", 0555) < 0)
@@ -654,50 +639,28 @@ static int proc_setup(const struct sandbox_limits *lim, struct child_err *ce)
 	if (mount("proc", NEW "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
 		  NULL) < 0)
 		return fail(ce, errno, "cannot mount '%s'", "/proc");
-	for (i = 0; i < ARRAY_SIZE(proc_ro); i++) {
-		snprintf(path, sizeof(path), NEW "/proc/%s", proc_ro[i]);
-		if (access(path, F_OK) < 0)
-			continue;
-		r = bind(path, path,
-			 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-				 MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-			 ce);
-		if (r)
-			return r;
-	}
 	/* The masks live on the scaffold: their mounts outlive its detach,
 	 * and root owns them, so the sandbox user cannot write them. */
-	fd = scaffold_file("/proc-empty", "");
-	if (fd < 0 || mkdir("/proc-empty-dir", 0555) < 0)
+	fd = scaffold_file(src[PROCMASK_EMPTY], "");
+	if (fd < 0 || mkdir(src[PROCMASK_EMPTY_DIR], 0555) < 0)
 		return fail(ce, fd < 0 ? -fd : errno, "cannot create '%s'",
 			    "/proc masks");
 	fd_close(&fd);
-	r = 0;
-	for (i = 0; !r && i < ARRAY_SIZE(proc_masked); i++)
-		r = proc_cover("/proc-empty", proc_masked[i], ce);
-	for (i = 0; !r && i < ARRAY_SIZE(proc_masked_dirs); i++)
-		r = proc_cover("/proc-empty-dir", proc_masked_dirs[i], ce);
-	if (r)
-		return r;
 	meminfo_text(text, sizeof(text), lim->memory_bytes);
-	meminfo_fd = scaffold_file("/proc-meminfo", text);
+	meminfo_fd = scaffold_file(src[PROCMASK_MEMINFO], text);
 	stat_text(text, sizeof(text));
-	fd = scaffold_file("/proc-stat", text);
+	fd = scaffold_file(src[PROCMASK_STAT], text);
 	r = meminfo_fd < 0 ? meminfo_fd : fd < 0 ? fd : 0;
 	fd_close(&fd);
 	if (!r) {
-		fd = scaffold_file("/proc-loadavg", "0.00 0.00 0.00 1/1 1\n");
+		fd = scaffold_file(src[PROCMASK_LOADAVG],
+				   "0.00 0.00 0.00 1/1 1\n");
 		r = fd < 0 ? fd : 0;
 		fd_close(&fd);
 	}
 	if (r)
 		return fail(ce, -r, "cannot create '%s'", "/proc masks");
-	r = proc_cover("/proc-meminfo", "meminfo", ce);
-	if (!r)
-		r = proc_cover("/proc-stat", "stat", ce);
-	if (!r)
-		r = proc_cover("/proc-loadavg", "loadavg", ce);
-	return r;
+	return procmask_apply(NEW "/proc", src, ce->what, sizeof(ce->what));
 }
 
 int mnt_proc_refresh(const struct sandbox_limits *lim)

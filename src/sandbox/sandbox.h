@@ -211,6 +211,10 @@ enum sandbox_event_kind {
 	SANDBOX_EV_EXEC_START, /* id started as pid */
 	SANDBOX_EV_EXEC_END,   /* id ended: result */
 	SANDBOX_EV_REPLY,      /* answer to a file command: json, payload */
+	/* A reusable warm sandbox's run has ended and it takes another: it
+	 * is given back to the ops it was started with (sent to those, just
+	 * before the run's done()); SANDBOX_EV_READY follows when it is. */
+	SANDBOX_EV_BACK,
 };
 
 struct sandbox_event {
@@ -218,6 +222,11 @@ struct sandbox_event {
 	uint32_t id;
 	int pid;
 	int err; /* EXEC_END: the exec could not start (errno) */
+	/* READY of a warm sandbox: it serves run after run (a forking
+	 * zygote's), coming back after each one that went well. The ops it
+	 * was started with then get done() with a NULL result if it ends
+	 * while a run has it. */
+	bool reusable;
 	struct sandbox_step_result result;
 	const char *json; /* REPLY: {"errno": n, ...} */
 	size_t json_len;

@@ -61,7 +61,13 @@ struct sandbox {
 
 	struct buf status_buf; /* unparsed bytes from init */
 	bool serve;
-	bool standby;	   /* warm: waiting for sandbox_assign() */
+	bool standby; /* warm: waiting for sandbox_assign() */
+	/* A warm sandbox: the ops it was started with, which get it back
+	 * after a run when it is reusable (SANDBOX_EV_BACK). */
+	struct sandbox_ops idle_ops;
+	void *idle_ctx;
+	bool reusable;	   /* said by its READY */
+	bool lent;	   /* reusable, and a run has it */
 	uint64_t cpu_base; /* cgroup CPU time spent before the run */
 	uint64_t oom_base; /* OOM kills counted before the run */
 	struct buf outq;   /* commands not yet written to init */
@@ -180,6 +186,7 @@ static void serve_event(struct sandbox *sb, const struct init_msg *m,
 	switch (m->kind) {
 	case INIT_MSG_READY:
 		ev.kind = SANDBOX_EV_READY;
+		ev.reusable = sb->reusable = m->value == 1;
 		break;
 	case INIT_MSG_EXEC_START:
 		ev.kind = SANDBOX_EV_EXEC_START;
@@ -206,6 +213,32 @@ static void serve_event(struct sandbox *sb, const struct init_msg *m,
 	}
 	if (sb->ops.event)
 		sb->ops.event(sb->ctx, &ev);
+}
+
+/* A reusable warm sandbox's run is over and init builds it afresh: its
+ * owner gets it back before the run's done() (so that done() can already
+ * count on it), and it waits for the next run once reported. */
+static void take_back(struct sandbox *sb)
+{
+	struct sandbox_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = SANDBOX_EV_BACK;
+	sb->lent = false;
+	sb->idle_ops.event(sb->idle_ctx, &ev);
+}
+
+static void rearm(struct sandbox *sb)
+{
+	sb->reported = false;
+	sb->got_done = false;
+	sb->standby = true;
+	sb->ops = sb->idle_ops;
+	sb->ctx = sb->idle_ctx;
+	sandbox_result_init(&sb->res);
+	sb->nsteps = 1;
+	sb->res.steps = xcalloc(1, sizeof(*sb->res.steps));
+	sb->res.nsteps = 1;
 }
 
 /* Parses every complete message in status_buf. */
@@ -262,9 +295,16 @@ static void parse_status(struct sandbox *sb)
 		case INIT_MSG_DONE:
 			sb->got_done = true;
 			if (!sb->serve && !sb->standby) {
+				bool back = m.value == 1 && sb->lent &&
+					    sb->kill_status < 0;
+
 				sb->res.wall_ms =
 					(now_ns() - sb->start_ns) / 1000000;
+				if (back)
+					take_back(sb);
 				report(sb);
+				if (back)
+					rearm(sb);
 			}
 			break;
 		default:
@@ -560,6 +600,13 @@ static void finish(struct sandbox *sb)
 		return;
 	report(sb);
 	sb->finished = true;
+	/* A reusable warm sandbox that ended with a run (or after one) is
+	 * not coming back: its owner forgets it. */
+	if (sb->lent) {
+		sb->lent = false;
+		if (sb->idle_ops.done)
+			sb->idle_ops.done(sb->idle_ctx, NULL);
+	}
 	/* Removing the cgroup is housekeeping the caller did not wait
 	 * for. Init is reaped, so its pid namespace is empty; the uid slot
 	 * is free once the cgroup is gone too. */
@@ -619,6 +666,19 @@ bool sandbox_spec_is_python(const struct sandbox_spec *spec)
 	       argv[1][0] != '-';
 }
 
+/* What init's zygote_fits() takes: Python alone, no PYTHON* variable. */
+static bool spec_on_zygote(const struct sandbox_spec *spec)
+{
+	size_t i;
+
+	if (!sandbox_spec_is_python(spec) || spec->nsteps > 1)
+		return false;
+	for (i = 0; spec->env && spec->env[i]; i++)
+		if (str_starts_with(spec->env[i], "PYTHON"))
+			return false;
+	return true;
+}
+
 int sandbox_net_socket(struct sandbox *sb)
 {
 	if (sb->exited || sb->proc.pidfd < 0)
@@ -645,6 +705,11 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		};
 		struct cgroup_stats st;
 
+		/* A forking zygote and the run's own PID 1 share the group
+		 * with the program, where a cold sandbox has init alone: the
+		 * program gets the processes it asked for all the same. */
+		if (cl.pids && sb->reusable && spec_on_zygote(spec))
+			cl.pids += 2;
 		r = cgroup_set_limits(&sb->cg, &cl);
 		if (r)
 			return r;
@@ -674,6 +739,7 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 	else if (lfd >= 0)
 		fd_close(&lfd);
 	sb->standby = false;
+	sb->lent = sb->reusable;
 	sb->ops = *ops;
 	sb->ctx = ctx;
 	sb->limits = spec->limits;
@@ -716,6 +782,10 @@ struct sandbox *sandbox_start(struct loop *loop,
 	sb->limits = spec->limits;
 	sb->serve = spec->serve;
 	sb->standby = spec->standby;
+	if (spec->standby) {
+		sb->idle_ops = *ops;
+		sb->idle_ctx = ctx;
+	}
 	buf_init(&sb->outq);
 	sb->nsteps = spec->nsteps ? spec->nsteps : 1;
 	sb->res.steps = xcalloc(sb->nsteps, sizeof(*sb->res.steps));
