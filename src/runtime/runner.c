@@ -46,8 +46,9 @@ struct warm {
 	struct runner *runner;
 	struct sandbox *sb;
 	bool ready;
-	bool reusable; /* serves run after run (a forking zygote) */
-	bool back;     /* reusable, its last run over: READY comes soon */
+	bool reusable;	 /* serves run after run (a forking zygote) */
+	bool back;	 /* reusable, its last run over: READY comes soon */
+	unsigned served; /* runs it was given */
 	struct warm *next;
 };
 
@@ -69,6 +70,7 @@ struct runner {
 	unsigned warm_failures; /* in a row: stop rebuilding after a few */
 	struct sandbox_limits warm_limits;
 	unsigned long long warm_used;
+	unsigned long long warm_reused; /* runs on a sandbox that came back */
 	/* Share of recent warm runs that were Python, in 1/256: warm
 	 * sandboxes start a Python zygote only while it is at least half. */
 	unsigned python_share;
@@ -327,6 +329,8 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	warm_unlink(w);
 	w->ready = false;
 	__atomic_add_fetch(&r->warm_used, 1, __ATOMIC_RELAXED);
+	if (w->served++)
+		__atomic_add_fetch(&r->warm_reused, 1, __ATOMIC_RELAXED);
 	if (w->reusable) {
 		/* Lent to the run: it comes back (SANDBOX_EV_BACK) or ends
 		 * (warm_done() with no result), and is replaced only then. */
@@ -528,6 +532,11 @@ void runner_warm_counts(struct runner *r, unsigned *ready,
 {
 	*ready = __atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED);
 	*used = __atomic_load_n(&r->warm_used, __ATOMIC_RELAXED);
+}
+
+unsigned long long runner_warm_reused(struct runner *r)
+{
+	return __atomic_load_n(&r->warm_reused, __ATOMIC_RELAXED);
 }
 
 struct loop *runner_loop(struct runner *r)

@@ -46,5 +46,8 @@ void runner_counts(struct runner *r, unsigned *running, unsigned *queued,
 /* Warm sandboxes ready now, and runs that started on one so far. */
 void runner_warm_counts(struct runner *r, unsigned *ready,
 			unsigned long long *used);
+/* Runs that started on a warm sandbox that had served a run before (a
+ * forking zygote's). */
+unsigned long long runner_warm_reused(struct runner *r);
 
 #endif

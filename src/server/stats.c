@@ -260,6 +260,12 @@ void stats_metrics(struct request *req)
 		 "sbx_warm_runs_total %llu\n",
 		 (unsigned long long)load(&disconnects), running, queued, maxr,
 		 warm, warm_used);
+	buf_addf(&b,
+		 "# HELP sbx_warm_reused_runs_total Runs that started on a "
+		 "warm sandbox which had served a run before.\n"
+		 "# TYPE sbx_warm_reused_runs_total counter\n"
+		 "sbx_warm_reused_runs_total %llu\n",
+		 runner_warm_reused(server_state.runner));
 	request_budget_counts(&held, &dropped);
 	buf_addf(&b,
 		 "# HELP sbx_reply_bytes_held Bytes of replies not yet taken "

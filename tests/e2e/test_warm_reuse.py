@@ -1,0 +1,236 @@
+"""Warm sandboxes with a forking zygote serve run after run: each Python
+run is cloned into fresh pid, mount and IPC namespaces with a fresh scratch
+space and /proc, and the sandbox comes back for the next run. With one warm
+sandbox and one run at a time every Python run below lands on the same
+sandbox, so each test shows what one run leaves to the next: nothing, or
+the sandbox is not reused."""
+import re
+import shutil
+import time
+
+import pytest
+
+from sbxserver import SbxServer
+
+
+def metric(srv, name):
+    status, _, text = srv.get("/metrics")
+    assert status == 200
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    assert m, text
+    return int(m.group(1))
+
+
+def reused(srv):
+    return metric(srv, "sbx_warm_reused_runs_total")
+
+
+def wait_warm(srv):
+    deadline = time.monotonic() + 30  # hang guard
+    while time.monotonic() < deadline:
+        if srv.get("/v1/health")[2]["warm"] >= 1:
+            return
+        time.sleep(0.02)
+    pytest.fail("no warm sandbox: " + srv.read_log())
+
+
+@pytest.fixture(scope="module")
+def srv():
+    with SbxServer(extra_args=["--concurrency", "1", "--warm", "1"]) as s:
+        wait_warm(s)
+        # A first run: the sandbox has served one, so the next is a reuse
+        # when the zygote forks (user namespaces available).
+        run(s, "print('first')")
+        wait_warm(s)
+        if reused(s) == 0 and run(s, "pass") and reused(s) == 0:
+            pytest.skip("warm sandboxes are not reused here (no user "
+                        "namespaces, or Python's headers were missing at "
+                        "build time): " + s.read_log()[-400:])
+        yield s
+
+
+@pytest.fixture(scope="module")
+def cold():
+    with SbxServer(extra_args=["--warm", "0"]) as s:
+        yield s
+
+
+def run(srv, source, limits=None, files=None, stdin=None):
+    body = {"language": "python", "source": source}
+    if limits:
+        body["limits"] = limits
+    if files:
+        body["files"] = files
+    if stdin is not None:
+        body["stdin"] = stdin
+    status, _, data = srv.post("/v1/run", body)
+    assert status == 200, data
+    return data
+
+
+def run_reused(srv, source, **kw):
+    """Runs source on the warm sandbox, which must have served a run
+    before."""
+    wait_warm(srv)
+    before = reused(srv)
+    r = run(srv, source, **kw)
+    assert reused(srv) == before + 1, (r, srv.read_log()[-2000:])
+    return r
+
+
+def out(r):
+    assert r["status"] == "ok", r
+    return r["run"]["stdout"]
+
+
+def test_runs_reuse_the_sandbox(srv):
+    before = reused(srv)
+    for i in range(5):
+        wait_warm(srv)
+        r = run(srv, "import os\nprint(%d, os.getpid(), os.getppid(), "
+                     "sorted(p for p in os.listdir('/proc') if p.isdigit()))"
+                % i)
+        assert out(r) == "%d 2 1 ['1', '2']\n" % i, r
+    assert reused(srv) == before + 5
+
+
+def test_files_do_not_carry(srv):
+    places = ["/tmp", "/work", "/home/sandbox", "/dev/shm", "/mnt"]
+    r = run_reused(srv, "import os\n"
+                        "for d in %r:\n"
+                        "    open(os.path.join(d, 'left'), 'w').write('x')\n"
+                        "print('written')" % places)
+    assert out(r) == "written\n"
+    r = run_reused(srv, "import os\n"
+                        "print([sorted(os.listdir(d)) for d in %r])" % places)
+    # The run's own main.py is the one file there.
+    assert out(r) == "[[], ['main.py'], [], [], []]\n", r
+
+
+@pytest.mark.skipif(not shutil.which("ipcmk"), reason="no ipcmk (util-linux)")
+def test_sysv_ipc_does_not_carry(srv):
+    r = run_reused(srv, "import subprocess\n"
+                        "for a in (['-M', '4096'], ['-Q'], ['-S', '1']):\n"
+                        "    subprocess.run(['ipcmk'] + a, check=True,"
+                        " capture_output=True)\n"
+                        "print(open('/proc/sysvipc/shm').read().count('\\n'),"
+                        " open('/proc/sysvipc/msg').read().count('\\n'),"
+                        " open('/proc/sysvipc/sem').read().count('\\n'))")
+    assert out(r) == "2 2 2\n", r  # a header and the object
+    r = run_reused(srv, "print(open('/proc/sysvipc/shm').read().count('\\n'),"
+                        " open('/proc/sysvipc/msg').read().count('\\n'),"
+                        " open('/proc/sysvipc/sem').read().count('\\n'))")
+    assert out(r) == "1 1 1\n", r
+
+
+def test_processes_do_not_carry(srv):
+    t0 = time.monotonic()
+    r = run_reused(srv, "import os, time\n"
+                        "if os.fork() == 0:\n"
+                        "    os.setsid()\n"
+                        "    if os.fork() == 0:\n"
+                        "        time.sleep(60)\n"
+                        "    os._exit(0)\n"
+                        "print('left one behind')")
+    assert out(r) == "left one behind\n"
+    # The program's end ends the run: nothing waited for the sleeper.
+    assert time.monotonic() - t0 < 30  # hang guard, not a timing check
+    r = run_reused(srv, "import os\n"
+                        "print(sorted(p for p in os.listdir('/proc')"
+                        " if p.isdigit()))")
+    assert out(r) == "['1', '2']\n", r
+
+
+def test_sockets_retire_the_sandbox(srv):
+    """A loopback TCP connection leaves the network namespace a socket
+    (TIME_WAIT) that outlives the run: that sandbox is not given another
+    run; the next run gets a new one, with no socket of the last."""
+    wait_warm(srv)
+    r = run(srv, "import socket\n"
+                 "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                 "c = socket.create_connection(s.getsockname())\n"
+                 "a, _ = s.accept(); a.close(); c.close(); s.close()\n"
+                 "print('connected')")
+    assert out(r) == "connected\n"
+    wait_warm(srv)
+    before = reused(srv)
+    r = run(srv, "print(open('/proc/net/tcp').read().count('\\n'))")
+    assert out(r) == "1\n", r  # the header alone
+    assert reused(srv) == before, "a sandbox with a past run's socket " \
+                                  "was reused"
+    # The new sandbox serves run after run again.
+    run_reused(srv, "pass")
+
+
+def test_limits_stay_per_run(srv, cold):
+    r = run_reused(srv, "b = bytearray(200 << 20)\nprint('fits')",
+                   limits={"memory_mb": 64})
+    assert r["status"] == "memory_limit" and r["oom_killed"], r
+    r = run_reused(srv, "b = bytearray(100 << 20)\nb[::4096] = b'x' * "
+                        "len(b[::4096])\nprint('fits')",
+                   limits={"memory_mb": 600})
+    assert out(r) == "fits\n" and r["peak_memory_bytes"] >= 100 << 20, r
+    # The peak is the run's own, not the last one's.
+    r = run_reused(srv, "print('small')")
+    assert out(r) == "small\n" and r["peak_memory_bytes"] < 100 << 20, r
+    # The processes a run may start are the ones it asked for, as on a
+    # cold sandbox.
+    bomb = ("import os, time\nn = 0\n"
+            "try:\n"
+            "    while True:\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(30); os._exit(0)\n"
+            "        n += 1\n"
+            "except OSError as e:\n"
+            "    print(e.errno, n)")
+    warm = run_reused(srv, bomb, limits={"pids": 8})
+    assert out(warm) == out(run(cold, bomb, limits={"pids": 8})), warm
+    r = run_reused(srv, "print('after the bomb')")
+    assert out(r) == "after the bomb\n"
+
+
+@pytest.mark.parametrize("name,source,status", [
+    ("kill_group", "import os, signal\nos.killpg(0, signal.SIGKILL)\n"
+                   "import time; time.sleep(5)", "signaled"),
+    ("segfault", "import ctypes\nctypes.string_at(0)", "signaled"),
+    ("corrupt_interpreter", "import ctypes, sys\n"
+                            "ctypes.memset(id(sys.modules), 0, 64)\n"
+                            "import json", "signaled"),
+    ("wall_limit", "while True:\n    pass", "time_limit"),
+])
+def test_broken_runs_cost_only_themselves(srv, name, source, status):
+    limits = {"wall_ms": 1500} if status == "time_limit" else None
+    wait_warm(srv)
+    r = run(srv, source, limits=limits)
+    assert r["status"] == status, r
+    r = run(srv, "print('next')") if name == "wall_limit" else \
+        run_reused(srv, "print('next')")
+    assert out(r) == "next\n", r
+
+
+def test_the_runs_pid_1_is_out_of_reach(srv):
+    """PID 1 of a run is the zygote's clone, root in the sandbox's user
+    namespace: the program cannot signal, trace or read it."""
+    r = run_reused(srv, "import ctypes, os, signal\n"
+                        "for s in (signal.SIGKILL, signal.SIGTERM,"
+                        " signal.SIGSTOP):\n"
+                        "    try:\n"
+                        "        os.kill(1, s)\n"
+                        "    except OSError as e:\n"
+                        "        print(s, e.errno)\n"
+                        "libc = ctypes.CDLL(None, use_errno=True)\n"
+                        "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno())\n"
+                        "for f in ('environ', 'mem', 'root/'):\n"
+                        "    try:\n"
+                        "        open('/proc/1/' + f, 'rb').read(1)\n"
+                        "        print(f, 'read')\n"
+                        "    except OSError as e:\n"
+                        "        print(f, e.errno)\n"
+                        "print(open('/proc/1/status').read().split('State:')[1]"
+                        ".split()[0])")
+    lines = out(r).splitlines()
+    assert lines[:3] == ["9 1", "15 1", "19 1"], r  # EPERM
+    assert lines[3] == "-1 1", r
+    for line in lines[4:7]:
+        assert line.split()[1] in ("1", "13"), r  # EPERM or EACCES
+    assert lines[7] == "S", r  # still there, waiting: not stopped
