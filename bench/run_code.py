@@ -68,6 +68,42 @@ class Failure(Exception):
 
 # ---------------------------------------------------------------- targets
 
+def live_sandboxes_cpu(pid):
+    """Seconds of CPU used so far by the sandboxes of server pid that are
+    still alive: the sum over their cgroups (named s<pid>-<n> under the
+    server's own group's "sbx"), v1 cpuacct or v2 cpu.stat."""
+    import glob
+    total = 0.0
+    try:
+        with open("/proc/%d/cgroup" % pid) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        rel = rel.rstrip("/")
+        if controllers == "":
+            pattern = "/sys/fs/cgroup%s/sbx/s%d-*/cpu.stat" % (rel, pid)
+        elif "cpuacct" in controllers.split(","):
+            pattern = "/sys/fs/cgroup/%s%s/sbx/s%d-*/cpuacct.usage" % (
+                controllers, rel, pid)
+        else:
+            continue
+        for path in glob.glob(pattern):
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except OSError:
+                continue  # removed meanwhile: reaped, in cutime now
+            if path.endswith("cpu.stat"):
+                for row in text.splitlines():
+                    if row.startswith("usage_usec "):
+                        total += int(row.split()[1]) / 1e6
+            else:
+                total += int(text) / 1e9
+    return total
+
+
 class SbxTarget:
     """POST /run_code over one keep-alive connection per client thread."""
 
@@ -78,15 +114,18 @@ class SbxTarget:
         self.local = threading.local()
 
     def cpu_seconds(self):
-        """CPU the server has used, its reaped sandboxes included (each
-        sandbox's init is its child and waits for everything inside)."""
+        """CPU the server has used, its sandboxes included: the reaped ones
+        (each sandbox's init is its child and waits for everything inside)
+        and the live ones, by their cgroups (a warm sandbox with a forking
+        zygote serves many runs before it is reaped)."""
         try:
             with open("/proc/%d/stat" % self.pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             return None
         # utime, stime, cutime, cstime: fields 14-17, here 11-14.
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        own = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return own + live_sandboxes_cpu(self.pid)
 
     def run(self, code, expect):
         conn = getattr(self.local, "conn", None)
