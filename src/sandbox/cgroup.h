@@ -129,7 +129,9 @@ int cgroup_limit_devices(struct cgroup *cg, const struct cgroup_host *host,
 
 /* The v2 half of cgroup_limit_devices(), in cgroup_dev.c: builds the BPF
  * device program into insns (room for max struct bpf_insn) and returns how
- * many instructions it has, or -E2BIG. */
+ * many instructions it has, -E2BIG when they do not fit or -EINVAL for a
+ * device no rule can name (a major of more than 12 bits, a minor of more
+ * than 20). */
 struct bpf_insn;
 int cgroup_dev_prog_build(struct bpf_insn *insns, size_t max,
 			  const struct cgroup_device *devs, size_t ndevs);
