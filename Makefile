@@ -155,7 +155,8 @@ $(BUILD)/sbx: $(CLI_OBJS) $(BUILD)/libsbx.a
 INIT_SRCS := src/sandbox/init/main.c src/sandbox/init.c \
 	src/sandbox/initserve.c src/sandbox/mnt.c src/sandbox/net.c \
 	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/wire.c \
-	src/sandbox/spec.c src/sandbox/bpf.c src/sandbox/procmask.c src/base/util.c src/base/buf.c \
+	src/sandbox/spec.c src/sandbox/bpf.c src/sandbox/procmask.c \
+	src/sandbox/runinit.c src/base/util.c src/base/buf.c \
 	src/base/log.c src/base/text.c
 INIT_OBJS := $(INIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/guest.o \
 	$(BUILD)/gen/zygote_blob.o
@@ -181,7 +182,7 @@ $(BUILD)/gen/init_blob.o: $(BUILD)/gen/init_blob.S $(BUILD)/sbx-init
 # into the sandbox's interpreter), embedded in sbx-init. Without the
 # headers it is empty and warm sandboxes keep one-run zygotes.
 PYEXT_INC := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
-PYEXT_SRCS := src/pyext/zygote.c src/sandbox/procmask.c \
+PYEXT_SRCS := src/pyext/zygote.c src/sandbox/procmask.c src/sandbox/runinit.c \
 	src/sandbox/rlimit.c src/sandbox/userns.c src/sandbox/bpf.c \
 	src/base/util.c
 $(BUILD)/sbx_zygote.so: $(PYEXT_SRCS) src/sandbox/zygote_proto.h \

@@ -110,29 +110,14 @@ static ssize_t recv_fds(int sock, void *buf, size_t len, int *fds, int nfds)
 	return n;
 }
 
-/* The run's PID 1 could not set the run up: the program's stderr says
- * why, and the run ends as a command that could not start. */
-static void __attribute__((noreturn))
-run_fail(int run, int err_fd, const char *what, int err)
-{
-	char line[400];
-	int32_t status = 127 << 8;
-
-	snprintf(line, sizeof(line), "sbx: %s: %s\n", what, strerror(err));
-	if (err_fd >= 0)
-		write_all(err_fd, line, strlen(line));
-	write_all(run, &status, sizeof(status));
-	_exit(0);
-}
-
 /* PID 1 of a run. Returns only in the program, with the run's bytes. */
 static char *run_init(int run, struct zygote_run *h)
 {
-	int fds[ZYGOTE_NFDS], i, r, st, status = SIGKILL;
+	int fds[ZYGOTE_NFDS], i, r;
 	struct child_err ce = {{0}};
 	sigset_t all, old;
 	char *data;
-	pid_t prog, p;
+	pid_t prog;
 
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
@@ -149,22 +134,13 @@ static char *run_init(int run, struct zygote_run *h)
 	if (!data || read_all(run, data, h->len) < 0)
 		_exit(127);
 	data[h->len] = '\0';
-	/* The run's own /proc, covered as the sandbox's is (its masks are
-	 * bound from there): made on /tmp, then moved over /proc. */
-	if (mount("proc", "/tmp", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-		  NULL) < 0)
-		run_fail(run, fds[ZYGOTE_FD_STDERR], "cannot mount '/proc'",
-			 errno);
-	r = procmask_copy("/proc", "/tmp", ce.what, sizeof(ce.what));
+	r = runinit_proc(ce.what, sizeof(ce.what));
 	if (r)
-		run_fail(run, fds[ZYGOTE_FD_STDERR], ce.what, -r);
-	if (mount("/tmp", "/proc", NULL, MS_MOVE, NULL) < 0)
-		run_fail(run, fds[ZYGOTE_FD_STDERR], "cannot mount '/proc'",
-			 errno);
+		runinit_fail(run, fds[ZYGOTE_FD_STDERR], ce.what, -r);
 	prog = fork();
 	if (prog < 0)
-		run_fail(run, fds[ZYGOTE_FD_STDERR], "cannot fork the program",
-			 errno);
+		runinit_fail(run, fds[ZYGOTE_FD_STDERR],
+			     "cannot fork the program", errno);
 	if (prog == 0) {
 		struct sandbox_limits lim = {.fsize_bytes = h->fsize_bytes,
 					     .nofile = h->nofile,
@@ -201,31 +177,7 @@ static char *run_init(int run, struct zygote_run *h)
 	free(data);
 	for (i = 0; i < ZYGOTE_NFDS; i++)
 		close(fds[i]);
-	prctl(PR_SET_NAME, "sbx-init", 0, 0, 0);
-	/* As PID 1 with default actions, nothing in the run can signal
-	 * this process; init (outside) still can. */
-	for (i = 1; i < NSIG; i++)
-		signal(i, SIG_DFL);
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
-	for (;;) {
-		p = waitpid(-1, &st, 0);
-		if (p < 0 && errno == EINTR)
-			continue;
-		if (p < 0)
-			break;
-		if (p == prog) {
-			status = st;
-			/* The program has ended: so has the run. */
-			kill(-1, SIGKILL);
-		}
-	}
-	{
-		int32_t v = status;
-
-		write_all(run, &v, sizeof(v));
-	}
-	_exit(0);
+	runinit_reap(prog, run);
 }
 
 static PyObject *fields_list(const char *p, const char *end)

@@ -320,6 +320,9 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	if (!w)
 		return NULL;
 	sb = w->sb;
+	/* For a sandbox that serves run after run: whether it should keep
+	 * (or have) a Python zygote for the runs after this one. */
+	job->spec.zygote = r->python_share >= 128;
 	if (sandbox_assign(sb, &job->spec, &job_ops, job)) {
 		/* Its limits may be half-changed: retire it (its end removes
 		 * it from the pool and builds another); the job starts cold. */

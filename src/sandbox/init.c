@@ -43,6 +43,14 @@
 
 extern char **environ;
 
+/* This process is a forked run's PID 1 or its program (runinit.c). */
+static bool init_in_run;
+/* This sandbox can serve run after run: a warm one in a user namespace,
+ * whose steps each run in fresh pid, mount and IPC namespaces. */
+static bool reusable;
+/* Runs it has served. */
+static unsigned slot_runs;
+
 void init_send(const struct init_msg *m, const void *p1, const void *p2)
 {
 	if (write_full(INIT_FD_STATUS, m, sizeof(*m)) < 0)
@@ -57,9 +65,10 @@ void init_fail(int err, const char *what)
 {
 	struct init_msg m = {.kind = INIT_MSG_ERROR, .err = err};
 
-	/* A process forked for an exec of a stateful sandbox must not write
-	 * on init's channel: its failure goes to its own stderr. */
-	if (init_serving && getpid() != 1) {
+	/* A process forked for an exec of a stateful sandbox, or in a forked
+	 * run, must not write on init's channel: its failure goes to its own
+	 * stderr. */
+	if ((init_serving && getpid() != 1) || init_in_run) {
 		char line[512];
 
 		snprintf(line, sizeof(line), "sbx: %s: %s\n", what,
@@ -491,17 +500,16 @@ static struct {
 	/* A forking zygote (zygote_proto.h): root in the user namespace,
 	 * it clones a process per run and is never used up itself. */
 	bool forking;
-	unsigned runs; /* runs it has served */
 } zygote = {.pid = -1, .ctl = -1, .out = {-1, -1, -1}};
 
 /* The native half of the forking zygote (src/pyext/zygote.c), embedded;
  * empty when sbx was built without Python's headers. */
 extern const char sbx_zygote_blob[], sbx_zygote_blob_end[];
 
-/* A slot's zygote serves this many runs, then the slot is rebuilt: its
- * interpreter's string hash seed and address layout are shared by the runs
- * it serves, and a fresh one bounds that. */
-#define ZYGOTE_MAX_RUNS 64
+/* A reusable sandbox serves this many runs, then it is rebuilt: its
+ * zygote's string hash seed and address layout are shared by the runs it
+ * serves, and a fresh one bounds that. */
+#define SLOT_MAX_RUNS 64
 
 struct step_run {
 	size_t idx;
@@ -936,7 +944,73 @@ static int zygote_fork_run(const struct sandbox_spec *spec,
 	close(perr[1]);
 	sr->out[1] = pout[0];
 	sr->out[2] = perr[0];
-	zygote.runs++;
+	return 0;
+}
+
+/* Runs a step in fresh pid, mount and IPC namespaces: a clone of init is
+ * the run's PID 1 (runinit.c) and forks the command as usual. On success
+ * sr has that PID 1 and the output pipes and *run_fd the socket its report
+ * comes back on. Returns 0 or -errno. */
+static int init_fork_run(const struct sandbox_spec *spec, size_t idx,
+			 const struct seccomp_prog *filter, uid_t uid,
+			 gid_t gid, struct step_run *sr, int *run_fd)
+{
+	const struct sandbox_step *step = &spec->steps[idx];
+	int sv[2], pout[2], perr[2], in, e;
+	pid_t pid;
+
+	in = step_stdin(step, idx);
+	if (in < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
+		init_fail(errno, "cannot set up the step's stdio");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		init_fail(errno, "cannot set up the step's stdio");
+	pid = (pid_t)syscall(
+		SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD,
+		NULL, NULL, NULL, NULL);
+	if (pid == 0) {
+		char what[200];
+		pid_t prog;
+		int r;
+
+		init_in_run = true;
+		r = runinit_proc(what, sizeof(what));
+		if (r)
+			runinit_fail(sv[1], perr[1], what, -r);
+		prog = fork();
+		if (prog < 0)
+			runinit_fail(sv[1], perr[1], "cannot fork the command",
+				     errno);
+		if (prog == 0) {
+			if (dup2(in, STDIN_FILENO) < 0 ||
+			    dup2(pout[1], STDOUT_FILENO) < 0 ||
+			    dup2(perr[1], STDERR_FILENO) < 0)
+				_exit(127);
+			init_exec(spec, step->argv, NULL, NULL, step->cpu_ms,
+				  filter, uid, gid);
+		}
+		/* Nothing of init's stays open here but the report socket
+		 * (on init's status fd number: this process never writes
+		 * to the host). */
+		if (dup2(sv[1], INIT_FD_STATUS) < 0)
+			_exit(127);
+		syscall(SYS_close_range, INIT_FD_STATUS + 1, ~0U, 0);
+		runinit_reap(prog, INIT_FD_STATUS);
+	}
+	e = errno;
+	close(in);
+	close(pout[1]);
+	close(perr[1]);
+	close(sv[1]);
+	if (pid < 0) {
+		close(pout[0]);
+		close(perr[0]);
+		close(sv[0]);
+		return -e;
+	}
+	sr->pid = pid;
+	sr->out[1] = pout[0];
+	sr->out[2] = perr[0];
+	*run_fd = sv[0];
 	return 0;
 }
 
@@ -964,7 +1038,7 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 			sr.forked = true;
 			goto relay;
 		}
-	} else if (idx == 0 && zygote_fits(spec, step) &&
+	} else if (idx == 0 && !reusable && zygote_fits(spec, step) &&
 		   zygote_go(spec, step, uid, gid) == 0) {
 		sr.pid = zygote.pid;
 		sr.out[1] = zygote.out[1];
@@ -974,6 +1048,11 @@ static bool run_step(const struct sandbox_spec *spec, size_t idx,
 		goto relay;
 	}
 	zygote_stop();
+	if (reusable &&
+	    init_fork_run(spec, idx, filter, uid, gid, &sr, &run_fd) == 0) {
+		sr.forked = true;
+		goto relay;
+	}
 	in = step_stdin(step, idx);
 	if (in < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
 		init_fail(errno, "cannot set up the step's stdio");
@@ -1085,8 +1164,8 @@ static void standby(struct sandbox_spec *spec,
 	ssize_t n;
 
 	zygote_start(spec, filter, uid, gid, userns);
-	/* A sandbox with a forking zygote can serve run after run. */
-	ready.value = zygote.forking && zygote.pid > 0;
+	/* 1: it serves run after run; 2: with a forking zygote too. */
+	ready.value = !reusable ? 0 : zygote.forking && zygote.pid > 0 ? 2 : 1;
 	init_send(&ready, NULL, NULL);
 	n = read_full(INIT_FD_STATUS, &m, sizeof(m));
 	if (n == 0)
@@ -1128,6 +1207,7 @@ void sandbox_init_main(void)
 	size_t len, i;
 	char *data;
 	struct sandbox_limits base;
+	bool want_zygote;
 	uid_t uid;
 	gid_t gid;
 	int r, sigfd = -1;
@@ -1164,6 +1244,7 @@ void sandbox_init_main(void)
 	if (r)
 		init_fail(-r, ce.what);
 	base = spec.limits;
+	reusable = spec.standby && mode.userns;
 	if (spec.standby)
 		standby(&spec, &mode.seccomp, uid, gid, mode.userns);
 	for (;;) {
@@ -1189,9 +1270,14 @@ void sandbox_init_main(void)
 		/* A run that went wholly through a forking zygote left
 		 * nothing in the sandbox's own namespaces but its files:
 		 * with fresh ones the sandbox can take another run. */
-		m.value = forked_runs == spec.nsteps && spec.nsteps == 1 &&
-			  zygote.forking && zygote.pid > 0 &&
-			  zygote.runs < ZYGOTE_MAX_RUNS && net_is_empty();
+		/* The host wants Python zygotes (most runs are Python) and
+		 * this sandbox has lost its own: a new sandbox will have one.
+		 */
+		want_zygote =
+			spec.zygote && !(zygote.forking && zygote.pid > 0);
+		m.value = reusable && forked_runs == spec.nsteps &&
+			  !want_zygote && ++slot_runs < SLOT_MAX_RUNS &&
+			  net_is_empty();
 		init_send(&m, NULL, NULL);
 		/* The result is out; the new scratch space is made after it. */
 		if (!m.value || mnt_scratch_renew(&base, uid, gid) < 0 ||
@@ -1200,7 +1286,7 @@ void sandbox_init_main(void)
 		sandbox_spec_release(&spec);
 		sandbox_spec_init(&spec);
 		spec.limits = base;
-		spec.standby = spec.zygote = true;
+		spec.standby = true; /* with the zygote it has, if any */
 		standby(&spec, &mode.seccomp, uid, gid, mode.userns);
 	}
 }

@@ -70,7 +70,10 @@ enum init_msg_kind {
 	INIT_CMD_FILE_DELETE = 25,
 	INIT_CMD_FILE_LIST = 26,
 	INIT_CMD_RUN = 27,	/* host: a warm sandbox's run (payload: spec) */
-	INIT_MSG_READY = 40,	/* init: the view is built, commands welcome */
+	INIT_MSG_READY = 40,	/* init: the view is built, commands welcome
+				 * (a warm sandbox's value: 1 when it serves
+				 * run after run, 2 when also with a forking
+				 * Python zygote) */
 	INIT_MSG_EXEC_END = 41, /* init: an exec ended (like STEP_END) */
 	INIT_MSG_REPLY = 42,	/* init: answer to a file command */
 	INIT_MSG_EXEC_START = 43 /* init: an exec started (value: its pid) */
@@ -142,6 +145,15 @@ enum {
  * with what failed in what. */
 int procmask_apply(const char *proc, const char *const src[PROCMASK_NSRC],
 		   char *what, size_t whatlen);
+/* PID 1 of a forked run (runinit.c), in its new pid and mount
+ * namespaces: mounts the run's /proc (0 or -errno with what failed);
+ * reports a failure before the program ran (exit 127, the reason on
+ * err_fd) and exits; reaps until the program prog has ended, kills the
+ * rest, reports prog's wait status (an int32) on report_fd and exits. */
+int runinit_proc(char *what, size_t whatlen);
+void runinit_fail(int report_fd, int err_fd, const char *what, int err)
+	__attribute__((noreturn));
+void runinit_reap(pid_t prog, int report_fd) __attribute__((noreturn));
 /* Gives the procfs freshly mounted at to the read-only entries and masks
  * of the sandbox's /proc at from (the masks are bound from there). */
 int procmask_copy(const char *from, const char *to, char *what, size_t whatlen);

@@ -96,8 +96,9 @@ struct sandbox_spec {
 	int stdin_fd; /* borrowed; step 0's stdin; -1: empty */
 	bool serve; /* stateful: no steps; init answers commands until killed */
 	bool standby; /* warm: build the view, then wait for sandbox_assign() */
-	bool zygote;  /* warm: start a Python interpreter too (guest/zygote.py)
-		       */
+	bool zygote;  /* warm: start a Python interpreter too (guest/zygote.py);
+		       * in a run given to one that serves run after run:
+		       * keep one for the runs after it */
 	/* A TCP listener on this port of the sandbox's own network (0:
 	 * none), made by the host before any command runs (at start, or at
 	 * sandbox_assign() for a warm sandbox). listen(listen_arg, fd) gets

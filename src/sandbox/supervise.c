@@ -67,6 +67,7 @@ struct sandbox {
 	struct sandbox_ops idle_ops;
 	void *idle_ctx;
 	bool reusable;	   /* said by its READY */
+	bool zygote;	   /* and it has a forking zygote (READY too) */
 	bool lent;	   /* reusable, and a run has it */
 	uint64_t cpu_base; /* cgroup CPU time spent before the run */
 	uint64_t oom_base; /* OOM kills counted before the run */
@@ -186,7 +187,8 @@ static void serve_event(struct sandbox *sb, const struct init_msg *m,
 	switch (m->kind) {
 	case INIT_MSG_READY:
 		ev.kind = SANDBOX_EV_READY;
-		ev.reusable = sb->reusable = m->value == 1;
+		ev.reusable = sb->reusable = m->value >= 1;
+		sb->zygote = m->value == 2;
 		break;
 	case INIT_MSG_EXEC_START:
 		ev.kind = SANDBOX_EV_EXEC_START;
@@ -705,11 +707,11 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		};
 		struct cgroup_stats st;
 
-		/* A forking zygote and the run's own PID 1 share the group
+		/* The run's own PID 1 (and a forking zygote) share the group
 		 * with the program, where a cold sandbox has init alone: the
 		 * program gets the processes it asked for all the same. */
-		if (cl.pids && sb->reusable && spec_on_zygote(spec))
-			cl.pids += 2;
+		if (cl.pids && sb->reusable)
+			cl.pids += sb->zygote && spec_on_zygote(spec) ? 2 : 1;
 		r = cgroup_set_limits(&sb->cg, &cl);
 		if (r)
 			return r;

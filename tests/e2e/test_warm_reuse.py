@@ -234,3 +234,44 @@ def test_the_runs_pid_1_is_out_of_reach(srv):
     for line in lines[4:7]:
         assert line.split()[1] in ("1", "13"), r  # EPERM or EACCES
     assert lines[7] == "S", r  # still there, waiting: not stopped
+
+
+def test_other_languages_reuse_the_sandbox(cold):
+    """Every step of a run on a reusable sandbox runs in fresh pid, mount
+    and IPC namespaces, whatever the language: shell runs and compiled ones
+    (two steps) leave nothing behind either. While most runs are Python a
+    sandbox that lost its zygote to another language is rebuilt; once most
+    are not, sandboxes without one serve run after run."""
+    with SbxServer(extra_args=["--concurrency", "1", "--warm", "1"]) as s:
+        for _ in range(20):  # most recent runs: not Python
+            wait_warm(s)
+            status, _, r = s.post("/v1/run", {"language": "bash",
+                                              "source": "true"})
+            assert status == 200 and r["status"] == "ok", r
+        body = {"language": "bash", "source":
+                "echo $$; ls /proc | grep -c '^[0-9]'; "
+                "(setsid sleep 60 &); echo x > /tmp/left; echo x > left"}
+        check = {"language": "bash", "source":
+                 "echo $$; ls /proc | grep -c '^[0-9]'; "
+                 "ls -A /tmp /dev/shm .; cat /tmp/left left 2>&1; true"}
+        for b in (body, check):
+            wait_warm(s)
+            before = reused(s)
+            status, _, r = s.post("/v1/run", b)
+            assert status == 200 and reused(s) == before + 1, \
+                (r, s.read_log()[-2000:])
+            status, _, c = cold.post("/v1/run", b)
+            assert out(r) == out(c), (r, c)
+        assert "No such file" in out(r), r
+        if shutil.which("gcc"):
+            prog = {"language": "c", "source":
+                    '#include <stdio.h>\n'
+                    'int main(void) { puts("compiled"); return 0; }'}
+            wait_warm(s)
+            before = reused(s)
+            status, _, r = s.post("/v1/run", prog)
+            assert status == 200 and r["status"] == "ok", r
+            assert reused(s) == before + 1
+            status, _, c = cold.post("/v1/run", prog)
+            assert r["run"]["stdout"] == c["run"]["stdout"] == "compiled\n", \
+                (r, c)
