@@ -29,6 +29,9 @@ static const char usage[] =
 	"                       past that, 503 with Retry-After\n"
 	"  --warm=N             sandboxes kept built and waiting for runs\n"
 	"                       (SBX_WARM, default: one per core; 0: none)\n"
+	"  --prebuilt=N         stateful sandboxes kept built for POST\n"
+	"                       /v1/sandboxes (SBX_PREBUILT, default 2, or 0\n"
+	"                       with --warm=0)\n"
 	"  --token=TOKEN        require 'Authorization: Bearer TOKEN' or the\n"
 	"                       path prefix /t/TOKEN (SBX_TOKEN); mandatory\n"
 	"                       when listening beyond loopback\n"
@@ -146,6 +149,7 @@ enum {
 	OPT_MAX_UPLOAD,
 	OPT_MAX_DISK,
 	OPT_WARM,
+	OPT_PREBUILT,
 	OPT_MAX_PIDS,
 	OPT_MAX_OUTPUT,
 	OPT_CPUS,
@@ -196,6 +200,7 @@ static const struct option options[] = {
 	{"max-upload", required_argument, NULL, OPT_MAX_UPLOAD},
 	{"max-disk", required_argument, NULL, OPT_MAX_DISK},
 	{"warm", required_argument, NULL, OPT_WARM},
+	{"prebuilt", required_argument, NULL, OPT_PREBUILT},
 	{"max-pids", required_argument, NULL, OPT_MAX_PIDS},
 	{"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
 	{"cpus", required_argument, NULL, OPT_CPUS},
@@ -243,6 +248,7 @@ static const char *const env_names[] = {
 	[OPT_MAX_UPLOAD - 256] = "SBX_MAX_UPLOAD",
 	[OPT_MAX_DISK - 256] = "SBX_MAX_DISK",
 	[OPT_WARM - 256] = "SBX_WARM",
+	[OPT_PREBUILT - 256] = "SBX_PREBUILT",
 	[OPT_MAX_PIDS - 256] = "SBX_MAX_PIDS",
 	[OPT_MAX_OUTPUT - 256] = "SBX_MAX_OUTPUT",
 	[OPT_CPUS - 256] = "SBX_CPUS",
@@ -529,6 +535,10 @@ static int apply(struct server_config *cfg, int opt, const char *v)
 	case OPT_WARM:
 		cfg->warm_set = true;
 		return set_count("warm sandboxes", v, 0, 1024, &cfg->warm);
+	case OPT_PREBUILT:
+		cfg->prebuilt_set = true;
+		return set_count("pre-built sandboxes", v, 0, 1024,
+				 &cfg->prebuilt);
 	case OPT_MAX_DISK:
 		return set_size("disk size", v, 1 << 20, &cfg->max_disk);
 	case OPT_MAX_PIDS:
@@ -721,6 +731,10 @@ int cmd_serve(int argc, char **argv)
 			(unsigned)at_most(limits_host_cores(), cfg.concurrency);
 		cfg.warm_set = true;
 	}
+	/* A server told to keep nothing built ahead keeps no stateful ones
+	 * either, unless it says so. */
+	if (!cfg.prebuilt_set)
+		cfg.prebuilt = cfg.warm ? 2 : 0;
 	if (cfg.idle_timeout_ms > cfg.max_lifetime_ms)
 		cfg.idle_timeout_ms = cfg.max_lifetime_ms;
 	rc = server_run(&cfg);

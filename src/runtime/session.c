@@ -392,6 +392,8 @@ static void on_event(void *ctx, const struct sandbox_event *ev)
 
 	switch (ev->kind) {
 	case SANDBOX_EV_READY:
+		if (s->ready)
+			return; /* pre-built: answered when it was taken */
 		s->ready = true;
 		log_info("sandbox %s: ready", s->id);
 		session_reply_json(s->create_fn, s->create_ctx, 201,
@@ -467,12 +469,14 @@ void sessions_init(struct loop *loop, const struct session_limits *lim)
 	if (session_table.idle_fd >= 0)
 		loop_add_fd(loop, session_table.idle_fd, EPOLLIN, on_idle_tick,
 			    NULL);
+	session_pool_init(loop, lim->prebuilt, &lim->limits);
 }
 
 void sessions_shutdown(void)
 {
 	struct session *s;
 
+	session_pool_shutdown();
 	for (s = session_table.list; s; s = s->next) {
 		str_copy(s->end_reason, sizeof(s->end_reason),
 			 "the server is shutting down");
@@ -614,7 +618,7 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 	struct session *s;
 	char err[256];
 	const char *key, *code = "unprocessable";
-	bool busy;
+	bool busy, prebuilt;
 	json_t *v;
 
 	if (!json_is_object(args)) {
@@ -726,8 +730,13 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 	s->create_fn = fn;
 	s->create_ctx = ctx;
 	s->next_id = 1;
-	s->sb = sandbox_start(session_table.loop, &spec, &session_ops, s, err,
-			      sizeof(err));
+	/* A pre-built sandbox is ready as soon as it has the spec: commands
+	 * reach its init after it. */
+	s->sb = session_pool_take(&spec, &session_ops, s);
+	prebuilt = s->sb != NULL;
+	if (!s->sb)
+		s->sb = sandbox_start(session_table.loop, &spec, &session_ops,
+				      s, err, sizeof(err));
 	busy = !s->sb && errno == EAGAIN; /* no free host uid slot */
 	sandbox_spec_release(&spec);
 	if (!s->sb) {
@@ -745,6 +754,13 @@ static void create(json_t *args, const struct sandbox_bind *binds,
 	s->next = session_table.list;
 	session_table.list = s;
 	session_table.count++;
+	if (prebuilt) {
+		s->ready = true;
+		log_info("sandbox %s: ready (pre-built)", s->id);
+		session_reply_json(s->create_fn, s->create_ctx, 201,
+				   describe(s));
+		s->create_fn = NULL;
+	}
 	return;
 bad:
 	sandbox_spec_release(&spec);

@@ -36,6 +36,7 @@ struct session_limits {
 	struct sandbox_limits limits; /* defaults for every session */
 	uint64_t max_memory;
 	uint64_t max_disk;
+	unsigned prebuilt; /* sandboxes built ahead with the defaults */
 };
 
 /* Sets up the table on the loop's thread; boot is this server's start
@@ -60,6 +61,9 @@ void sessions_set_gateway(const struct session_gateway *gw);
 
 /* Kills every session (server shutdown). */
 void sessions_shutdown(void);
+/* Pre-built sandboxes ready now, and creates that took one so far; from
+ * any thread. */
+void session_pool_counts(unsigned *ready, unsigned long long *used);
 
 /* POST /v1/sandboxes. args: {"limits": {...}, "env": {...},
  * "idle_timeout_s", "max_lifetime_s", "labels": {...}, "llm",

@@ -29,6 +29,7 @@
 #define SESSION_RECENT 256
 #define SESSION_DEFAULT_EXEC_MS 60000
 
+struct loop;
 struct repl;
 struct rpc;
 
@@ -172,6 +173,19 @@ void session_path_set(json_t *obj, const char *path);
  * taken); -EPIPE when the sandbox is gone. */
 int session_command(struct session *s, enum sandbox_cmd cmd, uint32_t id,
 		    json_t *args, const char *payload, size_t len);
+
+/* ---- session_pool.c ---- */
+
+/* Keeps target sandboxes with limits (and nothing else) built ahead. */
+void session_pool_init(struct loop *loop, unsigned target,
+		       const struct sandbox_limits *limits);
+/* A pre-built sandbox given spec (a stateful one's, see sandbox_assign())
+ * with ops and ctx, now theirs; NULL when none is ready or spec needs
+ * what none has (host binds). */
+struct sandbox *session_pool_take(const struct sandbox_spec *spec,
+				  const struct sandbox_ops *ops, void *ctx);
+/* Kills the waiting ones and builds no more. */
+void session_pool_shutdown(void);
 
 /* ---- session_exec.c ---- */
 

@@ -266,9 +266,10 @@ enum sandbox_cmd {
 /* Warm sandboxes. A sandbox started from a spec with standby set builds its
  * view and waits; ops->event gets SANDBOX_EV_READY then. sandbox_assign()
  * gives it a real spec (steps, files, fetches, env, cwd and limits; not
- * binds or stdin_fd) with new ops; from then on it is like a sandbox
- * started with that spec. Returns 0 or -errno; on failure the sandbox may
- * be half-changed and should be killed. */
+ * binds or stdin_fd), or a stateful one's (serve: env and limits), with
+ * new ops; from then on it is like a sandbox started with that spec.
+ * Returns 0 or -errno; on failure the sandbox may be half-changed and
+ * should be killed. */
 int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 		   const struct sandbox_ops *ops, void *ctx);
 /* Whether spec can be given to a warm sandbox. */

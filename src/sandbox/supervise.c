@@ -695,9 +695,14 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 	struct buf enc;
 	int lfd = -1, r;
 
+	/* A stateful sandbox's spec (serve) fits too: init serves it once
+	 * the view it built waiting is its own. */
 	if (!sb->standby || sb->exited || sb->kill_status >= 0 ||
-	    !sandbox_spec_is_warmable(spec))
+	    spec->nbinds || spec->stdin_fd >= 0 || spec->standby)
 		return -EINVAL;
+	/* It serves that sandbox until it ends: it never comes back. */
+	if (spec->serve)
+		sb->reusable = false;
 	if (sb->have_cg) {
 		struct cgroup_limits cl = {
 			.memory_bytes = spec->limits.memory_bytes,
@@ -741,6 +746,10 @@ int sandbox_assign(struct sandbox *sb, const struct sandbox_spec *spec,
 	else if (lfd >= 0)
 		fd_close(&lfd);
 	sb->standby = false;
+	sb->serve = spec->serve;
+	if (sb->serve)
+		setsockopt(sb->proc.status_fd, SOL_SOCKET, SO_SNDBUF,
+			   &(int){CMD_SNDBUF}, sizeof(int));
 	sb->lent = sb->reusable;
 	sb->ops = *ops;
 	sb->ctx = ctx;

@@ -463,6 +463,7 @@ void sandboxes_start(const struct server_config *cfg)
 	static struct session_limits lim;
 
 	lim.max_sessions = cfg->max_sandboxes;
+	lim.prebuilt = cfg->prebuilt;
 	lim.default_idle_ms = cfg->idle_timeout_ms;
 	lim.max_lifetime_ms = cfg->max_lifetime_ms;
 	lim.limits = cfg->limits;

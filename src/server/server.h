@@ -38,6 +38,10 @@ struct server_config {
 	unsigned queue;	      /* runs waiting behind them */
 	unsigned warm; /* warm sandboxes kept ready, default: concurrency */
 	bool warm_set;
+	/* stateful sandboxes built ahead of their create (default 2, or 0
+	 * with no warm sandboxes) */
+	unsigned prebuilt;
+	bool prebuilt_set;
 	char *token;	   /* bearer token, NULL: none */
 	uint64_t max_body; /* bytes */
 	unsigned http_threads;

@@ -8,6 +8,7 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "runtime/lang.h"
+#include "runtime/session.h"
 #include "server/gateway.h"
 #include "server/internal.h"
 #include "server/resources.h"
@@ -181,8 +182,8 @@ void stats_metrics(struct request *req)
 	struct buf b;
 	size_t r, c, k;
 
-	unsigned warm;
-	unsigned long long warm_used;
+	unsigned warm, prebuilt;
+	unsigned long long warm_used, prebuilt_used;
 	uint64_t held, dropped;
 
 	runner_counts(server_state.runner, &running, &queued, &maxr, &maxq);
@@ -266,6 +267,17 @@ void stats_metrics(struct request *req)
 		 "# TYPE sbx_warm_reused_runs_total counter\n"
 		 "sbx_warm_reused_runs_total %llu\n",
 		 runner_warm_reused(server_state.runner));
+	session_pool_counts(&prebuilt, &prebuilt_used);
+	buf_addf(&b,
+		 "# HELP sbx_prebuilt_sandboxes Stateful sandboxes built "
+		 "ahead and ready for a create.\n"
+		 "# TYPE sbx_prebuilt_sandboxes gauge\n"
+		 "sbx_prebuilt_sandboxes %u\n"
+		 "# HELP sbx_prebuilt_used_total Stateful sandboxes created "
+		 "on one built ahead.\n"
+		 "# TYPE sbx_prebuilt_used_total counter\n"
+		 "sbx_prebuilt_used_total %llu\n",
+		 prebuilt, prebuilt_used);
 	request_budget_counts(&held, &dropped);
 	buf_addf(&b,
 		 "# HELP sbx_reply_bytes_held Bytes of replies not yet taken "
