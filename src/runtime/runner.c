@@ -39,6 +39,7 @@ struct runner_job {
 	struct sandbox *sb; /* while running */
 	struct runner_job *next;
 	struct runner_job *run_next, *run_prev; /* the running list */
+	bool cancelled; /* runner_cancel() while its warm sandbox was built */
 };
 
 /* A warm sandbox waiting for a job. */
@@ -48,7 +49,12 @@ struct warm {
 	bool ready;
 	bool reusable;	 /* serves run after run (a forking zygote) */
 	bool back;	 /* reusable, its last run over: READY comes soon */
+	bool retired;	 /* idle beyond the target: being ended */
 	unsigned served; /* runs it was given */
+	/* A warm sandbox built for a job that found none ready: the job
+	 * it is handed to when READY. */
+	struct runner_job *job;
+	uint64_t idle_since; /* ready and in the pool since (ns) */
 	struct warm *next;
 };
 
@@ -66,7 +72,12 @@ struct runner {
 	 * atomics) */
 	struct warm *pool;
 	unsigned warm_target, warm_count, warm_ready;
-	unsigned warm_lent;	/* reusable warm sandboxes a run has */
+	unsigned warm_lent; /* reusable warm sandboxes a run has */
+	/* Warm sandboxes serve run after run: under load the pool grows
+	 * to this many (jobs that find none ready get one built), and
+	 * shrinks back to warm_target once they sit idle. */
+	unsigned warm_max;
+	int idle_fd; /* periodic: retires idle warm sandboxes beyond target */
 	unsigned warm_failures; /* in a row: stop rebuilding after a few */
 	struct sandbox_limits warm_limits;
 	unsigned long long warm_used;
@@ -101,6 +112,8 @@ struct runner *runner_new(unsigned max_running, unsigned max_queued,
 	r->max_running = max_running ? max_running : 1;
 	r->max_queued = max_queued;
 	r->warm_target = warm;
+	r->warm_max = warm ? warm + 3 * limits_host_cores() : 0;
+	r->idle_fd = -1;
 	r->python_share = 256;
 	r->retry_fd = -1;
 	r->reserve = limits_host_memory(0) / 16;
@@ -210,6 +223,39 @@ static void pool_append(struct runner *r, struct warm *w)
 	r->warm_count++;
 }
 
+static void requeue(struct runner *r, struct runner_job *job);
+static void running_unlink(struct runner *r, struct runner_job *job);
+static void idle_watch(struct runner *r);
+
+/* A warm sandbox built for a job is ready: the job takes it. */
+static void hand_over(struct warm *w)
+{
+	struct runner *r = w->runner;
+	struct runner_job *job = w->job;
+	struct sandbox *sb = w->sb;
+
+	w->job = NULL;
+	w->served++;
+	job->spec.zygote = r->python_share >= 128;
+	if (sandbox_assign(sb, &job->spec, &job_ops, job)) {
+		/* It ends (warm_done() counts it out); the job starts again. */
+		sandbox_kill(sb, SANDBOX_ERROR, "cannot assign a run");
+		job->sb = NULL;
+		running_unlink(r, job);
+		requeue(r, job);
+		kick(r);
+		return;
+	}
+	__atomic_add_fetch(&r->warm_used, 1, __ATOMIC_RELAXED);
+	if (!w->reusable) {
+		/* Used up by this run, as any warm sandbox without user
+		 * namespaces: the sandbox no longer refers to w. */
+		r->warm_lent--;
+		free(w);
+		pool_fill(r);
+	}
+}
+
 static void warm_event(void *ctx, const struct sandbox_event *ev)
 {
 	struct warm *w = ctx;
@@ -220,13 +266,19 @@ static void warm_event(void *ctx, const struct sandbox_event *ev)
 		r->warm_lent--;
 		w->back = true;
 		pool_append(r, w);
+		idle_watch(r);
 		return;
 	}
 	if (ev->kind != SANDBOX_EV_READY || w->ready)
 		return;
+	w->reusable = ev->reusable;
+	if (w->job) {
+		hand_over(w);
+		return;
+	}
 	w->ready = true;
 	w->back = false;
-	w->reusable = ev->reusable;
+	w->idle_since = now_ns();
 	__atomic_add_fetch(&w->runner->warm_ready, 1, __ATOMIC_RELAXED);
 	w->runner->warm_failures = 0;
 	kick(w->runner); /* a job may be waiting for it */
@@ -238,6 +290,32 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 	struct warm *w = ctx;
 	struct runner *r = w->runner;
 
+	if (w->job) {
+		/* Built for a job, it ended before the job had it: the job
+		 * starts again (on another sandbox), unless it was cancelled
+		 * or the server stops. */
+		struct runner_job *job = w->job;
+
+		r->warm_lent--;
+		job->sb = NULL;
+		running_unlink(r, job);
+		if (job->cancelled || r->stopping) {
+			__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED);
+			fail_job(job,
+				 res && res->error[0]
+					 ? res->error
+					 : "the sandbox ended before its run");
+		} else {
+			if (++r->warm_failures == 3)
+				log_warn("warm sandboxes keep failing; running "
+					 "without them");
+			requeue(r, job);
+		}
+		free(w);
+		pool_fill(r);
+		kick(r);
+		return;
+	}
 	if (!res) {
 		/* A reusable one ended with (or after) a run: replace it. */
 		r->warm_lent--;
@@ -246,7 +324,7 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 		kick(r);
 		return;
 	}
-	if (!r->stopping && ++r->warm_failures == 3)
+	if (!r->stopping && !w->retired && ++r->warm_failures == 3)
 		log_warn("warm sandboxes keep failing (%s%s%s); running "
 			 "without them",
 			 sandbox_status_name(res->status),
@@ -345,6 +423,102 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	return sb;
 }
 
+/* Builds a warm sandbox for job, which found none ready, when the pool may
+ * grow: it takes it when it is READY, and the sandbox joins the pool after
+ * the run. Returns the sandbox, or NULL (the job starts a sandbox of its
+ * own). */
+static struct sandbox *grow_for(struct runner *r, struct runner_job *job)
+{
+	struct sandbox_spec spec;
+	struct warm *w;
+	char err[256];
+
+	if (!sandbox_spec_is_warmable(&job->spec) || r->stopping ||
+	    r->warm_failures >= 3 ||
+	    r->warm_count + r->warm_lent >= r->warm_max)
+		return NULL;
+	w = xcalloc(1, sizeof(*w));
+	w->runner = r;
+	w->job = job;
+	sandbox_spec_init(&spec);
+	spec.standby = true;
+	spec.zygote = r->python_share >= 128;
+	spec.limits = r->warm_limits;
+	spec.limits.wall_ms = 0;
+	w->sb = sandbox_start(r->loop, &spec, &warm_ops, w, err, sizeof(err));
+	sandbox_spec_release(&spec);
+	if (!w->sb) {
+		free(w);
+		return NULL;
+	}
+	r->warm_lent++;
+	return w->sb;
+}
+
+/* Puts a job that was started back at the head of the queue. */
+static void requeue(struct runner *r, struct runner_job *job)
+{
+	__atomic_sub_fetch(&r->running, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&r->queued, 1, __ATOMIC_RELAXED);
+	job->next = r->waiting;
+	if (!job->next)
+		r->waiting_tail = &job->next;
+	r->waiting = job;
+}
+
+static void running_unlink(struct runner *r, struct runner_job *job)
+{
+	if (job->run_prev)
+		job->run_prev->run_next = job->run_next;
+	else if (r->running_list == job)
+		r->running_list = job->run_next;
+	if (job->run_next)
+		job->run_next->run_prev = job->run_prev;
+	job->run_next = job->run_prev = NULL;
+}
+
+/* Retires warm sandboxes beyond warm_target that have sat ready for
+ * IDLE_RETIRE_MS: the pool grew for a burst that is over. */
+#define IDLE_RETIRE_MS 10000
+
+static void on_idle_tick(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct runner *r = arg;
+	uint64_t ticks, now = now_ns();
+	unsigned extra = r->warm_count + r->warm_lent > r->warm_target
+				 ? r->warm_count + r->warm_lent - r->warm_target
+				 : 0;
+	struct warm *w;
+
+	if (read(fd, &ticks, sizeof(ticks)) < 0) {
+		/* EAGAIN */
+	}
+	for (w = r->pool; w && extra; w = w->next)
+		if (w->ready &&
+		    now - w->idle_since > IDLE_RETIRE_MS * 1000000ull) {
+			/* No job takes it from now on; its end removes it. */
+			w->ready = false;
+			__atomic_sub_fetch(&r->warm_ready, 1, __ATOMIC_RELAXED);
+			w->retired = true;
+			sandbox_kill(w->sb, SANDBOX_ERROR, "idle");
+			extra--;
+		}
+	if (r->warm_count + r->warm_lent <= r->warm_target) {
+		loop_del_fd(loop, fd);
+		fd_close(&r->idle_fd);
+	}
+}
+
+static void idle_watch(struct runner *r)
+{
+	if (r->idle_fd >= 0 || r->warm_count + r->warm_lent <= r->warm_target)
+		return;
+	r->idle_fd = timer_fd_new(1000, true);
+	if (r->idle_fd >= 0 &&
+	    loop_add_fd(r->loop, r->idle_fd, EPOLLIN, on_idle_tick, r) < 0)
+		fd_close(&r->idle_fd);
+}
+
 /* Whether a job that would take a warm sandbox should wait for one that is
  * being made ready after its last run (a millisecond or so) rather than
  * start a sandbox of its own. */
@@ -427,6 +601,8 @@ static void kick(struct runner *r)
 		__atomic_sub_fetch(&r->queued, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&r->running, 1, __ATOMIC_RELAXED);
 		job->sb = take_warm(r, job);
+		if (!job->sb)
+			job->sb = grow_for(r, job);
 		if (!job->sb) {
 			job->sb = sandbox_start(r->loop, &job->spec, &job_ops,
 						job, err, sizeof(err));
@@ -515,6 +691,7 @@ void runner_cancel(struct runner_job *job, const char *reason)
 	bool found;
 
 	if (job->sb) {
+		job->cancelled = true;
 		sandbox_kill(job->sb, SANDBOX_ERROR, reason);
 		return;
 	}
@@ -611,6 +788,7 @@ void runner_free(struct runner *r)
 	loop_post(r->loop, stop_cb, r);
 	pthread_join(r->thread, NULL);
 	fd_close(&r->retry_fd);
+	fd_close(&r->idle_fd);
 	loop_free(r->loop);
 	pthread_mutex_destroy(&r->lock);
 	free(r);

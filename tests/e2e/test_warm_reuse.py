@@ -275,3 +275,36 @@ def test_other_languages_reuse_the_sandbox(cold):
             status, _, c = cold.post("/v1/run", prog)
             assert r["run"]["stdout"] == c["run"]["stdout"] == "compiled\n", \
                 (r, c)
+
+
+def test_pool_grows_under_load_and_shrinks_back():
+    """Jobs that find no warm sandbox ready get one built for them, which
+    then serves later runs too; once the burst is over the pool goes back
+    to its size."""
+    import threading
+    with SbxServer(extra_args=["--concurrency", "4", "--warm", "1"]) as s:
+        wait_warm(s)
+        before = metric(s, "sbx_warm_runs_total")
+        results = []
+
+        def one():
+            status, _, r = s.post("/v1/run", {"language": "python",
+                                              "source": "import time\n"
+                                                        "time.sleep(0.5)\n"
+                                                        "print('slept')"})
+            results.append(r)
+
+        for _ in range(2):  # the second burst runs on the grown pool
+            ts = [threading.Thread(target=one) for _ in range(4)]
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+        assert [out(r) for r in results] == ["slept\n"] * 8, results
+        assert metric(s, "sbx_warm_runs_total") == before + 8
+        assert reused(s) >= 4
+        deadline = time.monotonic() + 60  # idle ones go after 10 s
+        while s.get("/v1/health")[2]["warm"] > 1:
+            assert time.monotonic() < deadline, s.read_log()[-2000:]
+            time.sleep(0.5)
+        # The one it keeps still serves.
+        wait_warm(s)
+        assert out(run(s, "print('still')")) == "still\n"
