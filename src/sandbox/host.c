@@ -126,6 +126,8 @@ int sandbox_host_init(char *err, size_t errlen)
 	}
 	env = getenv("SBX_NO_USERNS");
 	sandbox_host.userns = userns_available() && !(env && *env == '1');
+	env = getenv("SBX_WARM_REUSE");
+	sandbox_host.warm_reuse = !(env && *env == '0');
 	r = seccomp_prog_build(&sandbox_host.seccomp, err, errlen);
 	if (r) {
 		uidslot_teardown();

@@ -626,9 +626,11 @@ static void zygote_exec(const struct sandbox_spec *spec, char **argv)
 	_exit(127);
 }
 
+/* forking: a sandbox whose steps run in namespaces of their own (in a
+ * user namespace, see fork_run_works()). */
 static void zygote_start(const struct sandbox_spec *spec,
 			 const struct seccomp_prog *filter, uid_t uid,
-			 gid_t gid, bool userns)
+			 gid_t gid, bool forking)
 {
 	char *argv[] = {"python3", "-c", (char *)guest_zygote_py, NULL};
 	int ctl[2], pout[2], perr[2], in, ext = -1;
@@ -641,7 +643,7 @@ static void zygote_start(const struct sandbox_spec *spec,
 	 * per run (it holds the namespace's capabilities, and every run's
 	 * process leaves them); without one it would be host root, and is
 	 * used up by its one run instead. */
-	if (userns && &sbx_zygote_blob_end[0] > &sbx_zygote_blob[0])
+	if (forking && &sbx_zygote_blob_end[0] > &sbx_zygote_blob[0])
 		ext = zygote_ext_fd();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) {
 		fd_close(&ext);
@@ -1151,11 +1153,36 @@ relay:
 	       WEXITSTATUS(sr.status) == 0;
 }
 
+/* Whether this kernel lets a step run in namespaces of its own here: a
+ * clone into fresh pid, mount and IPC namespaces that mounts its /proc
+ * (runinit_proc()). Asked once, before the sandbox says it is ready; when
+ * it cannot, the sandbox serves one run, as one without user namespaces. */
+static bool fork_run_works(void)
+{
+	pid_t pid = (pid_t)syscall(
+		SYS_clone, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD,
+		NULL, NULL, NULL, NULL);
+	int st;
+
+	if (pid == 0) {
+		char what[200];
+
+		_exit(runinit_proc(what, sizeof(what)) ? 1 : 0);
+	}
+	if (pid < 0)
+		return false;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return false;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 /* A warm sandbox: the view is built; wait for the run it is given (its
- * steps, files, environment and limits) and take it as our spec. */
+ * steps, files, environment and limits) and take it as our spec. forking:
+ * its steps can run in namespaces of their own (a zygote that forks). */
 static void standby(struct sandbox_spec *spec,
 		    const struct seccomp_prog *filter, uid_t uid, gid_t gid,
-		    bool userns)
+		    bool forking)
 {
 	struct init_msg ready = {.kind = INIT_MSG_READY}, m;
 	struct sandbox_spec run;
@@ -1163,7 +1190,7 @@ static void standby(struct sandbox_spec *spec,
 	char *data, opts[64];
 	ssize_t n;
 
-	zygote_start(spec, filter, uid, gid, userns);
+	zygote_start(spec, filter, uid, gid, forking);
 	/* 1: it serves run after run; 2: with a forking zygote too. */
 	ready.value = !reusable ? 0 : zygote.forking && zygote.pid > 0 ? 2 : 1;
 	init_send(&ready, NULL, NULL);
@@ -1244,9 +1271,10 @@ void sandbox_init_main(void)
 	if (r)
 		init_fail(-r, ce.what);
 	base = spec.limits;
-	reusable = spec.standby && mode.userns;
+	reusable = spec.standby && mode.userns && !mode.no_reuse &&
+		   fork_run_works();
 	if (spec.standby)
-		standby(&spec, &mode.seccomp, uid, gid, mode.userns);
+		standby(&spec, &mode.seccomp, uid, gid, reusable);
 	for (;;) {
 		place_files(&spec, uid, gid);
 		if (sigfd < 0) {
@@ -1287,6 +1315,6 @@ void sandbox_init_main(void)
 		sandbox_spec_init(&spec);
 		spec.limits = base;
 		spec.standby = true; /* with the zygote it has, if any */
-		standby(&spec, &mode.seccomp, uid, gid, mode.userns);
+		standby(&spec, &mode.seccomp, uid, gid, reusable);
 	}
 }

@@ -32,6 +32,8 @@ struct sandbox_host {
 	bool ready;
 	int exe_fd;  /* the init binary, for execveat */
 	bool userns; /* user namespaces usable */
+	/* Warm sandboxes serve run after run (SBX_WARM_REUSE=0: once). */
+	bool warm_reuse;
 	struct cgroup_host cg;
 	struct seccomp_prog seccomp;
 };
@@ -103,6 +105,7 @@ struct init_msg {
  * uid_base is the first id of the sandbox's host uid slot. */
 struct init_mode {
 	bool userns;
+	bool no_reuse; /* a warm sandbox serves one run (SBX_WARM_REUSE=0) */
 	uint32_t uid_base;
 	struct seccomp_prog seccomp; /* borrowed when encoding */
 };

@@ -408,6 +408,7 @@ int spawn_sandbox(const struct sandbox_spec *spec, const struct cgroup *cg,
 		  struct spawn_result *out, char *err, size_t errlen)
 {
 	struct init_mode mode = {.userns = sandbox_host.userns,
+				 .no_reuse = !sandbox_host.warm_reuse,
 				 .seccomp = sandbox_host.seccomp};
 	struct child_args args = {.sync_fd = -1, .userns = mode.userns};
 	int status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};

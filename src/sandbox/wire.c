@@ -50,7 +50,7 @@ void wire_encode_spec(struct buf *out, const struct sandbox_spec *spec,
 	size_t i;
 
 	put_u64(out, WIRE_MAGIC);
-	put_u64(out, mode->userns);
+	put_u64(out, (mode->userns ? 1u : 0u) | (mode->no_reuse ? 2u : 0u));
 	put_u64(out, mode->uid_base);
 	put_bytes(out, mode->seccomp.data, mode->seccomp.len);
 	put_u64(out, spec->serve);
@@ -204,7 +204,12 @@ int wire_decode_spec(const char *data, size_t len, struct sandbox_spec *spec,
 	sandbox_spec_init(spec);
 	if (get_u64(&r) != WIRE_MAGIC)
 		return -EINVAL;
-	mode->userns = get_u64(&r) != 0;
+	{
+		uint64_t bits = get_u64(&r);
+
+		mode->userns = (bits & 1) != 0;
+		mode->no_reuse = (bits & 2) != 0;
+	}
 	mode->uid_base = (uint32_t)get_u64(&r);
 	mode->seccomp.data = get_bytes(&r, &mode->seccomp.len);
 	spec->serve = get_u64(&r) != 0;

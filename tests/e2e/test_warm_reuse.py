@@ -308,3 +308,23 @@ def test_pool_grows_under_load_and_shrinks_back():
         # The one it keeps still serves.
         wait_warm(s)
         assert out(run(s, "print('still')")) == "still\n"
+
+
+def test_reuse_can_be_turned_off(cold):
+    """SBX_WARM_REUSE=0: each warm sandbox serves one run, as on hosts
+    without user namespaces; its Python zygote becomes the program, and
+    runs still share nothing."""
+    with SbxServer(extra_args=["--concurrency", "1", "--warm", "1"],
+                   env={"SBX_WARM_REUSE": "0"}) as s:
+        for i in range(3):
+            wait_warm(s)
+            r = run(s, "import sys\nprint(sys.orig_argv[1])")
+            assert out(r) == "-c\n", r
+        assert reused(s) == 0
+        assert metric(s, "sbx_warm_runs_total") == 3
+        wait_warm(s)
+        assert out(run(s, "open('/tmp/left', 'w').write('x')\nprint(1)")) \
+            == "1\n"
+        wait_warm(s)
+        r = run(s, "import os\nprint(os.listdir('/tmp'))")
+        assert out(r) == "[]\n", r
