@@ -992,13 +992,33 @@ out:
 	return r;
 }
 
-void cgroup_reset_peak(const struct cgroup *cg)
+void cgroup_reset_peak(struct cgroup *cg)
 {
-	/* v1 resets on any write; v2 (6.12+) on a write to memory.peak. */
-	if (cg->memory[0])
+	char path[CGROUP_PATH_MAX];
+
+	/* v1 resets on any write; v2 (6.12+) on a write to memory.peak, for
+	 * later reads through the same fd (cgroup_read_stats() uses it). */
+	if (cg->memory[0]) {
 		write_at(cg->memory, "memory.max_usage_in_bytes", "0", false);
-	else if (cg->v2[0] && file_exists(cg->v2, "memory.peak"))
-		write_at(cg->v2, "memory.peak", "0", false);
+		return;
+	}
+	if (!cg->v2[0] || cg->peak_stuck || !file_exists(cg->v2, "memory.peak"))
+		return;
+	if (!cg->peak_fd1 &&
+	    (size_t)snprintf(path, sizeof(path), "%s/memory.peak", cg->v2) <
+		    sizeof(path)) {
+		int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+
+		if (fd >= 0)
+			cg->peak_fd1 = fd + 1;
+	}
+	if (!cg->peak_fd1 || pwrite(cg->peak_fd1 - 1, "0", 1, 0) != 1)
+		cg->peak_stuck = true;
+}
+
+bool cgroup_peak_per_run(const struct cgroup *cg)
+{
+	return !cg->peak_stuck;
 }
 
 int cgroup_limit_devices(struct cgroup *cg, const struct cgroup_host *host,
@@ -1102,9 +1122,24 @@ int cgroup_read_stats(const struct cgroup *cg, struct cgroup_stats *st)
 	st->has_cpu = !r;
 	first = r;
 	if (mem[0]) {
-		r = cg->v2[0] ? read_u64_at(mem, "memory.peak", &st->peak_bytes)
-			      : read_u64_at(mem, "memory.max_usage_in_bytes",
-					    &st->peak_bytes);
+		if (cg->v2[0] && cg->peak_fd1) {
+			char buf[64];
+			ssize_t n = pread(cg->peak_fd1 - 1, buf,
+					  sizeof(buf) - 1, 0);
+
+			r = n < 0 ? -errno : 0;
+			if (!r) {
+				buf[n] = '\0';
+				r = parse_u64_n(buf, strcspn(buf, " \t\n"),
+						&st->peak_bytes);
+			}
+		} else {
+			r = cg->v2[0] ? read_u64_at(mem, "memory.peak",
+						    &st->peak_bytes)
+				      : read_u64_at(mem,
+						    "memory.max_usage_in_bytes",
+						    &st->peak_bytes);
+		}
 		st->has_peak = !r;
 		first = first ? first : r;
 		r = read_key_at(
@@ -1123,6 +1158,10 @@ int cgroup_read_stats(const struct cgroup *cg, struct cgroup_stats *st)
 
 int cgroup_destroy(struct cgroup *cg)
 {
+	if (cg->peak_fd1) {
+		close(cg->peak_fd1 - 1);
+		cg->peak_fd1 = 0;
+	}
 	char *dirs[] = {cg->v2,	     cg->memory, cg->pids,
 			cg->cpuacct, cg->cpu,	 cg->devices};
 	int first = 0;

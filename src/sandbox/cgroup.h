@@ -76,6 +76,12 @@ struct cgroup {
 	char cpuacct[CGROUP_PATH_MAX];
 	char cpu[CGROUP_PATH_MAX];     /* may equal cpuacct (co-mounted) */
 	char devices[CGROUP_PATH_MAX]; /* v1, made by cgroup_limit_devices() */
+	/* v2: memory.peak held open by cgroup_reset_peak(), which resets it
+	 * for reads through that fd only (Linux 6.12+); peak_fd + 1, 0 when
+	 * none. peak_stuck: it exists and cannot be reset (older kernels),
+	 * so the peak read is the group's since it was made. */
+	int peak_fd1;
+	bool peak_stuck;
 	/* The limits last written (by cgroup_create() or
 	 * cgroup_set_limits()): a change writes only what differs. */
 	struct cgroup_limits applied;
@@ -101,7 +107,10 @@ int cgroup_create(struct cgroup *cg, const struct cgroup_host *host,
  * -errno; after a failure every limit is written again next time. */
 int cgroup_set_limits(struct cgroup *cg, const struct cgroup_limits *lim);
 /* Starts the peak-memory reading afresh, where the kernel allows. */
-void cgroup_reset_peak(const struct cgroup *cg);
+void cgroup_reset_peak(struct cgroup *cg);
+/* Whether the peak read after cgroup_reset_peak() is the one since then
+ * (false on v2 before Linux 6.12: since the group was made). */
+bool cgroup_peak_per_run(const struct cgroup *cg);
 
 /* A device node the group's processes may open: type 'c' (character) or
  * 'b' (block), major and minor, CGROUP_DEV_ANY for every minor. */

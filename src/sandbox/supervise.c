@@ -297,8 +297,13 @@ static void parse_status(struct sandbox *sb)
 		case INIT_MSG_DONE:
 			sb->got_done = true;
 			if (!sb->serve && !sb->standby) {
+				/* Its next run must get a peak of its
+				 * own: on a host where the group's peak
+				 * cannot be reset, it is used once. */
 				bool back = m.value == 1 && sb->lent &&
-					    sb->kill_status < 0;
+					    sb->kill_status < 0 &&
+					    (!sb->have_cg ||
+					     cgroup_peak_per_run(&sb->cg));
 
 				sb->res.wall_ms =
 					(now_ns() - sb->start_ns) / 1000000;
@@ -307,6 +312,9 @@ static void parse_status(struct sandbox *sb)
 				report(sb);
 				if (back)
 					rearm(sb);
+				else if (m.value == 1)
+					sandbox_kill(sb, SANDBOX_ERROR,
+						     "not taken back");
 			}
 			break;
 		default:

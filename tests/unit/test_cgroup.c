@@ -741,6 +741,47 @@ static void test_stats_v2(void **state)
 	assert_int_equal(cgroup_destroy(&cg), 0);
 }
 
+/* v2 resets memory.peak for reads through the fd that wrote to it (Linux
+ * 6.12+): the group keeps that fd and reads through it; where it cannot
+ * be written the peak is not per run, and the group says so. */
+static void test_peak_reset_v2(void **state)
+{
+	struct fx *fx = *state;
+	struct cgroup_host host;
+	struct cgroup_stats st;
+	struct cgroup cg;
+	char sbx[PATH_MAX], p[PATH_MAX], err[256] = "";
+
+	v2_tree(fx, "memory pids cpu\n", true, sbx);
+	detect_ok(fx, &host, sbx);
+	assert_int_equal(cgroup_create(&cg, &host, "s", NULL, err, sizeof(err)),
+			 0);
+	tpath(fx, p, "v2/own/sbx/s/memory.peak");
+	put(p, "999999\n");
+	cgroup_reset_peak(&cg);
+	assert_true(cgroup_peak_per_run(&cg));
+	assert_int_not_equal(cg.peak_fd1, 0);
+	/* Reads go through the fd that reset it: with the name gone they
+	 * still see the file's (plain, here) contents. */
+	put(p, "4096\n");
+	assert_int_equal(unlink(p), 0);
+	assert_int_equal(cgroup_read_stats(&cg, &st), 0);
+	assert_true(st.has_peak);
+	assert_int_equal(st.peak_bytes, 4096);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+	assert_int_equal(cg.peak_fd1, 0);
+
+	/* A memory.peak that cannot be opened for writing. */
+	assert_int_equal(cgroup_create(&cg, &host, "t", NULL, err, sizeof(err)),
+			 0);
+	tpath(fx, p, "v2/own/sbx/t/memory.peak");
+	assert_int_equal(mkdir(p, 0755), 0);
+	cgroup_reset_peak(&cg);
+	assert_false(cgroup_peak_per_run(&cg));
+	assert_int_equal(rmdir(p), 0);
+	assert_int_equal(cgroup_destroy(&cg), 0);
+}
+
 static void test_stats_v1(void **state)
 {
 	struct fx *fx = *state;
@@ -1596,6 +1637,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stats_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stats_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peak_reset_v2, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_v2, setup, teardown),
