@@ -2012,6 +2012,7 @@ int server_run(const struct server_config *cfg)
 				"pick another with --listen HOST:PORT or "
 				"SBX_LISTEN (make run "
 				"SBX_LISTEN=127.0.0.1:8081)\n");
+		sandboxes_stop(); /* the sandboxes built ahead */
 		runner_free(server_state.runner);
 		return 1;
 	}
