@@ -265,6 +265,7 @@ static void warm_event(void *ctx, const struct sandbox_event *ev)
 		/* Its run is over: it rejoins the pool, ready shortly. */
 		r->warm_lent--;
 		w->back = true;
+		w->idle_since = now_ns(); /* since when it is coming back */
 		pool_append(r, w);
 		idle_watch(r);
 		return;
@@ -522,6 +523,10 @@ static void idle_watch(struct runner *r)
 /* Whether a job that would take a warm sandbox should wait for one that is
  * being made ready after its last run (a millisecond or so) rather than
  * start a sandbox of its own. */
+/* How long a job waits for a warm sandbox that is coming back before it
+ * gives up on it (it should take a millisecond or two). */
+#define BACK_WAIT_MS 2000
+
 static bool warm_coming_back(struct runner *r, const struct runner_job *job)
 {
 	struct warm *w;
@@ -530,7 +535,8 @@ static bool warm_coming_back(struct runner *r, const struct runner_job *job)
 	    __atomic_load_n(&r->warm_ready, __ATOMIC_RELAXED))
 		return false;
 	for (w = r->pool; w; w = w->next)
-		if (w->back)
+		if (w->back &&
+		    now_ns() - w->idle_since < BACK_WAIT_MS * 1000000ull)
 			return true;
 	return false;
 }
@@ -592,8 +598,12 @@ static void kick(struct runner *r)
 			retry_later(r);
 			break;
 		}
-		if (warm_coming_back(r, job))
-			break; /* its READY kicks again */
+		if (warm_coming_back(r, job)) {
+			/* Its READY kicks again; so does this timer, should
+			 * it not come. */
+			retry_later(r);
+			break;
+		}
 		r->waiting = job->next;
 		if (!r->waiting)
 			r->waiting_tail = &r->waiting;

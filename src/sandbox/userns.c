@@ -55,9 +55,12 @@ int userns_drop_child(uid_t uid, gid_t gid, struct child_err *ce)
 			 "capabilities");
 		return -errno;
 	}
+	/* Capabilities are numbered from 0 up to the kernel's last one:
+	 * EINVAL means past it. */
 	for (cap = 0; cap <= 63; cap++)
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 &&
-		    errno != EINVAL) {
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno == EINVAL && cap > 0)
+				break;
 			str_copy(ce->what, sizeof(ce->what),
 				 "cannot drop the capability bounding set");
 			return -errno;
