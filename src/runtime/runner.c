@@ -50,6 +50,7 @@ struct warm {
 	bool reusable;	 /* serves run after run (a forking zygote) */
 	bool back;	 /* reusable, its last run over: READY comes soon */
 	bool retired;	 /* idle beyond the target: being ended */
+	bool lent;	 /* counted in warm_lent: a run has it, or will */
 	unsigned served; /* runs it was given */
 	/* A warm sandbox built for a job that found none ready: the job
 	 * it is handed to when READY. */
@@ -227,6 +228,18 @@ static void requeue(struct runner *r, struct runner_job *job);
 static void running_unlink(struct runner *r, struct runner_job *job);
 static void idle_watch(struct runner *r);
 
+/* Counts w in (or out of) the warm sandboxes a run has or will have. */
+static void lend(struct warm *w, bool lent)
+{
+	if (w->lent == lent)
+		return;
+	w->lent = lent;
+	if (lent)
+		w->runner->warm_lent++;
+	else
+		w->runner->warm_lent--;
+}
+
 /* A warm sandbox built for a job is ready: the job takes it. */
 static void hand_over(struct warm *w)
 {
@@ -250,7 +263,7 @@ static void hand_over(struct warm *w)
 	if (!w->reusable) {
 		/* Used up by this run, as any warm sandbox without user
 		 * namespaces: the sandbox no longer refers to w. */
-		r->warm_lent--;
+		lend(w, false);
 		free(w);
 		pool_fill(r);
 	}
@@ -263,7 +276,7 @@ static void warm_event(void *ctx, const struct sandbox_event *ev)
 
 	if (ev->kind == SANDBOX_EV_BACK) {
 		/* Its run is over: it rejoins the pool, ready shortly. */
-		r->warm_lent--;
+		lend(w, false);
 		w->back = true;
 		w->idle_since = now_ns(); /* since when it is coming back */
 		pool_append(r, w);
@@ -291,13 +304,13 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 	struct warm *w = ctx;
 	struct runner *r = w->runner;
 
+	lend(w, false);
 	if (w->job) {
 		/* Built for a job, it ended before the job had it: the job
 		 * starts again (on another sandbox), unless it was cancelled
 		 * or the server stops. */
 		struct runner_job *job = w->job;
 
-		r->warm_lent--;
 		job->sb = NULL;
 		running_unlink(r, job);
 		if (job->cancelled || r->stopping) {
@@ -319,7 +332,6 @@ static void warm_done(void *ctx, struct sandbox_result *res)
 	}
 	if (!res) {
 		/* A reusable one ended with (or after) a run: replace it. */
-		r->warm_lent--;
 		free(w);
 		pool_fill(r);
 		kick(r);
@@ -416,7 +428,7 @@ static struct sandbox *take_warm(struct runner *r, struct runner_job *job)
 	if (w->reusable) {
 		/* Lent to the run: it comes back (SANDBOX_EV_BACK) or ends
 		 * (warm_done() with no result), and is replaced only then. */
-		r->warm_lent++;
+		lend(w, true);
 		return sb;
 	}
 	free(w);
@@ -452,7 +464,7 @@ static struct sandbox *grow_for(struct runner *r, struct runner_job *job)
 		free(w);
 		return NULL;
 	}
-	r->warm_lent++;
+	lend(w, true);
 	return w->sb;
 }
 
