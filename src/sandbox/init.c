@@ -626,6 +626,14 @@ static void zygote_exec(const struct sandbox_spec *spec, char **argv)
 	_exit(127);
 }
 
+/* Whether a forking zygote can be started here: its native half was built
+ * (with Python's headers) and there is a python3. */
+static bool zygote_can_fork(void)
+{
+	return &sbx_zygote_blob_end[0] > &sbx_zygote_blob[0] &&
+	       access("/usr/bin/python3", X_OK) == 0;
+}
+
 /* forking: a sandbox whose steps run in namespaces of their own (in a
  * user namespace, see fork_run_works()). */
 static void zygote_start(const struct sandbox_spec *spec,
@@ -642,8 +650,11 @@ static void zygote_start(const struct sandbox_spec *spec,
 	/* In a user namespace the zygote can be one that forks a process
 	 * per run (it holds the namespace's capabilities, and every run's
 	 * process leaves them); without one it would be host root, and is
-	 * used up by its one run instead. */
-	if (forking && &sbx_zygote_blob_end[0] > &sbx_zygote_blob[0])
+	 * used up by its one run instead. A sandbox whose steps run in
+	 * namespaces of their own has no use for that one. */
+	if (forking && !zygote_can_fork())
+		return;
+	if (forking)
 		ext = zygote_ext_fd();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) {
 		fd_close(&ext);
@@ -1301,8 +1312,8 @@ void sandbox_init_main(void)
 		/* The host wants Python zygotes (most runs are Python) and
 		 * this sandbox has lost its own: a new sandbox will have one.
 		 */
-		want_zygote =
-			spec.zygote && !(zygote.forking && zygote.pid > 0);
+		want_zygote = spec.zygote && zygote_can_fork() &&
+			      !(zygote.forking && zygote.pid > 0);
 		m.value = reusable && forked_runs == spec.nsteps &&
 			  !want_zygote && ++slot_runs < SLOT_MAX_RUNS &&
 			  net_is_empty();
