@@ -372,14 +372,43 @@ static int part_target(const char *path, bool create, mode_t mode,
 	return r;
 }
 
+/* Whether another upload to target is under way: a part file of its
+ * beside target that is not own. */
+static bool other_part(const char *target, const char *own)
+{
+	char dir[PATH_MAX], prefix[NAME_MAX + 16];
+	const char *base, *own_base = strrchr(own, '/');
+	struct dirent *de;
+	bool found = false;
+	size_t plen;
+	DIR *d;
+
+	if (!str_copy(dir, sizeof(dir), target) || !strrchr(dir, '/'))
+		return false;
+	base = strrchr(target, '/') + 1;
+	*strrchr(dir, '/') = '\0';
+	plen = (size_t)snprintf(prefix, sizeof(prefix), "%s.sbx-part-", base);
+	if (plen >= sizeof(prefix))
+		return false;
+	d = opendir(dir[0] ? dir : "/");
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d)))
+		found = !strncmp(de->d_name, prefix, plen) &&
+			(!own_base || strcmp(de->d_name, own_base + 1));
+	closedir(d);
+	return found;
+}
+
 /* Removes the empty file an upload made (inode ino), unless another
- * upload has replaced it since. */
-static void unlink_made(const char *target, uint64_t ino)
+ * upload has replaced it since or is writing its replacement (it needs
+ * the file there until it commits). part: this upload's part file. */
+static void unlink_made(const char *target, uint64_t ino, const char *part)
 {
 	struct stat st;
 
 	if (ino && lstat(target, &st) == 0 && (uint64_t)st.st_ino == ino &&
-	    st.st_size == 0)
+	    st.st_size == 0 && !other_part(target, part))
 		unlink(target);
 }
 
@@ -423,7 +452,7 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 		created = made;
 	if (!r && discard) {
 		unlink(part);
-		unlink_made(target, created);
+		unlink_made(target, created, part);
 		goto out;
 	}
 	if (!r) {
@@ -455,7 +484,7 @@ static void cmd_file_write_part(struct server *s, uint32_t id, json_t *args,
 			unlink(part);
 	}
 	if (r && target[0])
-		unlink_made(target, created);
+		unlink_made(target, created, part);
 out:
 	init_as_user(s->uid, s->gid, false);
 	reply(id,

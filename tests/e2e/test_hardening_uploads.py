@@ -338,6 +338,38 @@ def test_client_leaving_mid_upload_ends_it(srv, box, sub):
     check_next_upload(box, sub)
 
 
+def test_upload_cut_short_spares_the_next_one_to_the_same_file(srv, box):
+    """One upload of a new file is cut short while a second one to the same
+    file is under way: the first one's clean-up (which removes the empty
+    file it made) leaves the file to the second, which completes."""
+    path = box.base + "/files/race.bin"
+    data = os.urandom(4 * MIB)
+    second = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port),
+                                      timeout=30) as first:
+            first.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length:"
+                           " %d\r\n\r\n" % (path, 64 * MIB)).encode())
+            first.sendall(os.urandom(2 * MIB))
+            time.sleep(0.3)  # its first chunks made the (empty) file
+            second.sendall(("PUT %s HTTP/1.1\r\nHost: x\r\n"
+                            "Content-Length: %d\r\n\r\n"
+                            % (path, len(data))).encode())
+            second.sendall(data[:2 * MIB])
+            time.sleep(0.3)  # the second upload's part file is there
+        time.sleep(0.5)  # the first one is cut short and cleaned up
+        second.sendall(data[2 * MIB:])
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            got = second.recv(65536)
+            assert got, reply
+            reply += got
+    finally:
+        second.close()
+    assert reply.split(b" ")[1] == b"201", reply
+    assert box.get("race.bin")[2] == data
+
+
 def test_client_leaving_with_bytes_in_flight(srv, box):
     """The client's close comes with its last bytes while the server is
     waiting for the sandbox (1.5 MiB of garbage, which tar reads on
