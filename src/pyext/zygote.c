@@ -33,42 +33,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/util.h"
 #include "sandbox/internal.h"
 #include "sandbox/zygote_proto.h"
-
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n) {
-		ssize_t w = write(fd, c, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int read_all(int fd, void *p, size_t n)
-{
-	char *c = p;
-
-	while (n) {
-		ssize_t r = read(fd, c, n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		c += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
 
 /* Receives up to nfds fds with at least one byte into buf; returns the
  * bytes read (0 at EOF) or -1. fds not sent are -1. */
@@ -131,7 +98,7 @@ static char *run_init(int run, struct zygote_run *h)
 		if (fds[i] < 0)
 			_exit(127);
 	data = malloc(h->len + 1);
-	if (!data || read_all(run, data, h->len) < 0)
+	if (!data || read_full(run, data, h->len) != (ssize_t)h->len)
 		_exit(127);
 	data[h->len] = '\0';
 	r = runinit_proc(ce.what, sizeof(ce.what));
@@ -168,7 +135,7 @@ static char *run_init(int run, struct zygote_run *h)
 
 			snprintf(line, sizeof(line), "sbx: %s: %s\n", ce.what,
 				 strerror(-r));
-			write_all(2, line, strlen(line));
+			write_full(2, line, strlen(line));
 			_exit(127);
 		}
 		sigprocmask(SIG_SETMASK, &old, NULL);
@@ -228,7 +195,7 @@ static PyObject *zygote_serve(PyObject *self, PyObject *args)
 			if (run >= 0)
 				close(run);
 			answer = -EPROTO;
-			if (write_all(ctl, &answer, sizeof(answer)) < 0)
+			if (write_full(ctl, &answer, sizeof(answer)) < 0)
 				return PyErr_SetFromErrno(PyExc_OSError);
 			continue;
 		}
@@ -252,7 +219,7 @@ static PyObject *zygote_serve(PyObject *self, PyObject *args)
 		PyOS_AfterFork_Parent();
 		close(run);
 		answer = pid > 0 ? (int32_t)pid : -err;
-		if (write_all(ctl, &answer, sizeof(answer)) < 0)
+		if (write_full(ctl, &answer, sizeof(answer)) < 0)
 			return PyErr_SetFromErrno(PyExc_OSError);
 	}
 }

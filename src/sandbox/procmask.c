@@ -111,6 +111,26 @@ static int read_only(const char *path)
 	return 0;
 }
 
+/* Makes the entries of proc_ro under proc read-only. */
+static int read_only_entries(const char *proc, char *what, size_t whatlen)
+{
+	char path[PATH_MAX];
+	size_t i;
+	int r = 0;
+
+	for (i = 0; !r && i < ARRAY_SIZE(proc_ro); i++) {
+		snprintf(path, sizeof(path), "%s/%s", proc, proc_ro[i]);
+		if (access(path, F_OK) < 0)
+			continue;
+		r = read_only(path);
+		if (r)
+			snprintf(what, whatlen,
+				 "cannot make '/proc/%s' read-only",
+				 proc_ro[i]);
+	}
+	return r;
+}
+
 /* Binds src over proc/name when that entry exists. */
 static int cover(const char *proc, const char *name, const char *src,
 		 char *what, size_t whatlen)
@@ -127,20 +147,9 @@ static int cover(const char *proc, const char *name, const char *src,
 int procmask_apply(const char *proc, const char *const src[PROCMASK_NSRC],
 		   char *what, size_t whatlen)
 {
-	char path[PATH_MAX];
+	int r = read_only_entries(proc, what, whatlen);
 	size_t i;
-	int r = 0;
 
-	for (i = 0; !r && i < ARRAY_SIZE(proc_ro); i++) {
-		snprintf(path, sizeof(path), "%s/%s", proc, proc_ro[i]);
-		if (access(path, F_OK) < 0)
-			continue;
-		r = read_only(path);
-		if (r)
-			snprintf(what, whatlen,
-				 "cannot make '/proc/%s' read-only",
-				 proc_ro[i]);
-	}
 	for (i = 0; !r && i < ARRAY_SIZE(proc_masked); i++)
 		r = cover(proc, proc_masked[i], src[PROCMASK_EMPTY], what,
 			  whatlen);
@@ -171,20 +180,9 @@ static int copy_entry(const char *from, const char *to, const char *name,
 
 int procmask_copy(const char *from, const char *to, char *what, size_t whatlen)
 {
-	char path[PATH_MAX];
+	int r = read_only_entries(to, what, whatlen);
 	size_t i;
-	int r = 0;
 
-	for (i = 0; !r && i < ARRAY_SIZE(proc_ro); i++) {
-		snprintf(path, sizeof(path), "%s/%s", to, proc_ro[i]);
-		if (access(path, F_OK) < 0)
-			continue;
-		r = read_only(path);
-		if (r)
-			snprintf(what, whatlen,
-				 "cannot make '/proc/%s' read-only",
-				 proc_ro[i]);
-	}
 	for (i = 0; !r && i < ARRAY_SIZE(proc_masked); i++)
 		r = copy_entry(from, to, proc_masked[i], what, whatlen);
 	for (i = 0; !r && i < ARRAY_SIZE(proc_masked_dirs); i++)

@@ -4,21 +4,14 @@ space and /proc, and the sandbox comes back for the next run. With one warm
 sandbox and one run at a time every Python run below lands on the same
 sandbox, so each test shows what one run leaves to the next: nothing, or
 the sandbox is not reused."""
-import re
 import shutil
 import time
 
 import pytest
 
 from sbxserver import SbxServer
-
-
-def metric(srv, name):
-    status, _, text = srv.get("/metrics")
-    assert status == 200
-    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
-    assert m, text
-    return int(m.group(1))
+import test_warm
+from test_warm import metric
 
 
 def reused(srv):
@@ -26,12 +19,7 @@ def reused(srv):
 
 
 def wait_warm(srv):
-    deadline = time.monotonic() + 30  # hang guard
-    while time.monotonic() < deadline:
-        if srv.get("/v1/health")[2]["warm"] >= 1:
-            return
-        time.sleep(0.02)
-    pytest.fail("no warm sandbox: " + srv.read_log())
+    test_warm.wait_warm(srv, 1)
 
 
 @pytest.fixture(scope="module")
