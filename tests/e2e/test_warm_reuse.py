@@ -333,3 +333,31 @@ def test_reuse_can_be_turned_off(cold):
         wait_warm(s)
         r = run(s, "import os\nprint(os.listdir('/tmp'))")
         assert out(r) == "[]\n", r
+
+
+def test_pool_growth_stops_at_its_cap():
+    """The pool grows to --warm plus 3 per core and no further: runs
+    beyond that start sandboxes of their own."""
+    cap = 1 + 3 * os.sysconf("SC_NPROCESSORS_ONLN")
+    if cap > 13:
+        pytest.skip("%d warm sandboxes on this host: too many runs to "
+                    "start at once here" % cap)
+    import threading
+    with SbxServer(extra_args=["--concurrency", str(cap + 3),
+                               "--warm", "1"]) as s:
+        wait_warm(s)
+        before = metric(s, "sbx_warm_runs_total")
+        results = []
+
+        def one():
+            status, _, r = s.post("/v1/run", {"language": "python",
+                                              "source": "import time\n"
+                                                        "time.sleep(2)\n"
+                                                        "print('slept')"})
+            results.append(r)
+
+        ts = [threading.Thread(target=one) for _ in range(cap + 3)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        assert [out(r) for r in results] == ["slept\n"] * (cap + 3), results
+        assert metric(s, "sbx_warm_runs_total") == before + cap
