@@ -45,21 +45,93 @@ def forking_request():
     finally:
         sys.modules.pop("_sbx_zygote", None)
         os.close(4)
+    warm_up()
     # What the interpreter holds now is shared with every run's process:
     # kept out of the collector's reach, it is not copied page by page
     # when a run collects.
     had_gc = "gc" in sys.modules
     import gc
+    gc.collect()
     gc.freeze()
     if not had_gc:
         del sys.modules["gc"]
     os.write(3, b"R")
-    fields = native.serve(3)
-    if fields is None:
+    got = native.serve(3)
+    if got is None:
         os._exit(0)  # not needed any more
     global forked
     forked = True
-    return fields
+    return got
+
+
+# Set in the forking zygote: the atexit module's runner, kept without the
+# module being in sys.modules (atexit's handlers are the interpreter's, so
+# this runs those registered through any later import of it).
+run_exitfuncs = None
+
+# Compiled once in the forking zygote: the statements and expressions a
+# program commonly has.
+WARM_SOURCE = b"""\
+import os
+from os import path as _p
+x, *y = [1, 2.5, "s", b"b", None, True, (1,), {1: 2}, {3}, ...]
+def f(a, /, b=1, *c, d, e=2, **g):
+    global x
+    yield from (i for i in c if i)
+    return [k for k in g], {k: v for k, v in g.items()}, {k for k in g}
+async def h():
+    async with a as b:
+        await b
+    async for i in b:
+        pass
+class C(object, metaclass=type):
+    @staticmethod
+    def m(self) -> int:
+        nonlocal_ = lambda q: q ** 2 // 3 % 4 if q else -q
+        try:
+            assert x, f"{x!r:>10} {y}"
+        except (ValueError, KeyError) as e:
+            raise RuntimeError("r") from e
+        finally:
+            del x
+        with open("f") as fh, open("g"):
+            while x < 3 and not x or x is None:
+                x += 1
+                continue
+        match x:
+            case [1, *rest] | {"k": rest}:
+                pass
+            case C(a=1) if x:
+                pass
+        return x[1:2:3], x @ x, x >> 1 << 2 & 3 | 4 ^ ~5
+if __name__ == "__main__":
+    print("hello", end="\\n", file=None, flush=False)
+"""
+
+
+def warm_up():
+    # Interpreter state made lazily on first use (the compiler's AST types,
+    # the file and module types' first instances, allocator pools): made
+    # here once, it is shared with every run, instead of being made again,
+    # and every page it touches copied, in each run's process. Nothing here
+    # is left where a program could see it.
+    global run_exitfuncs
+    try:
+        compile(WARM_SOURCE, "/sbx/warm.py", "exec")
+    except SyntaxError:  # an interpreter older than this source
+        compile(b"print(1)\n", "/sbx/warm.py", "exec")
+    had_atexit = "atexit" in sys.modules
+    import atexit
+    run_exitfuncs = atexit._run_exitfuncs
+    if not had_atexit:
+        del sys.modules["atexit"]
+    type(sys)("__main__")
+    sys.modules["_frozen_importlib_external"].SourceFileLoader(
+        "__main__", "/sbx/warm.py")
+    os.path.dirname(os.path.abspath("warm.py"))
+    with open("/dev/null", "rb") as f:
+        f.read()
+    flush_streams()
 
 
 def read_request():
@@ -73,21 +145,25 @@ def read_request():
     os.close(3)
     if not data:
         os._exit(0)  # not needed after all
-    return [f.decode("utf-8", "surrogateescape")
-            for f in data.split(b"\0")[:-1]]
+    return ([f.decode("utf-8", "surrogateescape")
+             for f in data.split(b"\0")[:-1]], False)
 
 
-def become(fields):
+def become(got):
+    # same_env: the run's environment is the one this interpreter started
+    # with (the common case), which os.environ already holds.
+    fields, same_env = got
     cwd, stdin, cpu = fields[:3]
     argc = int(fields[3])
     argv = fields[4:4 + argc]
     envc = int(fields[4 + argc])
     env = fields[5 + argc:5 + argc + envc]
     os.chdir(cwd)
-    os.environ.clear()
-    for kv in env:
-        k, _, v = kv.partition("=")
-        os.environ[k] = v
+    if not same_env:
+        os.environ.clear()
+        for kv in env:
+            k, _, v = kv.partition("=")
+            os.environ[k] = v
     if stdin:
         fd = os.open(stdin, os.O_RDONLY)
         os.unlink(stdin)
@@ -170,8 +246,7 @@ def shutdown(status):
     threading = sys.modules.get("threading")
     if threading is not None:
         threading._shutdown()
-    import atexit
-    atexit._run_exitfuncs()
+    run_exitfuncs()
     failed = not flush_streams()
     import gc
     gc.collect()

@@ -147,6 +147,35 @@ static char *run_init(int run, struct zygote_run *h)
 	runinit_reap(prog, run);
 }
 
+/* Whether the fields from p on (envc, env...) are this process's
+ * environment, in its order: what os.environ was made from at the
+ * interpreter's start, which the program then need not rebuild. */
+static int env_is_ours(const char *p, const char *end)
+{
+	extern char **environ;
+	char *num_end;
+	unsigned long n, i;
+
+	if (p >= end || !memchr(p, '\0', (size_t)(end - p)))
+		return 0;
+	errno = 0;
+	n = strtoul(p, &num_end, 10);
+	if (errno || *num_end || num_end == p)
+		return 0;
+	p += strlen(p) + 1;
+	for (i = 0; i < n; i++) {
+		size_t len;
+
+		if (p >= end || !environ[i])
+			return 0;
+		len = strnlen(p, (size_t)(end - p));
+		if (p + len >= end || strcmp(p, environ[i]))
+			return 0;
+		p += len + 1;
+	}
+	return p == end && !environ[n];
+}
+
 static PyObject *fields_list(const char *p, const char *end)
 {
 	PyObject *list = PyList_New(0);
@@ -169,8 +198,28 @@ static PyObject *fields_list(const char *p, const char *end)
 	return list;
 }
 
-/* serve(ctl_fd) -> list of str in a run's program; None when init closes
- * the control socket (the zygote is no longer needed). */
+/* Where the fields from p on start being the environment (envc), after
+ * cwd, stdin, cpu, argc and argv; end when they are cut short. */
+static const char *env_fields(const char *p, const char *end)
+{
+	unsigned long argc = 0, i;
+
+	for (i = 0; p < end; i++) {
+		size_t len = strnlen(p, (size_t)(end - p));
+
+		if (i == 3)
+			argc = strtoul(p, NULL, 10);
+		if (i == 4 + argc)
+			return p;
+		p += len + 1;
+	}
+	return end;
+}
+
+/* serve(ctl_fd) -> (fields, same_env) in a run's program, fields a list of
+ * str and same_env whether the run's environment is the zygote's own, in
+ * the same order; None when init closes the control socket (the zygote is
+ * no longer needed). */
 static PyObject *zygote_serve(PyObject *self, PyObject *args)
 {
 	int ctl;
@@ -210,10 +259,19 @@ static PyObject *zygote_serve(PyObject *self, PyObject *args)
 
 			close(ctl);
 			data = run_init(run, &h);
+			const char *p, *end;
+			int same;
+
 			PyOS_AfterFork_Child();
-			list = fields_list(data + h.filter_len, data + h.len);
+			p = data + h.filter_len;
+			end = data + h.len;
+			same = env_is_ours(env_fields(p, end), end);
+			list = fields_list(p, end);
 			free(data);
-			return list;
+			if (!list)
+				return NULL;
+			return Py_BuildValue("(NO)", list,
+					     same ? Py_True : Py_False);
 		}
 		err = errno;
 		PyOS_AfterFork_Parent();
