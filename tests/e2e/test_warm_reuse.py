@@ -306,27 +306,35 @@ def test_other_languages_reuse_the_sandbox(cold):
                 (r, c)
 
 
+def burst(s, n, seconds):
+    """Starts n runs at once that each sleep, waits for all; their
+    replies."""
+    import threading
+    results = []
+
+    def one():
+        status, _, r = s.post("/v1/run", {"language": "python",
+                                          "source": "import time\n"
+                                                    "time.sleep(%s)\n"
+                                                    "print('slept')"
+                                                    % seconds})
+        results.append(r)
+
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    return results
+
+
 def test_pool_grows_under_load_and_shrinks_back():
     """Jobs that find no warm sandbox ready get one built for them, which
     then serves later runs too; once the burst is over the pool goes back
     to its size."""
-    import threading
     with SbxServer(extra_args=["--concurrency", "4", "--warm", "1"]) as s:
         wait_warm(s)
         before = metric(s, "sbx_warm_runs_total")
-        results = []
-
-        def one():
-            status, _, r = s.post("/v1/run", {"language": "python",
-                                              "source": "import time\n"
-                                                        "time.sleep(0.5)\n"
-                                                        "print('slept')"})
-            results.append(r)
-
-        for _ in range(2):  # the second burst runs on the grown pool
-            ts = [threading.Thread(target=one) for _ in range(4)]
-            [t.start() for t in ts]
-            [t.join() for t in ts]
+        # The second burst runs on the grown pool.
+        results = burst(s, 4, 0.5) + burst(s, 4, 0.5)
         assert [out(r) for r in results] == ["slept\n"] * 8, results
         assert metric(s, "sbx_warm_runs_total") == before + 8
         assert reused(s) >= 4
@@ -366,22 +374,10 @@ def test_pool_growth_stops_at_its_cap():
     if cap > 13:
         pytest.skip("%d warm sandboxes on this host: too many runs to "
                     "start at once here" % cap)
-    import threading
     with SbxServer(extra_args=["--concurrency", str(cap + 3),
                                "--warm", "1"]) as s:
         wait_warm(s)
         before = metric(s, "sbx_warm_runs_total")
-        results = []
-
-        def one():
-            status, _, r = s.post("/v1/run", {"language": "python",
-                                              "source": "import time\n"
-                                                        "time.sleep(2)\n"
-                                                        "print('slept')"})
-            results.append(r)
-
-        ts = [threading.Thread(target=one) for _ in range(cap + 3)]
-        [t.start() for t in ts]
-        [t.join() for t in ts]
+        results = burst(s, cap + 3, 2)
         assert [out(r) for r in results] == ["slept\n"] * (cap + 3), results
         assert metric(s, "sbx_warm_runs_total") == before + cap
